@@ -1,0 +1,33 @@
+"""textenv: token generation as a Gymnasium environment (``TextRLHF-v0``).
+
+``import textenv; gym.make("TextRLHF-v0")`` or, without the import, ``gym.make("textenv:TextRLHF-v0")``.
+"""
+
+import gymnasium as gym
+
+from textenv.config import EnvConfig
+from textenv.env import TextRLHFEnv
+from textenv.models import (
+    OFFLINE_MODEL,
+    TINY_MODEL,
+    OfflineModelMissingError,
+    load_model,
+    load_tokenizer,
+)
+from textenv.prompts import load_prompts
+
+__all__ = [
+    "OFFLINE_MODEL",
+    "TINY_MODEL",
+    "EnvConfig",
+    "OfflineModelMissingError",
+    "TextRLHFEnv",
+    "load_model",
+    "load_prompts",
+    "load_tokenizer",
+]
+
+if "TextRLHF-v0" not in gym.registry:
+    # No max_episode_steps: a TimeLimit wrapper would report the horizon as `truncated`, and the
+    # horizon is part of this task (DESIGN section 3).
+    gym.register(id="TextRLHF-v0", entry_point="textenv.env:TextRLHFEnv")

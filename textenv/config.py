@@ -1,0 +1,113 @@
+"""``EnvConfig``: every option of ``TextRLHF-v0``, with its default and meaning."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from textenv.models import OFFLINE_MODEL
+
+
+@dataclass
+class EnvConfig:
+    """Configuration of :class:`textenv.TextRLHFEnv`. ``gym.make`` keyword arguments override fields."""
+
+    model: str = OFFLINE_MODEL
+    """Model whose tokenizer and LM-head size define the observation and action spaces:
+    ``"smollm2-135m-instruct"`` (bundled, offline), ``"tiny"`` (test model, same tokenizer),
+    a local folder or a hub name. The env never runs this model; agents do."""
+
+    prompts: Any = "bundled:reviews"
+    """Prompt source: ``"bundled:reviews"`` (movie-review openings, the sentiment task),
+    ``"bundled:instructions"``, ``"bundled:all"``; a local ``.json``/``.jsonl``/``.csv``/``.txt`` file;
+    a hub dataset name (needs internet); or a Python list of strings."""
+
+    prompt_column: str = "prompt"
+    """Column holding the prompt text in a file or hub dataset (``.txt`` files use one prompt a line)."""
+
+    prompt_split: str = "train"
+    """Split to read: for the bundled set and files with a ``split`` column, ``"train"``, ``"test"`` or
+    ``"all"``; for hub datasets, the dataset split name."""
+
+    max_prompts: int | None = None
+    """Keep only the first ``max_prompts`` prompts (``None``: all)."""
+
+    chat_template: bool = False
+    """Wrap each prompt in the tokenizer's chat template as a user turn, with the generation prompt,
+    so instruct models answer it (then ``max_prompt_tokens`` must also hold the template's tokens)."""
+
+    system_prompt: str | None = None
+    """System message for ``chat_template=True`` (``None``: the template's default)."""
+
+    max_prompt_tokens: int = 32
+    """Prompt length budget in tokens; the observation holds ``max_prompt_tokens + max_new_tokens``."""
+
+    prompt_overflow: str = "truncate"
+    """What to do with a longer prompt: ``"truncate"`` (keep its last tokens, warn once) or ``"error"``."""
+
+    max_new_tokens: int = 24
+    """Episode horizon: the response ends after this many tokens if no EOS came first."""
+
+    reward: Any = "sentiment"
+    """Reward: a registered name (``"sentiment"``, ``"length"``, ``"keywords"``, ...), the folder of a
+    trained reward model, a callable ``fn(prompt, response) -> float``, or an object with
+    ``score(prompts, responses)``."""
+
+    reward_kwargs: dict = field(default_factory=dict)
+    """Options of a named reward, e.g. ``{"target": 10}`` for ``"length"``."""
+
+    no_eos_penalty: float = 0.0
+    """Added to the score when a response reaches ``max_new_tokens`` without EOS (use a negative value
+    to discourage rambling; Huang et al. 2024, "The N Implementation Details of RLHF with PPO", #4)."""
+
+    forbidden_tokens: tuple = ()
+    """Extra token ids that ``action_masks()`` forbids (pad and ids outside the tokenizer always are)."""
+
+    def __post_init__(self) -> None:
+        for name in ("max_prompt_tokens", "max_new_tokens"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if self.max_prompts is not None and (
+            isinstance(self.max_prompts, bool) or not isinstance(self.max_prompts, int) or self.max_prompts < 1
+        ):
+            raise ValueError(f"max_prompts must be a positive int or None, got {self.max_prompts!r}")
+        if self.prompt_overflow not in ("truncate", "error"):
+            raise ValueError(f"prompt_overflow must be 'truncate' or 'error', got {self.prompt_overflow!r}")
+        if not isinstance(self.reward_kwargs, dict):
+            raise TypeError(f"reward_kwargs must be a dict, got {type(self.reward_kwargs).__name__}")
+        self.forbidden_tokens = tuple(int(t) for t in self.forbidden_tokens)
+
+    @property
+    def obs_len(self) -> int:
+        """Length ``L`` of the observation: prompt budget plus response budget."""
+        return self.max_prompt_tokens + self.max_new_tokens
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        """Names of all fields (the valid keyword arguments of ``gym.make``)."""
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def from_kwargs(cls, config: "EnvConfig | dict | None" = None, **overrides: Any) -> "EnvConfig":
+        """Build a config from a base (config, dict or ``None``) plus keyword overrides.
+
+        Raises:
+            TypeError: an unknown key, listing the valid ones.
+        """
+        base: dict[str, Any] = {}
+        if isinstance(config, EnvConfig):
+            base = {f.name: getattr(config, f.name) for f in dataclasses.fields(cls)}
+        elif isinstance(config, dict):
+            base = dict(config)
+        elif config is not None:
+            raise TypeError(f"config must be an EnvConfig, a dict or None, got {type(config).__name__}")
+        base.update(overrides)
+        unknown = sorted(set(base) - set(cls.field_names()))
+        if unknown:
+            raise TypeError(
+                f"unknown TextRLHF-v0 option(s) {unknown}; valid options: {cls.field_names()} "
+                f"(and render_mode)"
+            )
+        return cls(**base)

