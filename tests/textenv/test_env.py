@@ -136,7 +136,7 @@ def test_render_modes(make_env, capsys):
 
 def test_same_seed_same_50_step_rollout_different_seeds_differ(make_env):
     def rollout(seed):
-        env = make_env(max_new_tokens=6, reward="sentiment", prompts="bundled:reviews")
+        env = make_env(max_new_tokens=6, max_prompt_tokens=24, reward="sentiment", prompts="bundled:reviews")
         env.reset(seed=seed)
         env.action_space.seed(seed)
         trace = []
@@ -148,7 +148,7 @@ def test_same_seed_same_50_step_rollout_different_seeds_differ(make_env):
         return trace
 
     assert rollout(7) == rollout(7)
-    first_prompts = {make_env(prompts="bundled:reviews").reset(seed=s)[1]["prompt"] for s in range(8)}
+    first_prompts = {make_env(prompts="bundled:reviews", max_prompt_tokens=24).reset(seed=s)[1]["prompt"] for s in range(8)}
     assert len(first_prompts) > 1
 
 
