@@ -152,6 +152,11 @@ class TextRLHFEnv(gym.Env):
             return ids[-cfg.max_prompt_tokens:], True
         return ids, False
 
+    def encode_prompt(self, prompt: str) -> np.ndarray:
+        """Token ids of ``prompt`` exactly as ``reset`` puts them in the observation (chat template and
+        ``prompt_overflow`` applied), for code that samples outside the env (evaluation, baselines)."""
+        return self._encode_prompt(-1, prompt)[0]
+
     def _get_reward(self):
         if self._reward is None:
             self._reward = make_reward(self.config.reward, **self.config.reward_kwargs)

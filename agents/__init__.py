@@ -1,0 +1,70 @@
+"""The learning side of textrlhf: LM actor-critic policies for Stable-Baselines3, KL shaping, masks.
+
+Quick start (one word changes the algorithm)::
+
+    import agents
+    env = agents.make_vec_text_env(n_envs=4, model="smollm2-135m-instruct", reward="sentiment")
+    agent = agents.make_agent("ppo", env)   # "a2c", "trpo", "maskable_ppo", "rlhf_ppo", "rloo", "grpo", ...
+    agent.learn(10_000)
+    agent.policy.save_pretrained("runs/ppo-lm")   # a plain Hugging Face model folder
+
+Plain SB3 works too::
+
+    PPO(agents.LMActorCriticPolicy, env, policy_kwargs={"model": "smollm2-135m-instruct"},
+        rollout_buffer_class=agents.KLRolloutBuffer, gamma=1.0)
+
+Hand-written loops use :func:`reference_logprobs`, :func:`kl_estimate`, :func:`shape_rewards` and the
+KL controllers directly.
+"""
+
+from agents.buffers import KLRolloutBuffer, MaskableKLRolloutBuffer
+from agents.cache import KVCacheRunner, position_ids_from_mask
+from agents.kl import (
+    AdaptiveKLController,
+    FixedKLController,
+    kl_estimate,
+    reference_logprobs,
+    shape_rewards,
+)
+from agents.critic_free import CriticFreePG
+from agents.evaluation import evaluate_policy, win_rate
+from agents.rlhf_ppo import RLHFPPO
+from agents.rollout import EpisodeBatch, collect_round, sequence_forward
+from agents.masking import ReferenceMaskWrapper, TokenSubsetMaskWrapper, reference_mask
+from agents.policy import LMActorCriticPolicy, MaskableLMActorCriticPolicy
+from agents.registry import (
+    AlgorithmSpec,
+    available_algorithms,
+    make_agent,
+    make_vec_text_env,
+    register_algorithm,
+)
+
+__all__ = [
+    "CriticFreePG",
+    "EpisodeBatch",
+    "RLHFPPO",
+    "collect_round",
+    "evaluate_policy",
+    "sequence_forward",
+    "win_rate",
+    "AdaptiveKLController",
+    "AlgorithmSpec",
+    "FixedKLController",
+    "KLRolloutBuffer",
+    "KVCacheRunner",
+    "LMActorCriticPolicy",
+    "MaskableKLRolloutBuffer",
+    "MaskableLMActorCriticPolicy",
+    "ReferenceMaskWrapper",
+    "TokenSubsetMaskWrapper",
+    "available_algorithms",
+    "kl_estimate",
+    "make_agent",
+    "make_vec_text_env",
+    "position_ids_from_mask",
+    "reference_logprobs",
+    "reference_mask",
+    "register_algorithm",
+    "shape_rewards",
+]

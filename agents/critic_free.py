@@ -1,0 +1,256 @@
+"""Critic-free policy gradients on ``TextRLHF-v0``: REINFORCE, RLOO, GRPO, REINFORCE++.
+
+Same machinery as :class:`agents.rlhf_ppo.RLHFPPO` (lock-step KV-cached rollouts through the env,
+batched reference scoring, sequence-level updates, SB3 logger / callbacks / ``save`` / ``load``), but
+the baseline comes from the batch instead of a value network:
+
+* ``reinforce``: ``A = R - b`` with ``b`` a running mean of past returns (Williams 1992); with
+  ``baseline=False`` and ``group_size=1`` it is the plain score-function estimator.
+* ``rloo``: ``A_i = R_i - mean_{j != i} R_j`` over the ``k`` responses to the same prompt
+  (Kool et al. 2019; Ahmadian et al. 2024, "Back to Basics: Revisiting REINFORCE Style Optimization
+  for Learning from Human Feedback in LLMs").
+* ``grpo``: ``A_i = (R_i - mean_group) / std_group`` (Shao et al. 2024, DeepSeekMath), with the KL
+  as a per-token k3 loss term instead of a reward penalty by default.
+* ``reinforce_pp``: token-level KL penalty in the reward, return-to-go per token, then advantages
+  normalised over the whole batch (Hu 2025, "REINFORCE++").
+
+Groups are sampled honestly through the env: with ``group_size=k``, envs ``[g*k, (g+1)*k)`` answer
+the same prompt (the group's first env draws it, the others get ``reset(options={"prompt_index":
+...})``), so ``n_envs`` must be a multiple of ``k``.
+
+The loss is PPO's clipped surrogate on the rollout log-probs. With ``n_epochs=1`` and one minibatch
+the ratio is exactly 1 at the only step and the gradient is the vanilla policy gradient
+``-E[A * grad log pi]``; more epochs give the clipped multi-step variant GRPO describes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from agents.kl import KL_ESTIMATORS, kl_estimate, shape_rewards
+from agents.losses import masked_mean, masked_whiten
+from agents.rlhf_ppo import RLHFPPO
+from agents.rollout import EpisodeBatch, sequence_forward
+
+ESTIMATORS = ("reinforce", "rloo", "grpo", "reinforce_pp")
+"""Advantage estimators of :class:`CriticFreePG`."""
+AGGREGATIONS = ("sequence_sum", "sequence_mean", "token_mean")
+"""How per-token loss terms are averaged: sum over each response then mean over responses
+(REINFORCE/RLOO: the score function of the whole sequence), mean per response then over responses
+(GRPO's ``1/G sum_i 1/|o_i| sum_t``), or mean over all tokens of the batch (PPO, REINFORCE++)."""
+
+_DEFAULTS: dict[str, dict[str, Any]] = {
+    "reinforce": {"group_size": 1, "kl_in": "reward", "aggregation": "sequence_sum"},
+    "rloo": {"group_size": 4, "kl_in": "reward", "aggregation": "sequence_sum"},
+    "grpo": {"group_size": 4, "kl_in": "loss", "aggregation": "sequence_mean", "kl_estimator": "k3"},
+    "reinforce_pp": {"group_size": 1, "kl_in": "reward", "aggregation": "token_mean", "kl_mode": "per_token"},
+}
+
+
+def group_advantages(returns: torch.Tensor, groups: np.ndarray, estimator: str, eps: float = 1e-4) -> torch.Tensor:
+    """Sequence-level advantages from per-episode returns and group ids.
+
+    Args:
+        returns: ``(n,)`` per-episode returns.
+        groups: ``(n,)`` group id of each episode (episodes with the same id answer the same prompt).
+        estimator: ``"rloo"`` (leave-one-out mean) or ``"grpo"`` (group mean and std).
+        eps: added to GRPO's std (TRL uses 1e-4).
+
+    Returns:
+        ``(n,)`` advantages.
+    """
+    adv = torch.zeros_like(returns)
+    for g in np.unique(groups):
+        idx = torch.as_tensor(np.flatnonzero(groups == g))
+        r = returns[idx]
+        k = len(idx)
+        if estimator == "rloo":
+            if k < 2:
+                raise ValueError("RLOO needs at least 2 responses per prompt (group_size >= 2)")
+            # Ahmadian et al. 2024, eq. 5: baseline = mean of the other k - 1 samples' returns.
+            adv[idx] = r - (r.sum() - r) / (k - 1)
+        elif estimator == "grpo":
+            if k < 2:
+                raise ValueError("GRPO needs at least 2 responses per prompt (group_size >= 2)")
+            # Shao et al. 2024, sec. 4.1.2 (outcome supervision): normalise by the group's mean and std.
+            adv[idx] = (r - r.mean()) / (r.std() + eps)
+        else:
+            raise ValueError(f"group_advantages takes 'rloo' or 'grpo', got {estimator!r}")
+    return adv
+
+
+def reward_to_go(rewards: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``G_t = sum_{s >= t} r_s`` inside each episode (gamma 1): ``(n, T)``, 0 on padding."""
+    return torch.flip(torch.cumsum(torch.flip(rewards * mask, [-1]), -1), [-1]) * mask
+
+
+def aggregate(per_token: torch.Tensor, mask: torch.Tensor, how: str) -> torch.Tensor:
+    """Average a ``(n, T)`` per-token loss as :data:`AGGREGATIONS` describes."""
+    mask = mask.to(per_token.dtype)
+    if how == "sequence_sum":
+        return (per_token * mask).sum(-1).mean()
+    if how == "sequence_mean":
+        return ((per_token * mask).sum(-1) / mask.sum(-1).clamp(min=1)).mean()
+    if how == "token_mean":
+        return masked_mean(per_token, mask)
+    raise ValueError(f"unknown aggregation {how!r}; use one of {list(AGGREGATIONS)}")
+
+
+class CriticFreePG(RLHFPPO):
+    """REINFORCE / RLOO / GRPO / REINFORCE++ on ``TextRLHF-v0`` (see the module docstring).
+
+    Args:
+        policy, env: as :class:`agents.rlhf_ppo.RLHFPPO` (the policy's value head is unused).
+        estimator: one of :data:`ESTIMATORS`.
+        group_size: responses per prompt ``k`` (default per estimator: 4 for rloo/grpo, else 1).
+        kl_in: ``"reward"`` (``score - beta * KL``, the other agents' objective) or ``"loss"``
+            (``beta * KL`` per token added to the loss, GRPO's choice).
+        aggregation: one of :data:`AGGREGATIONS` (default per estimator).
+        baseline: ``reinforce`` only: subtract a running mean of past returns.
+        baseline_momentum: weight of the old mean in that running mean.
+        learning_rate, n_steps, batch_size, n_epochs, clip_range, max_grad_norm, kl_coef, adaptive_kl,
+        kl_target, kl_horizon, kl_estimator, kl_mode, target_kl, ...: as :class:`RLHFPPO`
+        (``n_epochs`` defaults to 1: on-policy; ``learning_rate`` to 1e-4, DESIGN section 5's
+        measured scale for one Adam step per batch on this CPU).
+    """
+
+    def __init__(
+        self,
+        policy,
+        env,
+        estimator: str = "rloo",
+        group_size: int | None = None,
+        kl_in: str | None = None,
+        aggregation: str | None = None,
+        baseline: bool = True,
+        baseline_momentum: float = 0.9,
+        learning_rate: float = 1e-4,
+        n_epochs: int = 1,
+        kl_estimator: str | None = None,
+        kl_mode: str | None = None,
+        **kwargs: Any,
+    ):
+        if estimator not in ESTIMATORS:
+            raise ValueError(f"unknown estimator {estimator!r}; use one of {list(ESTIMATORS)}")
+        defaults = _DEFAULTS[estimator]
+        self.estimator = estimator
+        self.group_size = int(group_size if group_size is not None else defaults["group_size"])
+        self.kl_in = kl_in or defaults["kl_in"]
+        self.aggregation = aggregation or defaults["aggregation"]
+        if self.kl_in not in ("reward", "loss"):
+            raise ValueError(f"kl_in must be 'reward' or 'loss', got {self.kl_in!r}")
+        if self.aggregation not in AGGREGATIONS:
+            raise ValueError(f"unknown aggregation {self.aggregation!r}; use one of {list(AGGREGATIONS)}")
+        if estimator in ("rloo", "grpo") and self.group_size < 2:
+            raise ValueError(f"{estimator} compares responses to the same prompt: group_size must be >= 2")
+        if env.num_envs % self.group_size:
+            raise ValueError(
+                f"n_envs ({env.num_envs}) must be a multiple of group_size ({self.group_size}): each group of "
+                f"envs answers one prompt"
+            )
+        kl_estimator = kl_estimator or defaults.get("kl_estimator", "k1")
+        if kl_estimator not in KL_ESTIMATORS:
+            raise ValueError(f"unknown kl_estimator {kl_estimator!r}; use one of {list(KL_ESTIMATORS)}")
+        self.baseline = bool(baseline)
+        self.baseline_momentum = float(baseline_momentum)
+        self._baseline_value: float | None = None
+        super().__init__(policy, env, learning_rate=learning_rate, n_epochs=n_epochs, kl_estimator=kl_estimator,
+                         kl_mode=kl_mode or defaults.get("kl_mode", "terminal"), **kwargs)
+
+    @torch.no_grad()
+    def _finish_batch(self, batch: EpisodeBatch) -> None:
+        T = batch.horizon
+        ref = self.policy.reference_logprobs(batch.input_ids.to(self.device), batch.attention_mask.to(self.device),
+                                             batch.response_mask.to(self.device)).cpu()
+        batch.ref_logp = ref[:, -T:]
+        beta = self._controller().value
+        mask = batch.mask
+        reward_beta = beta if self.kl_in == "reward" else 0.0
+        batch.rewards = shape_rewards(batch.scores, batch.logp, batch.ref_logp, reward_beta, self.kl_mode,
+                                      self.kl_estimator, mask.bool())
+        returns = batch.rewards.sum(-1)  # (n,) undiscounted return of each episode
+        if self.estimator == "reinforce":
+            b = self._baseline_value if (self.baseline and self._baseline_value is not None) else 0.0
+            adv = (returns - b)[:, None] * mask  # Williams 1992: a baseline from *past* batches keeps it unbiased
+            if self.baseline:
+                mean = float(returns.mean())
+                m = self.baseline_momentum
+                self._baseline_value = mean if self._baseline_value is None else m * self._baseline_value + (1 - m) * mean
+        elif self.estimator == "reinforce_pp":
+            # Hu 2025, REINFORCE++ eq. 6-7: token-level return-to-go, normalised over the global batch.
+            adv = masked_whiten(reward_to_go(batch.rewards, mask), mask)
+        else:
+            adv = group_advantages(returns, batch.extras["group"], self.estimator)[:, None] * mask
+        batch.advantages = adv
+        batch.returns = torch.zeros_like(adv)
+        kl = (kl_estimate(batch.logp, batch.ref_logp, self.kl_estimator) * mask).sum(-1)
+        self.policy.kl_beta.fill_(self._controller().update(float(kl.mean()), batch.n))
+        self.logger.record("rlhf/score", float(batch.scores.mean()))
+        self.logger.record("rlhf/kl", float(kl.mean()))
+        self.logger.record("rlhf/beta", beta)
+        self.logger.record("rlhf/response_len", float(batch.lengths.mean()))
+        self.logger.record("rlhf/shaped_return", float(returns.mean()))
+        self.logger.record("rlhf/episodes", batch.n)
+
+    def policy_loss(self, batch: EpisodeBatch, idx: torch.Tensor, clip_range: float):
+        """The loss of one minibatch of episodes ``idx`` and its statistics."""
+        dev = self.device
+        mask = batch.mask[idx].to(dev)
+        logp, _, entropy = sequence_forward(self.policy, batch.input_ids[idx].to(dev),
+                                            batch.attention_mask[idx].to(dev), batch.horizon, entropy=True)
+        old = batch.logp[idx].to(dev)
+        adv = batch.advantages[idx].to(dev)
+        ratio = torch.exp(logp - old)
+        surrogate = torch.min(ratio * adv, torch.clamp(ratio, 1 - clip_range, 1 + clip_range) * adv)
+        loss = -aggregate(surrogate, mask, self.aggregation)
+        kl_loss = torch.zeros((), device=dev)
+        if self.kl_in == "loss":
+            # Shao et al. 2024, eq. 4: k3 KL to the reference, per token, in the loss.
+            kl_loss = aggregate(kl_estimate(logp, batch.ref_logp[idx].to(dev), self.kl_estimator), mask, self.aggregation)
+            loss = loss + self._controller().value * kl_loss
+        if self.ent_coef:
+            loss = loss - self.ent_coef * masked_mean(entropy, mask)
+        with torch.no_grad():
+            log_ratio = logp - old
+            stats = {"approx_kl": float(masked_mean(torch.expm1(log_ratio) - log_ratio, mask)),
+                     "clip_fraction": float(masked_mean(((ratio - 1).abs() > clip_range).float(), mask)),
+                     "kl_loss": float(kl_loss), "entropy": float(masked_mean(entropy, mask))}
+        return loss, stats
+
+    def train(self) -> None:
+        """``n_epochs`` passes over minibatches of whole episodes; no critic."""
+        import time
+
+        self.policy.set_training_mode(True)
+        self._update_learning_rate(self.policy.optimizer)
+        clip_range = self.clip_range(self._current_progress_remaining)
+        batch = self._batch
+        bs = self.episode_batch_size or batch.n
+        logs: dict[str, list[float]] = {"loss": [], "approx_kl": [], "clip_fraction": [], "kl_loss": [], "entropy": []}
+        t0 = time.perf_counter()
+        stop = False
+        for _ in range(self.n_epochs):
+            for idx in torch.randperm(batch.n).split(bs):
+                loss, stats = self.policy_loss(batch, idx, clip_range)
+                for k, v in stats.items():
+                    logs[k].append(v)
+                logs["loss"].append(float(loss.detach()))
+                if self.target_kl is not None and stats["approx_kl"] > 1.5 * self.target_kl:
+                    stop = True
+                    break
+                self.policy.optimizer.zero_grad()
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
+                self.policy.optimizer.step()
+            self._n_updates += 1
+            if stop:
+                break
+        self.policy.set_training_mode(False)
+        for k, v in logs.items():
+            if v:
+                self.logger.record(f"train/{k}", float(np.mean(v)))
+        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
+        self.logger.record("time/update_s", time.perf_counter() - t0)

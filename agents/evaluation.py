@@ -1,0 +1,201 @@
+"""Held-out evaluation of a policy: scores, win rate, KL, diversity and perplexity.
+
+Used by the pipeline's ``evaluate`` stage to compare the starting policy with the trained one on the
+same held-out prompts. Sampling goes through Hugging Face ``generate`` (pure sampling at the policy's
+temperature: no top-k, no top-p, so the samples come from the same distribution the env rollouts
+do), prompts are encoded exactly as ``TextRLHF-v0`` encodes them (``env.encode_prompt``), and
+responses are decoded as the env decodes them.
+
+Metrics (all per held-out prompt, then averaged):
+
+* ``rm_score``: the reward model's score (what RL optimised);
+* ``annotator_score``: the annotator's score (never seen by the RL stage: the honest measure);
+* ``win_rate``: fraction of prompts where the trained response beats the starting one by the
+  annotator (ties count one half);
+* ``kl``: ``sum_t log pi(a_t) - log pi_ref(a_t)`` over the response at the sampling temperature
+  (the k1 estimate of the sequence-level KL, in nats; Schulman 2020);
+* ``distinct_1`` / ``distinct_2``: unique word uni/bi-grams over all responses divided by their
+  count (Li et al. 2016, "A Diversity-Promoting Objective Function for Neural Conversation Models");
+* ``ref_perplexity``: ``exp`` of the mean per-token negative log-likelihood of the responses under the
+  reference model at temperature 1 (fluency as the starting model sees it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+
+from agents.kl import reference_logprobs
+
+
+@dataclass
+class Samples:
+    """Responses sampled for a list of prompts, as text and as padded token tensors."""
+
+    prompts: list[str]
+    responses: list[str]
+    input_ids: torch.Tensor  # (n, seq_len): prompt + response, left-padded
+    attention_mask: torch.Tensor  # (n, seq_len)
+    response_mask: torch.Tensor  # (n, seq_len) bool: True on response tokens (EOS included)
+
+    @property
+    def response_lengths(self) -> np.ndarray:
+        return self.response_mask.sum(-1).numpy()
+
+
+def _pack(prompt_ids: Sequence[Sequence[int]], response_ids: Sequence[Sequence[int]], pad_id: int):
+    """Left-pad ``prompt + response`` rows into ``(n, max_len)`` tensors with a response mask."""
+    rows = [list(p) + list(r) for p, r in zip(prompt_ids, response_ids)]
+    length = max(len(r) for r in rows)
+    ids = torch.full((len(rows), length), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), length), dtype=torch.long)
+    resp = torch.zeros((len(rows), length), dtype=torch.bool)
+    for i, (row, r) in enumerate(zip(rows, response_ids)):
+        ids[i, length - len(row):] = torch.tensor(row, dtype=torch.long)
+        mask[i, length - len(row):] = 1
+        if len(r):
+            resp[i, length - len(r):] = True
+    return ids, mask, resp
+
+
+@torch.no_grad()
+def sample_responses(
+    model,
+    tokenizer,
+    prompts: Sequence[str],
+    prompt_ids: Sequence[Sequence[int]],
+    max_new_tokens: int,
+    temperature: float = 0.7,
+    seed: int = 0,
+    batch_size: int = 16,
+) -> Samples:
+    """Sample one response per prompt with pure sampling at ``temperature``.
+
+    Args:
+        model: a causal LM.
+        tokenizer: its tokenizer (left padding, pad distinct from EOS).
+        prompts: prompt texts (kept for the reward functions).
+        prompt_ids: the prompts' token ids, as the env encodes them (``env.encode_prompt``).
+        max_new_tokens: response length limit (the env's horizon).
+        temperature: sampling temperature (the policy's).
+        seed: seeds the sampling, without touching the caller's global RNG.
+        batch_size: prompts per ``generate`` call.
+    """
+    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    device = next(model.parameters()).device
+    responses: list[list[int]] = []
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        for start in range(0, len(prompt_ids), batch_size):
+            chunk = prompt_ids[start:start + batch_size]
+            ids, mask, _ = _pack(chunk, [[] for _ in chunk], pad)
+            out = model.generate(
+                input_ids=ids.to(device), attention_mask=mask.to(device), do_sample=True,
+                temperature=temperature, top_k=0, top_p=1.0, max_new_tokens=max_new_tokens,
+                min_new_tokens=1, eos_token_id=eos, pad_token_id=pad,
+            )[:, ids.shape[1]:].cpu()
+            for row in out.tolist():
+                cut = row.index(eos) + 1 if eos in row else len(row)  # keep EOS, as the env does
+                responses.append(row[:cut])
+    texts = [tokenizer.decode([t for t in r if t != eos], skip_special_tokens=True) for r in responses]
+    ids, mask, resp = _pack(prompt_ids, responses, pad)
+    return Samples(list(prompts), texts, ids, mask, resp)
+
+
+@torch.no_grad()
+def sequence_logprobs(model, samples: Samples, temperature: float = 1.0, batch_size: int = 16) -> torch.Tensor:
+    """Summed log-prob of each response under ``model`` at ``temperature``: ``(n,)``."""
+    device = next(model.parameters()).device
+    sums = []
+    for s in range(0, len(samples.prompts), batch_size):
+        lp = reference_logprobs(
+            model, samples.input_ids[s:s + batch_size].to(device), samples.attention_mask[s:s + batch_size].to(device),
+            samples.response_mask[s:s + batch_size].to(device), temperature=temperature,
+        )
+        sums.append(lp.sum(-1).cpu())
+    return torch.cat(sums)
+
+
+def distinct_n(texts: Sequence[str], n: int) -> float:
+    """Unique word n-grams over all texts divided by their total count (0 if there are none)."""
+    grams = [tuple(words[i:i + n]) for t in texts for words in [t.split()] for i in range(len(words) - n + 1)]
+    return len(set(grams)) / len(grams) if grams else 0.0
+
+
+@dataclass
+class EvalResult:
+    """Per-prompt rows and averaged metrics of one policy on the held-out prompts."""
+
+    name: str
+    prompts: list[str]
+    responses: list[str]
+    rm_scores: list[float]
+    annotator_scores: list[float]
+    kl: list[float]
+    response_lengths: list[int]
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def evaluate_policy(
+    name: str,
+    model,
+    ref_model,
+    tokenizer,
+    prompts: Sequence[str],
+    prompt_ids: Sequence[Sequence[int]],
+    reward_fn,
+    annotator,
+    max_new_tokens: int,
+    temperature: float = 0.7,
+    seed: int = 0,
+    batch_size: int = 16,
+) -> EvalResult:
+    """Sample one response per held-out prompt and compute every metric of the module docstring.
+
+    Args:
+        name: label for reports (``"start"``, ``"trained"``).
+        model: the policy's causal LM.
+        ref_model: the frozen reference (starting) model.
+        tokenizer: the shared tokenizer.
+        prompts: held-out prompt texts; ``prompt_ids`` their env encoding.
+        reward_fn: the reward model RL optimised (``score(prompts, responses)``).
+        annotator: the judge RL never saw (``score(prompts, responses)``).
+        max_new_tokens, temperature, seed, batch_size: sampling settings (same for every policy).
+    """
+    samples = sample_responses(model, tokenizer, prompts, prompt_ids, max_new_tokens, temperature, seed, batch_size)
+    logp = sequence_logprobs(model, samples, temperature, batch_size)
+    ref_logp_t = sequence_logprobs(ref_model, samples, temperature, batch_size)
+    ref_logp_1 = sequence_logprobs(ref_model, samples, 1.0, batch_size)
+    n_tokens = max(int(samples.response_mask.sum()), 1)
+    rm = reward_fn.score(samples.prompts, samples.responses)
+    judge = annotator.score(samples.prompts, samples.responses)
+    kl = (logp - ref_logp_t).numpy()
+    result = EvalResult(
+        name=name, prompts=samples.prompts, responses=samples.responses,
+        rm_scores=[float(x) for x in rm], annotator_scores=[float(x) for x in judge],
+        kl=[float(x) for x in kl], response_lengths=[int(x) for x in samples.response_lengths],
+    )
+    result.metrics = {
+        "rm_score": float(np.mean(rm)),
+        "annotator_score": float(np.mean(judge)),
+        "kl": float(np.mean(kl)),
+        "distinct_1": distinct_n(samples.responses, 1),
+        "distinct_2": distinct_n(samples.responses, 2),
+        "ref_perplexity": float(np.exp(-float(ref_logp_1.sum()) / n_tokens)),
+        "response_len": float(np.mean(samples.response_lengths)),
+    }
+    return result
+
+
+def win_rate(trained: EvalResult, start: EvalResult) -> float:
+    """Fraction of prompts where ``trained`` beats ``start`` by the annotator; ties count one half."""
+    if trained.prompts != start.prompts:
+        raise ValueError("win_rate compares two evaluations on the same prompts, in the same order")
+    a, b = np.asarray(trained.annotator_scores), np.asarray(start.annotator_scores)
+    return float(np.mean((a > b) + 0.5 * (a == b)))

@@ -1,0 +1,243 @@
+"""The KL side of the RLHF objective, as plain functions (usable without Stable-Baselines3).
+
+The objective (Ziegler et al. 2019; Stiennon et al. 2020; DESIGN section 1) is
+
+    R(episode) = score(prompt, response) - beta * sum_t KL_t,
+
+with ``KL_t`` an estimate of ``KL(pi || pi_ref)`` at token ``t``. From the sampled token ``a_t`` and
+``r = pi_ref(a_t|s_t) / pi(a_t|s_t)``, Schulman's note "Approximating KL Divergence" (2020) gives
+
+* ``k1 = -log r = log pi - log pi_ref`` (unbiased, can be negative; the classic choice in the reward,
+  lm-human-preferences and TRL's ``kl_estimator="k1"``),
+* ``k2 = 0.5 * (log r)^2`` (biased, low variance, always >= 0),
+* ``k3 = (r - 1) - log r`` (unbiased, always >= 0; TRL's ``kl_estimator="k3"``).
+
+The controllers follow lm-human-preferences (``lm_human_preferences/train_policy.py``) and TRL:
+:class:`FixedKLController` keeps ``beta``; :class:`AdaptiveKLController` moves it towards a target KL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from agents.cache import position_ids_from_mask
+
+KL_ESTIMATORS = ("k1", "k2", "k3")
+"""Names accepted by :func:`kl_estimate`."""
+SHAPING_MODES = ("terminal", "per_token")
+"""Where :func:`shape_rewards` subtracts ``beta * KL``."""
+
+
+def kl_estimate(logp: torch.Tensor, ref_logp: torch.Tensor, kind: str = "k1") -> torch.Tensor:
+    """Per-sample KL estimate from log-probs of the *sampled* tokens under ``pi`` and ``pi_ref``.
+
+    Args:
+        logp: ``log pi(a_t|s_t)``, any shape (tokens sampled from ``pi``).
+        ref_logp: ``log pi_ref(a_t|s_t)``, same shape.
+        kind: ``"k1"``, ``"k2"`` or ``"k3"`` (Schulman 2020).
+
+    Returns:
+        Tensor of the same shape; its mean over samples from ``pi`` estimates ``KL(pi || pi_ref)``.
+
+    Raises:
+        ValueError: unknown ``kind``.
+    """
+    if kind not in KL_ESTIMATORS:
+        raise ValueError(f"unknown KL estimator {kind!r}; use one of {list(KL_ESTIMATORS)}")
+    logp, ref_logp = torch.as_tensor(logp), torch.as_tensor(ref_logp)
+    log_r = ref_logp - logp  # log(pi_ref / pi)
+    if kind == "k1":
+        return -log_r
+    if kind == "k2":
+        return 0.5 * log_r**2
+    return torch.expm1(log_r) - log_r  # (r - 1) - log r, expm1 for accuracy near r = 1
+
+
+@torch.no_grad()
+def reference_logprobs(
+    ref_model: nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    response_mask: torch.Tensor,
+    temperature: float = 1.0,
+    allowed_tokens: Sequence[int] | torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Log-probs of every response token under the reference model, in ONE teacher-forced forward.
+
+    Args:
+        ref_model: a causal LM (``*ForCausalLM``), in eval mode.
+        input_ids: ``(batch, seq_len)`` prompt + response, left-padded.
+        attention_mask: ``(batch, seq_len)`` 0/1.
+        response_mask: ``(batch, seq_len)`` bool, True on response tokens (whose log-probs are wanted).
+        temperature: divides the logits, and must be the sampling temperature of the policy
+            (DESIGN section 5: the same temperature everywhere, or the KL is biased).
+        allowed_tokens: if given, the distribution is restricted to these ids (as the policy's is).
+
+    Returns:
+        ``(batch, seq_len)`` float32: ``log pi_ref(x_j | x_<j)`` where ``response_mask`` is True, 0 elsewhere.
+
+    Raises:
+        ValueError: a response token at position 0 (it would have no context), or shape mismatch.
+    """
+    if input_ids.shape != attention_mask.shape or input_ids.shape != response_mask.shape:
+        raise ValueError(
+            f"input_ids {tuple(input_ids.shape)}, attention_mask {tuple(attention_mask.shape)} and "
+            f"response_mask {tuple(response_mask.shape)} must have the same shape"
+        )
+    response_mask = response_mask.bool()
+    if bool(response_mask[:, 0].any()):
+        raise ValueError("a response token at position 0 has no context; left-pad or prepend the prompt")
+    if not bool(response_mask.any()):
+        return torch.zeros(input_ids.shape, dtype=torch.float32, device=input_ids.device)
+    ids, mask = input_ids.long(), attention_mask.long()
+    # Responses sit at the end of left-padded rows: only the last `keep` positions' logits are needed,
+    # which saves a (batch, seq_len, V) tensor (V = 49152 for SmolLM2).
+    first = int(response_mask.any(0).nonzero()[0])
+    keep = ids.shape[1] - first + 1
+    try:
+        logits = ref_model(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask),
+                           use_cache=False, logits_to_keep=keep).logits
+    except TypeError:  # models without `logits_to_keep`
+        logits = ref_model(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask),
+                           use_cache=False).logits
+    logits = logits[:, -keep:-1].float() / temperature  # (batch, keep - 1): predictions of positions first..end
+    if allowed_tokens is not None:
+        logits = restrict_logits(logits, allowed_tokens)
+    targets = ids[:, first:]  # (batch, keep - 1)
+    logp = torch.log_softmax(logits, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    out = torch.zeros(ids.shape, dtype=torch.float32, device=ids.device)
+    out[:, first:] = logp
+    return out * response_mask
+
+
+def restrict_logits(logits: torch.Tensor, allowed_tokens: Sequence[int] | torch.Tensor) -> torch.Tensor:
+    """Set logits outside ``allowed_tokens`` to -1e8: probability exactly 0 in fp32.
+
+    A finite value, as sb3-contrib's ``MaskableCategorical`` uses, rather than ``-inf``: torch's
+    categorical KL (TRPO's constraint) computes ``logits_p - logits_q``, which is NaN for ``-inf - -inf``
+    and poisons the gradients.
+
+    Args:
+        logits: ``(..., V)``.
+        allowed_tokens: token ids to keep.
+
+    Returns:
+        ``(..., V)`` tensor.
+    """
+    keep = torch.zeros(logits.shape[-1], dtype=torch.bool, device=logits.device)
+    keep[torch.as_tensor(allowed_tokens, dtype=torch.long, device=logits.device)] = True
+    return logits.masked_fill(~keep, -1e8)
+
+
+def shape_rewards(
+    scores: torch.Tensor | np.ndarray | Sequence[float],
+    logp: torch.Tensor,
+    ref_logp: torch.Tensor,
+    beta: float,
+    mode: str = "terminal",
+    kind: str = "k1",
+    mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Per-token rewards of the KL-penalised RLHF objective, for hand-written loops.
+
+    Args:
+        scores: ``(batch,)`` reward-model scores of whole responses.
+        logp: ``(batch, T)`` policy log-probs of the response tokens (at the sampling temperature).
+        ref_logp: ``(batch, T)`` reference log-probs of the same tokens (same temperature).
+        beta: KL coefficient.
+        mode: ``"terminal"`` (default): the last token gets ``score - beta * sum_t KL_t``, the others 0;
+            ``"per_token"``: every token gets ``-beta * KL_t`` and the last one also the score
+            (TRL and lm-human-preferences). Both give the same undiscounted return.
+        kind: KL estimator, see :func:`kl_estimate`.
+        mask: ``(batch, T)`` bool, True on real response tokens (default all True); responses are
+            right-aligned or left-aligned, the last True of each row is its final token.
+
+    Returns:
+        ``(batch, T)`` float32 rewards (0 outside ``mask``).
+
+    Raises:
+        ValueError: unknown ``mode``, an empty row, or mismatched shapes.
+    """
+    if mode not in SHAPING_MODES:
+        raise ValueError(f"unknown KL shaping mode {mode!r}; use one of {list(SHAPING_MODES)}")
+    logp, ref_logp = torch.as_tensor(logp, dtype=torch.float32), torch.as_tensor(ref_logp, dtype=torch.float32)
+    scores = torch.as_tensor(np.asarray(scores, dtype=np.float32)).to(logp.device)
+    if logp.shape != ref_logp.shape or logp.ndim != 2 or scores.shape != (logp.shape[0],):
+        raise ValueError(
+            f"expected logp and ref_logp of shape (batch, T) and scores (batch,), got {tuple(logp.shape)}, "
+            f"{tuple(ref_logp.shape)}, {tuple(scores.shape)}"
+        )
+    mask = torch.ones_like(logp, dtype=torch.bool) if mask is None else torch.as_tensor(mask).bool()
+    if not bool(mask.any(-1).all()):
+        raise ValueError("every row needs at least one response token (mask has an all-False row)")
+    kl = kl_estimate(logp, ref_logp, kind) * mask  # (batch, T)
+    T = mask.shape[1]
+    last = T - 1 - mask.flip(-1).float().argmax(-1)  # (batch,): index of each row's last real token
+    rewards = torch.zeros_like(logp)
+    rows = torch.arange(logp.shape[0], device=logp.device)
+    if mode == "per_token":
+        rewards = -beta * kl
+        rewards[rows, last] += scores
+    else:
+        rewards[rows, last] = scores - beta * kl.sum(-1)
+    return rewards * mask
+
+
+class FixedKLController:
+    """A constant KL coefficient.
+
+    Args:
+        value: ``beta``.
+    """
+
+    def __init__(self, value: float):
+        if not np.isfinite(value) or value < 0:
+            raise ValueError(f"KL coefficient must be a finite number >= 0, got {value!r}")
+        self.value = float(value)
+
+    def update(self, current_kl: float, n_episodes: int) -> float:
+        """No-op; returns ``beta``."""
+        return self.value
+
+    def __repr__(self) -> str:
+        return f"FixedKLController(value={self.value})"
+
+
+class AdaptiveKLController:
+    """Adaptive KL coefficient of Ziegler et al. (2019), as in lm-human-preferences and TRL.
+
+    ``e = clip(KL / target - 1, -0.2, 0.2)``; ``beta <- beta * (1 + e * n_episodes / horizon)``.
+
+    Args:
+        init: starting ``beta``.
+        target: target KL per episode, in nats (default 6, lm-human-preferences).
+        horizon: how many episodes it takes to move ``beta`` by a factor ~e^{0.2} (default 10000).
+    """
+
+    def __init__(self, init: float, target: float = 6.0, horizon: float = 10000.0):
+        if not np.isfinite(init) or init < 0:
+            raise ValueError(f"initial KL coefficient must be a finite number >= 0, got {init!r}")
+        if not target > 0 or not horizon > 0:
+            raise ValueError(f"target ({target!r}) and horizon ({horizon!r}) must be > 0")
+        self.value = float(init)
+        self.target = float(target)
+        self.horizon = float(horizon)
+
+    def update(self, current_kl: float, n_episodes: int) -> float:
+        """Move ``beta`` after a batch of ``n_episodes`` episodes whose mean summed KL is ``current_kl``.
+
+        Returns:
+            The new ``beta``.
+        """
+        if n_episodes <= 0 or not np.isfinite(current_kl):
+            return self.value
+        error = float(np.clip(current_kl / self.target - 1.0, -0.2, 0.2))
+        self.value *= 1.0 + error * n_episodes / self.horizon
+        return self.value
+
+    def __repr__(self) -> str:
+        return f"AdaptiveKLController(value={self.value}, target={self.target}, horizon={self.horizon})"

@@ -1,0 +1,52 @@
+"""Reference implementations the autograder needs that the project does not (yet) expose.
+
+Everything else is graded against the project's own code (:mod:`agents.kl`, :mod:`agents.losses`,
+:func:`reward_models.bradley_terry.bradley_terry_loss`). These few functions are candidates for
+moving into the project (``preference_accuracy`` next to ``bradley_terry_loss``; ``rloo_advantages``
+and ``reinforce_loss`` next to ``agents.losses``).
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def preference_accuracy(r_chosen: torch.Tensor, r_rejected: torch.Tensor) -> float:
+    """Share of pairs with ``r_chosen > r_rejected`` (ties count as errors), as in
+    ``reward_models.bradley_terry.evaluate_preferences``."""
+    return float((torch.as_tensor(r_chosen) > torch.as_tensor(r_rejected)).float().mean())
+
+
+def rloo_advantages(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
+    """REINFORCE leave-one-out advantages (Kool et al. 2019; Ahmadian et al. 2024).
+
+    ``rewards`` holds ``group_size`` consecutive samples per prompt; each sample's baseline is the mean
+    reward of the *other* samples of its prompt: ``A_i = R_i - (sum_j R_j - R_i) / (k - 1)``.
+    """
+    r = torch.as_tensor(rewards, dtype=torch.float32).reshape(-1, group_size)
+    baseline = (r.sum(-1, keepdim=True) - r) / (group_size - 1)
+    return (r - baseline).reshape(-1)
+
+
+def reinforce_loss(logp: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Sequence-level REINFORCE loss (Williams 1992): ``-mean_i(A_i * sum_t mask_it * logp_it)``."""
+    seq_logp = (logp * mask.to(logp.dtype)).sum(-1)
+    return -(advantages.detach().to(logp.dtype) * seq_logp).mean()
+
+
+def rloo_update(model, optimizer, batch, cfg, allowed_tokens=None) -> dict[str, float]:
+    """One RLOO step exactly as ``course/exercises/ex5_rloo.py:update`` specifies (the grader's reference)."""
+    from course.scaffold import token_logprobs
+
+    mask = batch.response_mask.float()
+    kl = ((batch.logp - batch.ref_logp) * mask).sum(-1)
+    rewards = batch.scores - cfg.beta * kl
+    advantages = rloo_advantages(rewards, cfg.group_size)
+    logp = token_logprobs(model, batch.input_ids, batch.attention_mask, batch.response_mask,
+                          cfg.temperature, allowed_tokens)
+    loss = reinforce_loss(logp, advantages, mask)
+    optimizer.zero_grad()
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+    optimizer.step()
+    return {"loss": loss.item(), "kl": float(kl.mean()), "reward": float(rewards.mean())}

@@ -1,0 +1,229 @@
+"""Dataclass -> argparse: one config dataclass per script, its field docstrings are the ``--help``.
+
+Every script in ``scripts/`` declares its options as a dataclass whose fields carry a docstring
+right below them (the attribute-docstring convention that Sphinx and IDEs understand)::
+
+    @dataclass
+    class Config:
+        seed: int = 0
+        \"\"\"Random seed for everything.\"\"\"
+        tags: list[str] = field(default_factory=list)
+        \"\"\"Free-form tags.\"\"\"
+
+and parses its command line with ``config = parse_args(Config)``. Field docstrings are read from the
+class source with :mod:`ast` (walking the MRO, so inherited fields keep their help); a field may
+instead give ``field(metadata={"help": ...})``, which wins. Supported types:
+
+* ``int``, ``float``, ``str``, ``pathlib.Path``: ``--name VALUE``;
+* ``bool``: ``--name`` / ``--no-name``;
+* ``Optional[X]`` / ``X | None``: like ``X``; the words ``none``/``null`` give ``None``;
+* ``list[X]`` / ``tuple[X, ...]``: ``--name A B C`` (zero or more values);
+* ``Literal["a", "b"]``: ``--name a`` with choices;
+* ``dict``: a JSON object, ``--name '{"k": 1}'``.
+
+Underscores in field names become dashes (``--max-new-tokens``); the underscore spelling is
+accepted too. Fields without a default are required options.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import dataclasses
+import inspect
+import json
+import textwrap
+import types
+import typing
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+_NONE_WORDS = {"none", "null"}
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """Docstrings of a dataclass's fields, read from the class source (and its bases).
+
+    Args:
+        cls: a dataclass type.
+
+    Returns:
+        ``{field_name: docstring}`` for every field documented by a string literal placed right
+        after its annotated assignment. Classes whose source is unavailable contribute nothing.
+    """
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):  # subclasses override their bases' docs
+        if klass is object:
+            continue
+        try:
+            source = textwrap.dedent(inspect.getsource(klass))
+        except (OSError, TypeError):
+            continue
+        tree = ast.parse(source)
+        class_defs = [node for node in tree.body if isinstance(node, ast.ClassDef)]
+        if not class_defs:
+            continue
+        body = class_defs[0].body
+        for stmt, nxt in zip(body, body[1:]):
+            if (
+                isinstance(stmt, ast.AnnAssign)
+                and isinstance(stmt.target, ast.Name)
+                and isinstance(nxt, ast.Expr)
+                and isinstance(nxt.value, ast.Constant)
+                and isinstance(nxt.value.value, str)
+            ):
+                docs[stmt.target.id] = inspect.cleandoc(nxt.value.value)
+    return docs
+
+
+def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
+    """``Optional[X]`` -> ``(X, True)``; anything else -> ``(tp, False)``."""
+    origin = typing.get_origin(tp)
+    if origin is typing.Union or origin is types.UnionType:
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1 and len(typing.get_args(tp)) == 2:
+            return args[0], True
+    return tp, False
+
+
+def _scalar_converter(tp: Any, optional: bool, name: str):
+    """An argparse ``type=`` function for a scalar field type."""
+    if tp in (int, float, str, Path):
+        base = tp
+    elif tp is Any:
+        base = str
+    else:
+        raise TypeError(f"field {name!r}: unsupported type {tp!r} for the command line")
+
+    def convert(text: str):
+        if optional and text.lower() in _NONE_WORDS:
+            return None
+        return base(text)
+
+    convert.__name__ = getattr(base, "__name__", "value")  # argparse names it in error messages
+    return convert
+
+
+def _add_field(parser: argparse.ArgumentParser, f: dataclasses.Field, tp: Any, help_text: str) -> None:
+    flag = "--" + f.name.replace("_", "-")
+    inner_type, _ = _unwrap_optional(tp)
+    # The underscore spelling is accepted too (not for bools: "--no-chat_template" reads badly).
+    flags = [flag] if "_" not in f.name or inner_type is bool else [flag, "--" + f.name]
+    if f.default is not dataclasses.MISSING:
+        default = f.default
+    elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+        default = f.default_factory()  # type: ignore[misc]
+    else:
+        default = dataclasses.MISSING
+    required = default is dataclasses.MISSING
+    kwargs: dict[str, Any] = {"dest": f.name, "required": required}
+    if not required:
+        kwargs["default"] = default
+    shown = str(default) if isinstance(default, Path) else repr(default)
+    shown_default = "required" if required else f"default: {shown}"
+    kwargs["help"] = f"{help_text} ({shown_default})" if help_text else f"({shown_default})"
+
+    inner, optional = _unwrap_optional(tp)
+    origin = typing.get_origin(inner)
+    if inner is bool:
+        kwargs["action"] = argparse.BooleanOptionalAction
+    elif origin is typing.Literal:
+        choices = list(typing.get_args(inner))
+        kwargs["type"] = type(choices[0])
+        kwargs["choices"] = choices
+    elif origin in (list, tuple, Sequence) or inner in (list, tuple):
+        args = [a for a in typing.get_args(inner) if a is not Ellipsis]
+        item = args[0] if args else str
+        kwargs["nargs"] = "*"
+        kwargs["type"] = _scalar_converter(item, False, f.name)
+        kwargs["metavar"] = getattr(item, "__name__", "VALUE").upper()
+    elif inner is dict or origin is dict:
+        kwargs["type"] = _json_object(f.name)
+        kwargs["metavar"] = "JSON"
+    else:
+        kwargs["type"] = _scalar_converter(inner, optional, f.name)
+        kwargs["metavar"] = getattr(inner, "__name__", "VALUE").upper()
+    parser.add_argument(*flags, **kwargs)
+
+
+def _json_object(name: str):
+    def convert(text: str) -> dict:
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise argparse.ArgumentTypeError(f"--{name} must be a JSON object, e.g. '{{\"k\": 1}}': {exc}")
+        if not isinstance(value, dict):
+            raise argparse.ArgumentTypeError(f"--{name} must be a JSON object, got {type(value).__name__}")
+        return value
+
+    convert.__name__ = "JSON object"
+    return convert
+
+
+def build_parser(cls: type, description: str | None = None, **parser_kwargs: Any) -> argparse.ArgumentParser:
+    """An :class:`argparse.ArgumentParser` with one option per field of the dataclass ``cls``.
+
+    Args:
+        cls: the config dataclass.
+        description: shown at the top of ``--help`` (default: the class docstring).
+        **parser_kwargs: passed to :class:`argparse.ArgumentParser`.
+
+    Raises:
+        TypeError: ``cls`` is not a dataclass, or a field has a type the command line cannot express.
+    """
+    if not (isinstance(cls, type) and dataclasses.is_dataclass(cls)):
+        raise TypeError(f"build_parser needs a dataclass type, got {cls!r}")
+    hints = typing.get_type_hints(cls, include_extras=False)
+    docs = field_docs(cls)
+    parser_kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=description or inspect.getdoc(cls), **parser_kwargs)
+    for f in dataclasses.fields(cls):
+        if not f.init:
+            continue
+        help_text = f.metadata.get("help") or docs.get(f.name, "")
+        _add_field(parser, f, hints.get(f.name, str), " ".join(help_text.split()))
+    return parser
+
+
+def parse_args(cls: type[T], argv: Sequence[str] | None = None, description: str | None = None) -> T:
+    """Parse a command line into an instance of the config dataclass ``cls``.
+
+    Args:
+        cls: the config dataclass; field docstrings become the help.
+        argv: arguments (default ``sys.argv[1:]``).
+        description: text at the top of ``--help`` (default: the class docstring).
+
+    Returns:
+        ``cls(**parsed)``; the dataclass's own ``__post_init__`` validation runs as usual.
+    """
+    parser = build_parser(cls, description=description)
+    namespace = parser.parse_args(argv)
+    values = vars(namespace)
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):  # nargs="*" gives lists; honour tuple-typed fields
+        inner, _ = _unwrap_optional(hints.get(f.name, str))
+        if (typing.get_origin(inner) is tuple or inner is tuple) and isinstance(values.get(f.name), list):
+            values[f.name] = tuple(values[f.name])
+    try:
+        return cls(**values)
+    except (TypeError, ValueError) as exc:
+        parser.error(str(exc))  # exits with status 2 and the usage line, like any argparse error
+        raise  # unreachable; keeps type checkers quiet
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    """A JSON-friendly dict of a config dataclass (paths as strings), for logs and metadata."""
+
+    def fix(value: Any) -> Any:
+        if isinstance(value, Path):
+            return str(value)
+        if isinstance(value, (list, tuple)):
+            return [fix(v) for v in value]
+        if isinstance(value, dict):
+            return {k: fix(v) for k, v in value.items()}
+        return value
+
+    return {k: fix(v) for k, v in dataclasses.asdict(config).items()}

@@ -1,0 +1,80 @@
+"""Helpers shared by the pipeline stages: device, seeding, prompt encoding, stage summaries."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from scripts.stages.config import PipelineConfig
+
+
+def resolve_device(device: str) -> str:
+    """``"auto"`` -> ``"cuda"`` if a GPU is visible, else ``"cpu"``; ``"cuda"`` without a GPU raises."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA device is visible to torch; use --device cpu or auto")
+    if device not in ("cpu", "cuda"):
+        raise ValueError(f"--device must be auto, cpu or cuda, got {device!r}")
+    return device
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (``transformers.set_seed``)."""
+    from transformers import set_seed
+
+    set_seed(seed)
+
+
+def make_text_env(cfg: PipelineConfig, model: str | os.PathLike, prompts, split: str = "train",
+                  max_prompts: int | None = None, reward="length"):
+    """An unwrapped ``TextRLHF-v0`` used for its prompt list and ``encode_prompt`` (never stepped)."""
+    import gymnasium as gym
+
+    import textenv  # noqa: F401  (registers TextRLHF-v0)
+
+    env = gym.make("TextRLHF-v0", model=os.fspath(model), prompts=prompts, prompt_split=split,
+                   max_prompts=max_prompts, max_new_tokens=cfg.run.max_new_tokens,
+                   max_prompt_tokens=cfg.run.max_prompt_tokens, reward=reward)
+    return env.unwrapped
+
+
+def encode_prompts(env, prompts: Sequence[str]) -> list[list[int]]:
+    """Token ids of each prompt exactly as the env encodes them (truncation included)."""
+    return [[int(t) for t in env.encode_prompt(p)] for p in prompts]
+
+
+def abs_path(path: str | os.PathLike) -> str:
+    """Absolute path as a string (paths pickled into checkpoints must not depend on the cwd)."""
+    return str(Path(path).resolve())
+
+
+class StageTimer:
+    """Wall time of a stage; ``summary(text)`` prints the one-line ``[stage] ...`` summary."""
+
+    def __init__(self, stage: str):
+        self.stage = stage
+        self.start = time.perf_counter()
+
+    @property
+    def seconds(self) -> float:
+        return time.perf_counter() - self.start
+
+    def summary(self, text: str) -> str:
+        line = f"[{self.stage}] {text}, {self.seconds:.0f} s"
+        print(line, flush=True)
+        return line
+
+
+def fmt(x: float | None, digits: int = 3) -> str:
+    """A number for summaries and tables (``-`` for missing)."""
+    if x is None:
+        return "-"
+    try:
+        return f"{float(x):.{digits}f}"
+    except (TypeError, ValueError):
+        return str(x)

@@ -1,0 +1,365 @@
+"""Pipeline configuration: one dataclass per stage, a ``--tiny`` preset, YAML overlay, CLI flags.
+
+Precedence, lowest first: dataclass defaults < ``--tiny`` preset < YAML file (``--config``) < command
+line. With ``--resume`` and no ``--config``, the run's own ``config.yaml`` is the YAML layer, so a
+resumed run continues with exactly the settings it started with.
+
+The YAML file has one section per stage (every key optional; unknown sections or keys are
+rejected with the valid ones listed)::
+
+    run:           {run_dir: runs/demo, seed: 0, algo: ppo, device: auto}
+    sft:           {epochs: 2, learning_rate: 5.0e-5}
+    preferences:   {samples_per_prompt: 4}
+    reward_model:  {num_epochs: 2}
+    rl:            {total_timesteps: 13824, kl_target: 6.0}
+    evaluate:      {max_prompts: 32}
+
+On the command line, ``run`` fields are plain flags (``--seed 1``) and the others are prefixed with
+their section (``--rl.total-timesteps 4096``, ``--sft.epochs 1``); field docstrings are the ``--help``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+from scripts.cli import field_docs
+
+DEFAULT_ALGO = "rlhf_ppo"
+"""Default ``--algo``. Point it at "rlhf_ppo" once the fast sequence-level agent is registered."""
+
+
+@dataclass
+class RunConfig:
+    """Settings shared by every stage."""
+
+    run_dir: str = "runs/default"
+    """Run directory (config, checkpoints, metrics, plots, report)."""
+    stages: list[str] = field(default_factory=lambda: ["sft", "preferences", "reward-model", "rl", "evaluate"])
+    """Stages to run, in pipeline order: sft preferences reward-model rl evaluate (also comma-separated)."""
+    resume: bool = False
+    """Skip finished stages and continue RL from its last checkpoint."""
+    tiny: bool = False
+    """Preset for tests: tiny random model, a handful of prompts/pairs/steps, tiny RM backbone (seconds)."""
+    seed: int = 0
+    """Seed of every stage (sampling, data order, initialisations)."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """Device for training and sampling: auto picks cuda when available."""
+    algo: str = DEFAULT_ALGO
+    """RL algorithm: any name in agents.available_algorithms()."""
+    model: str = "smollm2-135m-instruct"
+    """Base model: "smollm2-135m-instruct" (offline), "tiny", a local folder or a hub name."""
+    annotator: str = "sentiment"
+    """Simulated annotator (a reward spec): labels the pairs and judges the evaluation; RL never sees it."""
+    max_new_tokens: int = 24
+    """Response length limit in tokens (the RL horizon), for sampling in every stage."""
+    max_prompt_tokens: int = 32
+    """Prompt budget in tokens (longer prompts lose their first tokens)."""
+    temperature: float = 0.7
+    """Policy sampling temperature in RL and evaluation (also divides every log-prob)."""
+    threads: Optional[int] = None
+    """torch CPU threads (none = torch's default)."""
+    progress: bool = True
+    """Show progress bars."""
+
+
+@dataclass
+class SFTConfig:
+    """Supervised fine-tuning on demonstrations (InstructGPT step 1)."""
+
+    data: str = "bundled"
+    """Demonstrations: "bundled" (textenv/data/demonstrations.jsonl), "best_of_n" (the annotator picks among
+    samples of the base model), a .jsonl/.json/.csv file or a hub dataset."""
+    prompt_column: str = "prompt"
+    """Prompt column of a user file or hub dataset."""
+    response_column: str = "response"
+    """Response column of a user file or hub dataset."""
+    split: str = "train"
+    """Split of a hub dataset."""
+    best_of_n: int = 4
+    """With data=best_of_n: samples per train prompt; the annotator's favourite becomes the demonstration."""
+    best_of_n_temperature: float = 1.0
+    """With data=best_of_n: sampling temperature."""
+    max_examples: Optional[int] = None
+    """Use only the first N demonstrations (none = all)."""
+    epochs: float = 2.0
+    """Passes over the demonstrations."""
+    learning_rate: float = 5e-5
+    """AdamW learning rate (linear decay)."""
+    batch_size: int = 8
+    """Demonstrations per optimiser step."""
+    warmup_ratio: float = 0.1
+    """Share of steps with linear warm-up."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    append_eos: bool = True
+    """End each response with EOS, so the policy learns to stop."""
+    max_response_tokens: int = 64
+    """Response tokens kept per demonstration."""
+    skip: bool = False
+    """No fine-tuning: the SFT model is the base model (saved as is)."""
+
+
+@dataclass
+class PreferencesConfig:
+    """Preference pairs sampled from the SFT policy and labelled by the annotator (InstructGPT step 2)."""
+
+    data: Optional[str] = None
+    """Use this preference file / hub dataset instead of sampling (none = sample and label)."""
+    max_prompts: Optional[int] = None
+    """Train review prompts used (none = all)."""
+    samples_per_prompt: int = 4
+    """Responses sampled per prompt (K); all K(K-1)/2 pairs are labelled."""
+    temperature: float = 1.0
+    """Sampling temperature of the SFT policy for pairs."""
+    noise_temperature: float = 0.0
+    """Annotator noise: a wins with probability sigmoid((s_a - s_b) / T); 0 = no noise."""
+    min_gap: float = 0.3
+    """Skip pairs whose annotator scores differ by at most this (near-ties are label noise)."""
+    batch_size: int = 32
+    """Sequences per generate() call."""
+
+
+@dataclass
+class RewardModelStageConfig:
+    """Bradley-Terry reward model trained on the pairs (InstructGPT step 2)."""
+
+    backbone: str = "minilm"
+    """Backbone: "minilm" (offline all-MiniLM-L6-v2), "tiny", "smollm2-135m-instruct", a folder or a hub name."""
+    pooling: str = "auto"
+    """Hidden state read by the head: auto, mean, last or cls."""
+    max_length: int = 128
+    """Tokens of prompt + response kept."""
+    random_init: bool = False
+    """Random backbone weights from its config (tests)."""
+    config_overrides: dict = field(default_factory=dict)
+    """Backbone config overrides, e.g. {"num_hidden_layers": 2, "hidden_size": 32} (with random_init)."""
+    eval_fraction: float = 0.15
+    """Share of prompts held out for accuracy (split by prompt)."""
+    learning_rate: float = 1e-4
+    """AdamW learning rate (1e-4 reached the best held-out accuracy in the reward-model measurements)."""
+    num_epochs: float = 2.0
+    """Passes over the training pairs."""
+    batch_size: int = 16
+    """Pairs per optimiser step."""
+    warmup_ratio: float = 0.1
+    """Share of steps with linear warm-up."""
+    logging_steps: int = 5
+    """Log the training loss every this many steps (the loss plot's resolution)."""
+    normalize: bool = True
+    """Fit gain/bias so SFT-policy samples score mean 0, std 1 (Stiennon et al. 2020)."""
+
+
+@dataclass
+class RLConfig:
+    """RL fine-tuning against the reward model with a KL penalty to the SFT model (InstructGPT step 3)."""
+
+    total_timesteps: int = 13824
+    """Environment steps (= generated tokens) in total: 36 rollouts of 16 episodes x 24 tokens."""
+    n_envs: int = 16
+    """Parallel environments (episodes per rollout round)."""
+    n_steps: Optional[int] = None
+    """Steps (tokens) per env per rollout (none = the algorithm's default)."""
+    batch_size: Optional[int] = None
+    """Minibatch size (none = the algorithm's default; episodes for rlhf_ppo and the critic-free agents)."""
+    n_epochs: Optional[int] = 1
+    """Optimisation epochs per rollout (none = the algorithm's default). One pass keeps a CPU run in
+    budget: an epoch is a forward+backward over every episode, the most expensive part (DESIGN section 4)."""
+    learning_rate: Optional[float] = 1e-4
+    """Learning rate (none = the algorithm's RLHF default). DESIGN section 5 measured that one Adam step
+    per batch at 1e-4 moves SmolLM2's sentiment in minutes on this CPU, and 1e-5 does not."""
+    kl_coef: float = 0.1
+    """Initial KL coefficient beta (the normalised reward-model score has std 1, about 2.5x VADER's)."""
+    adaptive_kl: bool = True
+    """Adaptive beta (Ziegler et al. 2019) instead of a fixed one."""
+    kl_target: float = 6.0
+    """Target summed KL per episode, nats (adaptive controller)."""
+    kl_horizon: float = 10000.0
+    """Adaptive controller horizon, episodes."""
+    algo_kwargs: dict = field(default_factory=dict)
+    """More algorithm options as JSON, e.g. {"clip_range": 0.1}."""
+    prompts: str = "bundled:reviews"
+    """Training prompts (the train split of this source)."""
+    max_prompts: Optional[int] = None
+    """Keep only the first N training prompts."""
+    no_eos_penalty: float = 0.0
+    """Added to the score of responses that hit the length limit without EOS."""
+    checkpoint_every: int = 5
+    """Save the agent (SB3 zip, atomically) every this many rollouts, and at the end (SmolLM2 + Adam: ~1.6 GB)."""
+
+
+@dataclass
+class EvaluateConfig:
+    """Base, SFT and RL policies on the held-out test prompts."""
+
+    prompts: str = "bundled:reviews"
+    """Held-out prompts (the test split of this source)."""
+    max_prompts: Optional[int] = None
+    """Evaluate on the first N test prompts (none = all)."""
+    batch_size: int = 16
+    """Prompts per generate() call."""
+    samples_in_report: int = 10
+    """Rows of the samples table shown in report.md (the CSV has all)."""
+
+
+SECTIONS: dict[str, type] = {
+    "run": RunConfig, "sft": SFTConfig, "preferences": PreferencesConfig,
+    "reward_model": RewardModelStageConfig, "rl": RLConfig, "evaluate": EvaluateConfig,
+}
+"""YAML section -> its dataclass."""
+
+TINY_BERT = {"num_hidden_layers": 1, "hidden_size": 32, "num_attention_heads": 2, "intermediate_size": 64}
+TINY_PRESET: dict[str, dict[str, Any]] = {
+    # The tiny random LM writes random tokens; VADER scores most of them exactly 0 (ties, skipped), so
+    # the tiny preset's annotator is the length rule, which separates almost every pair.
+    "run": {"model": "tiny", "annotator": "length", "max_new_tokens": 4, "max_prompt_tokens": 24},
+    "sft": {"max_examples": 8, "epochs": 1.0, "batch_size": 4, "learning_rate": 1e-3, "max_response_tokens": 8,
+            "best_of_n": 2},
+    "preferences": {"max_prompts": 8, "samples_per_prompt": 4, "min_gap": 0.0, "batch_size": 16},
+    "reward_model": {"random_init": True, "config_overrides": TINY_BERT, "learning_rate": 1e-3, "max_length": 32,
+                     "num_epochs": 2.0, "batch_size": 4, "logging_steps": 1, "eval_fraction": 0.25},
+    "rl": {"total_timesteps": 64, "n_envs": 2, "n_steps": 8, "batch_size": 8, "n_epochs": 1, "learning_rate": 1e-3,
+           "max_prompts": 8, "checkpoint_every": 1},
+    "evaluate": {"max_prompts": 4, "samples_in_report": 4},
+}
+"""What ``--tiny`` changes: every stage runs in seconds on 2 CPU cores."""
+
+
+@dataclass
+class PipelineConfig:
+    """All stages' configs."""
+
+    run: RunConfig = field(default_factory=RunConfig)
+    sft: SFTConfig = field(default_factory=SFTConfig)
+    preferences: PreferencesConfig = field(default_factory=PreferencesConfig)
+    reward_model: RewardModelStageConfig = field(default_factory=RewardModelStageConfig)
+    rl: RLConfig = field(default_factory=RLConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        return {name: dataclasses.asdict(getattr(self, name)) for name in SECTIONS}
+
+
+# ----------------------------------------------------------------------------- layering
+def check_layer(layer: Any, source: str) -> dict[str, dict[str, Any]]:
+    """Validate a ``{section: {key: value}}`` mapping; unknown sections/keys raise, listing valid ones."""
+    if layer is None:
+        return {}
+    if not isinstance(layer, dict):
+        raise ValueError(f"{source}: expected a mapping of sections {list(SECTIONS)}, got {type(layer).__name__}")
+    unknown = sorted(set(layer) - set(SECTIONS))
+    if unknown:
+        raise ValueError(f"{source}: unknown section(s) {unknown}; valid sections: {list(SECTIONS)}")
+    for section, values in layer.items():
+        if values is None:
+            continue
+        if not isinstance(values, dict):
+            raise ValueError(f"{source}: section {section!r} must be a mapping, got {type(values).__name__}")
+        valid = [f.name for f in dataclasses.fields(SECTIONS[section])]
+        bad = sorted(set(values) - set(valid))
+        if bad:
+            raise ValueError(f"{source}: unknown key(s) {bad} in section {section!r}; valid keys: {valid}")
+    return {k: dict(v or {}) for k, v in layer.items()}
+
+
+def load_yaml(path: str | Path) -> dict[str, dict[str, Any]]:
+    """Read and validate a pipeline YAML file."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {str(path)!r} does not exist")
+    return check_layer(yaml.safe_load(path.read_text()), str(path))
+
+
+def build_config(*layers: dict[str, dict[str, Any]]) -> PipelineConfig:
+    """Apply layers (lowest precedence first) on top of the defaults; runs each dataclass's checks."""
+    merged: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
+    for layer in layers:
+        for section, values in check_layer(layer, "config").items():
+            merged[section].update(values)
+    parts = {}
+    for section, cls in SECTIONS.items():
+        values = merged[section]
+        if section == "run" and isinstance(values.get("stages"), str):
+            values["stages"] = values["stages"].split(",")
+        parts[section] = cls(**values)
+    return PipelineConfig(**parts)
+
+
+# ----------------------------------------------------------------------------- command line
+def _converter(tp: Any, name: str):
+    inner = tp
+    optional = False
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        inner, optional = args[0], len(args) < len(typing.get_args(tp))
+
+    def convert(text: str):
+        if optional and text.lower() in ("none", "null"):
+            return None
+        if inner is dict:
+            value = json.loads(text)
+            if not isinstance(value, dict):
+                raise argparse.ArgumentTypeError(f"--{name} must be a JSON object")
+            return value
+        return inner(text)
+
+    convert.__name__ = getattr(inner, "__name__", "value")
+    return convert, inner
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """One flag per field of every section; defaults are suppressed so only explicit flags override."""
+    parser = argparse.ArgumentParser(
+        prog="textrlhf", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="The whole RLHF pipeline: sft -> preferences -> reward-model -> rl -> evaluate.\n"
+                    "Precedence: defaults < --tiny < --config YAML < flags. See README 'The pipeline'.")
+    parser.add_argument("--config", type=Path, default=None, help="YAML file with sections " + ", ".join(SECTIONS))
+    for section, cls in SECTIONS.items():
+        group = parser.add_argument_group(section, inspect_doc(cls))
+        docs = field_docs(cls)
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            dest = f.name if section == "run" else f"{section}.{f.name}"
+            flag = "--" + dest.replace("_", "-")
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+            help_text = f"{docs.get(f.name, '')} (default: {default!r})"
+            tp = hints[f.name]
+            kwargs: dict[str, Any] = {"dest": dest, "default": argparse.SUPPRESS, "help": help_text}
+            if tp is bool:
+                kwargs["action"] = argparse.BooleanOptionalAction
+            elif typing.get_origin(tp) is list:
+                kwargs.update(nargs="+", metavar="STAGE")
+            elif typing.get_origin(tp) is Literal:
+                kwargs.update(choices=list(typing.get_args(tp)))
+            else:
+                kwargs["type"], inner = _converter(tp, dest)
+                kwargs["metavar"] = "JSON" if inner is dict else getattr(inner, "__name__", "X").upper()
+            group.add_argument(flag, **kwargs)
+    return parser
+
+
+def inspect_doc(cls: type) -> str:
+    return (cls.__doc__ or "").strip().splitlines()[0]
+
+
+def cli_layer(namespace: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """The explicitly given flags as a ``{section: {key: value}}`` layer."""
+    layer: dict[str, dict[str, Any]] = {}
+    for dest, value in vars(namespace).items():
+        if dest == "config":
+            continue
+        section, _, key = dest.rpartition(".")
+        if section == "run" or not section:
+            section, key = "run", dest
+        if section == "run" and key == "stages":
+            value = [s for item in value for s in item.split(",") if s]
+        layer.setdefault(section, {})[key] = value
+    return layer

@@ -1,0 +1,106 @@
+"""Stage ``evaluate``: base, SFT and RL policies on the held-out test prompts.
+
+All three policies answer the same test prompts with the same sampling seed and temperature
+(:func:`agents.evaluation.evaluate_policy`). The reward model is what RL optimised; the annotator
+(VADER by default) never reached the RL stage, so its score and win rate are the honest measure
+(Stiennon et al. 2020 report the same gap between RM and human judgement). KL and reference
+perplexity are measured against the SFT model, the RL stage's reference (InstructGPT). Win rates:
+RL vs its starting policy (SFT), RL vs base, SFT vs base.
+"""
+
+from __future__ import annotations
+
+from scripts.run_dir import atomic_write_csv, atomic_write_json, atomic_write_text, mark_done, require, stage_dir
+from scripts.stages.common import (
+    StageTimer,
+    abs_path,
+    encode_prompts,
+    fmt,
+    make_text_env,
+    resolve_device,
+    seed_everything,
+)
+from scripts.stages.config import PipelineConfig
+
+POLICIES = ("base", "sft", "rl")
+METRICS = ("rm_score", "annotator_score", "kl", "distinct_1", "distinct_2", "ref_perplexity", "response_len")
+
+
+def _md_cell(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ").strip() or "(empty)"
+
+
+def samples_markdown(rows: list[dict], limit: int | None = None) -> str:
+    """Markdown table: prompt, SFT response (scores), RL response (scores)."""
+    lines = ["| prompt | SFT (start) response | annot. / RM | RL response | annot. / RM |", "|---|---|---|---|---|"]
+    for r in rows[:limit]:
+        lines.append(f"| {_md_cell(r['prompt'])} | {_md_cell(r['sft_response'])} | "
+                     f"{fmt(r['sft_annotator'], 2)} / {fmt(r['sft_rm'], 2)} | {_md_cell(r['rl_response'])} | "
+                     f"{fmt(r['rl_annotator'], 2)} / {fmt(r['rl_rm'], 2)} |")
+    return "\n".join(lines) + "\n"
+
+
+def run_evaluate(cfg: PipelineConfig) -> str:
+    """Evaluate the three policies; write ``evaluate/metrics.json``, ``samples.csv``, ``samples.md``."""
+    import torch
+
+    from agents.evaluation import evaluate_policy, win_rate
+    from reward_models import make_reward
+    from reward_models.bradley_terry import BradleyTerryRewardModel
+    from textenv import load_model, load_tokenizer
+
+    timer, run, ev = StageTimer("evaluate"), cfg.run, cfg.evaluate
+    sft_dir = abs_path(require(run.run_dir, "sft", "evaluate") / "model")
+    rm_dir = abs_path(require(run.run_dir, "reward-model", "evaluate") / "model")
+    rl_dir = abs_path(require(run.run_dir, "rl", "evaluate") / "policy")
+    out = stage_dir(run.run_dir, "evaluate")
+    seed_everything(run.seed)
+    device = resolve_device(run.device)
+    env = make_text_env(cfg, sft_dir, ev.prompts, split="test", max_prompts=ev.max_prompts)
+    prompts = list(env.prompts)
+    prompt_ids = encode_prompts(env, prompts)
+    tokenizer = load_tokenizer(sft_dir)
+    reference = load_model(sft_dir, device=device)
+    reward_fn = BradleyTerryRewardModel.from_pretrained(rm_dir, device=device)
+    annotator = make_reward(run.annotator)
+    sources = {"base": run.model, "sft": sft_dir, "rl": rl_dir}
+    results = {}
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # pragma: no cover
+        tqdm = None
+    bar = tqdm(POLICIES, desc="evaluate", unit="policy", disable=not run.progress) if tqdm else POLICIES
+    for name in bar:
+        model = reference if name == "sft" else load_model(sources[name], device=device)
+        results[name] = evaluate_policy(name, model, reference, tokenizer, prompts, prompt_ids, reward_fn, annotator,
+                                        max_new_tokens=run.max_new_tokens, temperature=run.temperature,
+                                        seed=run.seed, batch_size=ev.batch_size)
+        if model is not reference:
+            del model
+            if device == "cuda":
+                torch.cuda.empty_cache()
+    wins = {"rl_vs_sft": win_rate(results["rl"], results["sft"]),
+            "rl_vs_base": win_rate(results["rl"], results["base"]),
+            "sft_vs_base": win_rate(results["sft"], results["base"])}
+    metrics = {"n_prompts": len(prompts), "annotator": run.annotator, "temperature": run.temperature,
+               "reference": "sft", "policies": {k: r.metrics for k, r in results.items()}, "win_rate": wins}
+    atomic_write_json(out / "metrics.json", metrics)
+    atomic_write_json(out / "per_prompt.json", {k: r.to_dict() for k, r in results.items()})
+    rows = []
+    for i, prompt in enumerate(prompts):
+        row = {"prompt": prompt}
+        for name in POLICIES:
+            r = results[name]
+            row.update({f"{name}_response": r.responses[i], f"{name}_annotator": r.annotator_scores[i],
+                        f"{name}_rm": r.rm_scores[i], f"{name}_kl": r.kl[i]})
+        rows.append(row)
+    atomic_write_csv(out / "samples.csv", rows)
+    atomic_write_text(out / "samples.md", samples_markdown(rows))
+    s, r = results["sft"].metrics, results["rl"].metrics
+    summary = timer.summary(
+        f"{len(prompts)} test prompts, annotator {fmt(s['annotator_score'], 2)} (SFT) -> "
+        f"{fmt(r['annotator_score'], 2)} (RL), "
+        f"RM {fmt(s['rm_score'], 2)} -> {fmt(r['rm_score'], 2)}, win rate vs SFT {fmt(wins['rl_vs_sft'], 2)}, "
+        f"vs base {fmt(wins['rl_vs_base'], 2)}, KL {fmt(r['kl'], 2)} nats")
+    mark_done(run.run_dir, "evaluate", summary, timer.seconds)
+    return summary

@@ -1,0 +1,140 @@
+"""Train an LM on TextRLHF-v0 with any registered SB3 algorithm: ``--algo ppo|a2c|trpo|maskable_ppo``.
+
+    python -m scripts.train_agent --algo ppo --total-timesteps 2048
+    python -m scripts.train_agent --algo maskable_ppo --mask reference --top-k 50
+
+Metrics go to stdout, ``progress.csv`` and TensorBoard in ``--output-dir`` (``rlhf/score``,
+``rlhf/kl``, ``rlhf/beta``, ``rlhf/response_len`` plus SB3's own ``rollout/*`` and ``train/*``); the
+agent is saved as ``agent.zip`` (SB3 format, reload with ``PPO.load``...) and the trained LM as a
+Hugging Face folder ``model/``. Both are written atomically (temporary path, then rename).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from scripts.cli import config_to_dict, parse_args
+
+
+@dataclass
+class Config:
+    """Train a language model on TextRLHF-v0 with an SB3 / sb3-contrib algorithm."""
+
+    algo: str = "ppo"
+    """Algorithm: ppo, a2c, trpo or maskable_ppo (agents.available_algorithms())."""
+    model: str = "smollm2-135m-instruct"
+    """Policy and env model: smollm2-135m-instruct (offline), tiny, a folder or a hub name."""
+    reward: str = "sentiment"
+    """Reward: sentiment, length, keywords, or the folder of a trained reward model."""
+    prompts: str = "bundled:reviews"
+    """Prompt source (see textenv.EnvConfig.prompts)."""
+    chat_template: bool = False
+    """Wrap prompts in the model's chat template."""
+    n_envs: int = 8
+    """Parallel envs (the policy batches them in one forward with a KV cache)."""
+    max_new_tokens: int = 24
+    """Response length limit (episode horizon)."""
+    max_prompt_tokens: int = 16
+    """Prompt budget in tokens."""
+    total_timesteps: int = 2048
+    """Tokens to generate in total (SB3 timesteps, summed over envs)."""
+    n_steps: int | None = None
+    """Steps per env per rollout (default 2 x max_new_tokens)."""
+    learning_rate: float | None = None
+    """Learning rate (default: the algorithm's RLHF default in agents.registry)."""
+    algo_kwargs: dict | None = None
+    """More options of the algorithm class as JSON, e.g. '{"n_epochs": 1, "batch_size": 192}'."""
+    temperature: float = 0.7
+    """Sampling temperature (also divides the logits of every log-prob)."""
+    kl_coef: float = 0.05
+    """Initial KL coefficient beta."""
+    adaptive_kl: bool = True
+    """Adaptive beta (Ziegler et al. 2019); --no-adaptive-kl for a fixed one."""
+    kl_target: float = 6.0
+    """Target summed KL per episode (nats) of the adaptive controller."""
+    kl_estimator: Literal["k1", "k2", "k3"] = "k1"
+    """KL estimator in the reward (Schulman 2020)."""
+    kl_mode: Literal["terminal", "per_token"] = "terminal"
+    """Subtract beta*KL summed at the last token, or at every token."""
+    mask: Literal["none", "reference"] = "none"
+    """maskable_ppo only: 'reference' restricts actions to the reference model's top-k/top-p (NLPO)."""
+    top_k: int | None = 50
+    """Reference mask: keep the top-k tokens."""
+    top_p: float | None = None
+    """Reference mask: keep the top-p nucleus."""
+    seed: int = 0
+    """Random seed (envs, policy sampling, minibatch order)."""
+    threads: int | None = None
+    """torch threads (default: torch's choice)."""
+    output_dir: Path = Path("runs/agent")
+    """Where progress.csv, TensorBoard events, agent.zip and model/ go."""
+    export: bool = True
+    """Also export the trained LM with save_pretrained to output_dir/model."""
+
+    def __post_init__(self) -> None:
+        import agents
+
+        valid = agents.available_algorithms()
+        if self.algo.lower() not in valid and self.algo.lower() not in ("nlpo", "maskableppo", "ppo_mask"):
+            raise ValueError(f"unknown --algo {self.algo!r}; valid: {valid}")
+        if self.mask == "reference" and "mask" not in self.algo.lower() and self.algo.lower() != "nlpo":
+            raise ValueError("--mask reference needs --algo maskable_ppo (other algorithms ignore action masks)")
+        for name in ("n_envs", "max_new_tokens", "max_prompt_tokens", "total_timesteps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Run the training; returns the last ``rlhf/*`` stats."""
+    cfg = parse_args(Config, argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import torch
+    from stable_baselines3.common.logger import configure
+
+    import agents
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(config_to_dict(cfg), indent=2))
+
+    mask_kwargs = {"top_k": cfg.top_k, "top_p": cfg.top_p} if cfg.mask == "reference" else None
+    env = agents.make_vec_text_env(
+        cfg.n_envs, seed=cfg.seed, mask=None if cfg.mask == "none" else cfg.mask, mask_kwargs=mask_kwargs,
+        model=cfg.model, reward=cfg.reward, prompts=cfg.prompts, chat_template=cfg.chat_template,
+        max_new_tokens=cfg.max_new_tokens, max_prompt_tokens=cfg.max_prompt_tokens,
+    )
+    options = {"seed": cfg.seed, "verbose": 0}
+    if cfg.n_steps is not None:
+        options["n_steps"] = cfg.n_steps
+    if cfg.learning_rate is not None:
+        options["learning_rate"] = cfg.learning_rate
+    options.update(cfg.algo_kwargs or {})
+    agent = agents.make_agent(
+        cfg.algo, env, temperature=cfg.temperature, kl_coef=cfg.kl_coef, adaptive_kl=cfg.adaptive_kl,
+        kl_target=cfg.kl_target, kl_estimator=cfg.kl_estimator, kl_mode=cfg.kl_mode, **options,
+    )
+    agent.set_logger(configure(str(out), ["stdout", "csv", "tensorboard"]))
+    start = time.time()
+    agent.learn(cfg.total_timesteps, log_interval=1)
+    elapsed = time.time() - start
+
+    tmp = out / "agent.tmp.zip"
+    agent.save(tmp)
+    os.replace(tmp, out / "agent.zip")  # atomic: an interrupted save never leaves a broken agent.zip
+    if cfg.export:
+        agent.policy.save_pretrained(out / "model")
+    stats = dict(agent.rollout_buffer.last_stats)
+    print(json.dumps({"seconds": round(elapsed, 1), "tokens_per_s": round(agent.num_timesteps / elapsed, 1),
+                      **{k: round(v, 4) for k, v in stats.items()}}))
+    return stats
+
+
+if __name__ == "__main__":
+    main()

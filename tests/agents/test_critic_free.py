@@ -1,0 +1,140 @@
+"""Critic-free agents (agents/critic_free.py): estimators by hand, the REINFORCE gradient, learning."""
+
+import os
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import agents
+from agents.critic_free import CriticFreePG, aggregate, group_advantages, reward_to_go
+from agents.losses import masked_whiten
+from agents.policy import LMActorCriticPolicy
+from agents.rollout import collect_round
+
+sys.path.insert(0, os.path.dirname(__file__))
+from sb3_helpers import WORDS, small_env_kwargs, target_fraction  # noqa: E402
+
+PROMPTS = ["The film opens with", "I watched this movie and", "Halfway through the second act"]
+
+
+def test_rloo_and_grpo_advantages_by_hand():
+    r = torch.tensor([1.0, 2.0, 6.0, 0.0, 0.0, 3.0])
+    groups = np.array([0, 0, 0, 1, 1, 1])
+    rloo = group_advantages(r, groups, "rloo")
+    expected = [1 - (2 + 6) / 2, 2 - (1 + 6) / 2, 6 - (1 + 2) / 2, 0 - 1.5, 0 - 1.5, 3 - 0]
+    torch.testing.assert_close(rloo, torch.tensor(expected))
+    grpo = group_advantages(r, groups, "grpo")
+    g0 = torch.tensor([1.0, 2.0, 6.0])
+    torch.testing.assert_close(grpo[:3], (g0 - 3.0) / (g0.std() + 1e-4))
+    with pytest.raises(ValueError, match="at least 2"):
+        group_advantages(r[:1], np.array([0]), "rloo")
+
+
+def test_reinforce_pp_reward_to_go_and_global_normalisation():
+    rewards = torch.tensor([[0.0, -0.1, -0.2, 1.0], [0.0, 0.0, -0.3, 2.0]])
+    mask = torch.tensor([[0.0, 1.0, 1.0, 1.0], [1.0, 1.0, 1.0, 1.0]])
+    g = reward_to_go(rewards, mask)
+    torch.testing.assert_close(g[0], torch.tensor([0.0, 0.7, 0.8, 1.0]))
+    torch.testing.assert_close(g[1], torch.tensor([1.7, 1.7, 1.7, 2.0]))
+    w = masked_whiten(g, mask)
+    assert float((w * mask).sum() / mask.sum()) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_aggregations():
+    x = torch.tensor([[1.0, 2.0, 3.0], [0.0, 0.0, 4.0]])
+    m = torch.tensor([[1.0, 1.0, 1.0], [0.0, 0.0, 1.0]])
+    assert float(aggregate(x, m, "sequence_sum")) == pytest.approx((6 + 4) / 2)
+    assert float(aggregate(x, m, "sequence_mean")) == pytest.approx((2 + 4) / 2)
+    assert float(aggregate(x, m, "token_mean")) == pytest.approx(10 / 4)
+
+
+def _env(n_envs=2, **kw):
+    kw.setdefault("reward", "sentiment")
+    return agents.make_vec_text_env(n_envs=n_envs, model="tiny", prompts=PROMPTS, max_new_tokens=5,
+                                    max_prompt_tokens=10, **kw)
+
+
+def test_reinforce_gradient_equals_the_hand_written_score_function_gradient():
+    env = _env(n_envs=3, reward=lambda p, r: float(len(r)) / 10)
+    agent = CriticFreePG(LMActorCriticPolicy, env, estimator="reinforce", baseline=False, kl_coef=0.0,
+                         adaptive_kl=False, policy_kwargs={"model": "tiny"}, seed=0)
+    from stable_baselines3.common.logger import configure
+
+    agent.set_logger(configure(None, []))  # _finish_batch logs rlhf/*; learn() would set this up
+    agent.policy.set_training_mode(False)
+    env.reset()
+    batch, _ = collect_round(agent.policy, env)
+    batch.extras["group"] = np.arange(batch.n)
+    agent._finish_batch(batch)
+    params = [p for p in agent.policy.parameters() if p.requires_grad]
+    agent.policy.set_training_mode(True)
+    loss, _ = agent.policy_loss(batch, torch.arange(batch.n), clip_range=0.2)
+    grads = torch.autograd.grad(loss, params, allow_unused=True)
+    # Hand-written: grad J = mean_i R_i * sum_t grad log pi(a_it | s_it), one episode and token at a time.
+    hand = [torch.zeros_like(p) for p in params]
+    for i in range(batch.n):
+        for j in np.flatnonzero(batch.mask[i].numpy()):
+            pos = batch.input_ids.shape[1] - batch.horizon + j
+            ids, mask = batch.input_ids[i:i + 1, :pos], batch.attention_mask[i:i + 1, :pos]
+            dist = agent.policy.get_distribution({"input_ids": ids.float(), "attention_mask": mask.float()})
+            logp = dist.log_prob(batch.input_ids[i, pos][None]).sum()
+            g = torch.autograd.grad(logp, params, allow_unused=True)
+            for h, gi in zip(hand, g):
+                if gi is not None:
+                    h -= float(batch.scores[i]) * gi / batch.n
+    for (name, _), g, h in zip([(n, p) for n, p in agent.policy.named_parameters() if p.requires_grad], grads, hand):
+        if g is None:
+            assert float(h.abs().max()) == 0.0, name
+            continue
+        torch.testing.assert_close(g, h, atol=1e-5, rtol=1e-3, msg=name)
+
+
+def test_groups_share_prompts_through_the_env():
+    env = agents.make_vec_text_env(n_envs=4, model="tiny", prompts="bundled:reviews", max_new_tokens=3,
+                                   max_prompt_tokens=24, reward="sentiment", seed=0)
+    agent = CriticFreePG(LMActorCriticPolicy, env, estimator="grpo", group_size=2, policy_kwargs={"model": "tiny"}, seed=0)
+    env.reset()
+    batch, _ = collect_round(agent.policy, env, group_size=2)
+    assert batch.prompts[0] == batch.prompts[1] and batch.prompts[2] == batch.prompts[3]
+    with pytest.raises(ValueError, match="multiple of group_size"):
+        CriticFreePG(LMActorCriticPolicy, _env(n_envs=3), estimator="rloo", group_size=2, policy_kwargs={"model": "tiny"})
+    with pytest.raises(ValueError, match="unknown estimator"):
+        CriticFreePG(LMActorCriticPolicy, env, estimator="ppo", policy_kwargs={"model": "tiny"})
+
+
+# Per-token averaging (GRPO's 1/|o|, REINFORCE++'s token mean) divides the step by up to |o| = 8 tokens
+# compared with the sequence sums of REINFORCE/RLOO, so their learning rates are scaled up to match.
+LEARNING_RATES = {"reinforce": 1e-2, "rloo": 1e-2, "grpo": 2e-2, "reinforce_pp": 8e-2}
+
+
+@pytest.mark.parametrize("estimator", ["reinforce", "rloo", "grpo", "reinforce_pp"])
+def test_each_estimator_learns_the_rule_reward(estimator):
+    """The learning task of tests/agents/test_learning.py: reward = fraction of ' yes' tokens."""
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    from textenv.models import load_tokenizer
+
+    tok = load_tokenizer("tiny")
+    word_ids = [tok(w, add_special_tokens=False)["input_ids"][0] for w in WORDS]
+
+    class Scores(BaseCallback):
+        def __init__(self):
+            super().__init__()
+            self.history = []
+
+        def _on_step(self):
+            return True
+
+        def _on_rollout_end(self):
+            self.history.append(float(self.model._batch.scores.mean()))
+
+    env = agents.make_vec_text_env(8, seed=0, **small_env_kwargs(reward=target_fraction, max_new_tokens=8))
+    agent = CriticFreePG(LMActorCriticPolicy, env, estimator=estimator, learning_rate=LEARNING_RATES[estimator], kl_coef=0.0,
+                         adaptive_kl=False, seed=0, n_epochs=2,
+                         policy_kwargs={"model": "tiny", "allowed_tokens": word_ids, "temperature": 1.0})
+    rec = Scores()
+    agent.learn(8 * 8 * 6, callback=rec)
+    before, after = rec.history[0], float(np.mean(rec.history[-2:]))
+    assert after > before + 0.2, f"{estimator}: rollout scores {np.round(rec.history, 2)}"

@@ -1,0 +1,126 @@
+"""The Bradley-Terry reward model: loss, training, normalisation, persistence, protocol."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from reward_models import make_reward
+from reward_models.base import RewardFunction
+from reward_models.bradley_terry import (
+    BradleyTerryRewardModel,
+    RewardModelConfig,
+    RewardTrainingConfig,
+    bradley_terry_loss,
+    config_from_dict,
+    evaluate_preferences,
+    train_reward_model,
+)
+
+from .conftest import synthetic_pairs, tiny_model
+
+
+def test_loss_is_ln2_for_identical_sides():
+    r = torch.randn(7)
+    assert bradley_terry_loss(r, r.clone()).item() == pytest.approx(math.log(2), abs=1e-6)
+
+
+def test_loss_decreases_with_the_gap_and_respects_margin():
+    c, r = torch.tensor([2.0]), torch.tensor([0.0])
+    assert bradley_terry_loss(c, r).item() < math.log(2)
+    assert bradley_terry_loss(c, r, margin=2.0).item() == pytest.approx(math.log(2), abs=1e-6)
+
+
+def test_training_reaches_high_accuracy_and_changes_parameters(trained_model):
+    metrics = trained_model["metrics"]
+    assert metrics["eval_accuracy"] >= 0.9
+    assert metrics["eval_mean_margin"] > 0
+    after = trained_model["model"].state_dict()
+    changed = [k for k, v in trained_model["before"].items() if not torch.equal(v, after[k])]
+    assert "head.weight" in changed
+    assert any(k.startswith("backbone.") for k in changed)
+
+
+def test_untrained_model_is_near_chance():
+    result = evaluate_preferences(tiny_model(), synthetic_pairs(40, seed=3))
+    assert result["loss"] == pytest.approx(math.log(2), abs=0.2)
+
+
+def test_normalization_gives_mean_0_std_1(trained_model):
+    model = trained_model["model"]
+    pairs = trained_model["pairs"]
+    prompts = [p.prompt for p in pairs] * 2
+    responses = [p.chosen for p in pairs] + [p.rejected for p in pairs]
+    gain, bias = model.fit_normalization(prompts, responses)
+    scores = model.score(prompts, responses)
+    assert scores.dtype == np.float32 and scores.shape == (len(prompts),)
+    assert abs(float(scores.mean())) < 1e-5
+    assert abs(float(scores.std()) - 1.0) < 1e-4
+    assert gain > 0
+
+
+def test_save_load_round_trip_and_make_reward(trained_model, tmp_path):
+    model = trained_model["model"]
+    pairs = trained_model["pairs"][:30]
+    prompts, responses = [p.prompt for p in pairs], [p.chosen for p in pairs]
+    model.gain, model.bias = 2.5, -0.5
+    model.save_pretrained(tmp_path / "rm", metadata={"note": "test"})
+    model.save_pretrained(tmp_path / "rm")  # overwriting an existing folder works
+    for name in ("reward_model.json", "reward_head.safetensors", "config.json", "model.safetensors"):
+        assert (tmp_path / "rm" / name).exists()
+    loaded = BradleyTerryRewardModel.from_pretrained(tmp_path / "rm")
+    np.testing.assert_array_equal(loaded.score(prompts, responses), model.score(prompts, responses))
+    assert (loaded.gain, loaded.bias) == (2.5, -0.5)
+    reward = make_reward(str(tmp_path / "rm"))
+    assert isinstance(reward, RewardFunction)
+    np.testing.assert_array_equal(reward.score(prompts, responses), model.score(prompts, responses))
+    assert not list(tmp_path.glob("rm.tmp-*")) and not list(tmp_path.glob("rm.old-*"))
+
+
+def test_from_pretrained_rejects_other_folders(tmp_path):
+    with pytest.raises(FileNotFoundError, match="reward_model.json"):
+        BradleyTerryRewardModel.from_pretrained(tmp_path)
+
+
+def test_score_is_eval_mode_no_grad_and_batch_independent(trained_model):
+    model = trained_model["model"]
+    pairs = synthetic_pairs(9, seed=5)
+    prompts, responses = [p.prompt for p in pairs], [p.chosen for p in pairs]
+    model.train()
+    a = model.score(prompts, responses)
+    assert model.training  # the caller's mode is restored
+    model.eval()
+    b = np.concatenate([model.score(prompts[i:i + 1], responses[i:i + 1]) for i in range(len(prompts))])
+    np.testing.assert_allclose(a, b, atol=1e-4)
+
+
+def test_dropout_stays_off_while_training():
+    model = tiny_model()
+    model.backbone.config.hidden_dropout_prob = 0.5
+    enc = model.tokenize(["a prompt"] * 2, ["some response", "another one"])
+    model.train()
+    assert not model.backbone.training
+    torch.testing.assert_close(model(**enc), model(**enc))
+
+
+def test_causal_trunk_reads_last_real_token():
+    model = BradleyTerryRewardModel.build(backbone="tiny")
+    assert model.causal and model.pooling == "last" and model.tokenizer.padding_side == "left"
+    prompts, responses = ["Hello there", "A much longer prompt about a film that"], [" friend", " was great fun"]
+    batched = model.score(prompts, responses)
+    single = np.concatenate([model.score([p], [r]) for p, r in zip(prompts, responses)])
+    np.testing.assert_allclose(batched, single, atol=1e-4)
+
+
+def test_configs_reject_unknown_keys():
+    with pytest.raises(ValueError, match="valid keys.*learning_rate"):
+        config_from_dict(RewardTrainingConfig, {"lr": 1e-3})
+    with pytest.raises(ValueError, match="valid keys.*backbone"):
+        BradleyTerryRewardModel.build({"backbon": "minilm"})
+    with pytest.raises(ValueError, match="pooling"):
+        RewardModelConfig(pooling="max")
+    with pytest.raises(ValueError, match="no training pairs"):
+        train_reward_model(tiny_model(), [], None, {"progress_bar": False})

@@ -1,0 +1,55 @@
+"""scripts/benchmark.py at toy scale: every method runs and reports positive, finite numbers."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+
+def _positive(value) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+
+
+def test_tiny_benchmark_reports_every_method(tmp_path, capsys):
+    pytest.importorskip("trl")
+    pytest.importorskip("psutil")
+    from scripts.benchmark import main
+
+    out = tmp_path / "bench"
+    rc = main(["--model", "tiny", "--batch-sizes", "2", "--max-new-tokens", "4", "--iterations", "1",
+               "--runs", "1", "--methods", "generic,fast,limits,naive,trl", "--out", str(out)])
+    assert rc == 0
+    data = json.loads((out / "benchmark.json").read_text())
+    res = data["results"]["2"]
+    assert set(res) == {"generic", "fast", "limits", "naive", "trl"}
+    for method in ("generic", "fast", "trl"):
+        r = res[method]
+        for key in ("tokens_per_s", "rollout_s", "update_s", "iteration_s", "tokens_per_iteration",
+                    "rollout_tokens_per_s"):
+            assert _positive(r[key]), (method, key, r[key])
+        assert math.isfinite(r["peak_rss_mb"]), (method, r["peak_rss_mb"])
+        assert r["tokens_per_iteration"] <= 2 * 4
+    assert res["generic"]["tokens_per_iteration"] == 2 * 4  # SB3 keeps stepping after EOS: always n * T
+    assert _positive(res["fast"]["generation_s"]) and _positive(res["trl"]["generation_s"])
+    for key in ("rollout_s", "rollout_tokens_per_s"):
+        assert _positive(res["naive"][key])
+    assert res["naive"]["tokens_per_iteration"] == 4  # one env at a time
+    for key in ("generate_s", "forward_s", "forward_backward_s", "generate_tokens_per_s",
+                "forward_seq_tokens_per_s", "forward_backward_seq_tokens_per_s"):
+        assert _positive(res["limits"][key]), key
+    ratios = data["ratios"]["2"]
+    for key in ("fast_vs_trl", "generic_vs_trl", "fast_rollout_vs_generate", "generic_rollout_vs_naive"):
+        assert _positive(ratios[key]), key
+    assert (out / "tokens_per_s.png").stat().st_size > 1000
+    table = capsys.readouterr().out
+    assert "| batch | method |" in table and "TRL 1.12 PPOTrainer" in table
+
+
+def test_config_rejects_unknown_method():
+    from scripts.benchmark import Config
+
+    with pytest.raises(ValueError, match="unknown method"):
+        Config(methods=["fast,warp"])
+    assert Config(methods=["fast,trl", "naive"]).methods == ["fast", "trl", "naive"]

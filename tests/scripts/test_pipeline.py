@@ -1,0 +1,241 @@
+"""The RLHF pipeline (scripts/pipeline.py): tiny end-to-end run, kill + resume, config layering.
+
+One tiny pipeline runs in-process for the whole module (``tiny_run``); the resume test copies its
+finished SFT / preference / reward-model stages and runs RL in a subprocess that is SIGKILLed after
+its first checkpoint, then resumed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from scripts.run_dir import STAGES, atomic_dir, atomic_write_text, is_done, read_csv
+from scripts.stages.config import TINY_PRESET, build_config, check_layer, load_yaml
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> Path:
+    from scripts.pipeline import main
+
+    run_dir = tmp_path_factory.mktemp("pipeline") / "tiny"
+    assert main(["--tiny", "--run-dir", str(run_dir), "--no-progress"]) == 0
+    return run_dir
+
+
+# ----------------------------------------------------------------------------- end to end
+def test_tiny_pipeline_writes_every_artifact(tiny_run):
+    import yaml
+
+    for stage in STAGES:
+        assert is_done(tiny_run, stage), stage
+    cfg = yaml.safe_load((tiny_run / "config.yaml").read_text())
+    assert set(cfg) == {"run", "sft", "preferences", "reward_model", "rl", "evaluate"}
+    assert cfg["run"]["tiny"] is True and cfg["run"]["model"] == "tiny"
+
+    for name in ("config.json", "model.safetensors", "tokenizer_config.json"):
+        assert (tiny_run / "sft" / "model" / name).is_file()
+    assert len((tiny_run / "preferences" / "pairs.jsonl").read_text().splitlines()) >= 2
+    assert (tiny_run / "reward_model" / "model" / "reward_model.json").is_file()
+
+    rows = read_csv(tiny_run / "rl" / "progress.csv")
+    assert [int(r["iteration"]) for r in rows] == [1, 2, 3, 4]
+    for col in ("rlhf/score", "rlhf/kl", "rlhf/beta", "rlhf/response_len", "timesteps"):
+        assert col in rows[0] and rows[-1][col] != "", col
+    assert list((tiny_run / "rl" / "tensorboard").glob("events.out.tfevents.*"))
+    assert (tiny_run / "rl" / "checkpoint.zip").is_file()
+
+    metrics = json.loads((tiny_run / "evaluate" / "metrics.json").read_text())
+    assert set(metrics["policies"]) == {"base", "sft", "rl"}
+    for key in ("rm_score", "annotator_score", "kl", "distinct_1", "distinct_2", "ref_perplexity"):
+        assert key in metrics["policies"]["rl"]
+    assert 0.0 <= metrics["win_rate"]["rl_vs_sft"] <= 1.0 and "rl_vs_base" in metrics["win_rate"]
+    samples = read_csv(tiny_run / "evaluate" / "samples.csv")
+    assert len(samples) == TINY_PRESET["evaluate"]["max_prompts"]
+    assert {"prompt", "sft_response", "sft_annotator", "rl_response", "rl_rm"} <= set(samples[0])
+    assert (tiny_run / "evaluate" / "samples.md").read_text().startswith("| prompt |")
+
+
+def test_plots_open_and_report_mentions_metrics(tiny_run):
+    import matplotlib.image as mpimg
+
+    pngs = sorted(p.name for p in (tiny_run / "plots").glob("*.png"))
+    assert pngs == ["annotator_scores.png", "reward_model.png", "rl_training.png", "sft_loss.png"]
+    for name in pngs:
+        img = mpimg.imread(tiny_run / "plots" / name)
+        assert img.ndim == 3 and img.shape[0] > 100 and img.shape[1] > 100
+    report = (tiny_run / "report.md").read_text()
+    for needle in ("RM score", "annotator score", "win rate", "KL", "distinct-1", "distinct-2", "perplexity",
+                   "plots/rl_training.png", "plots/reward_model.png", "plots/annotator_scores.png",
+                   "| base | SFT (RL start) | RL |", "## Samples"):
+        assert needle in report, needle
+
+
+def test_checkpoint_and_policy_load(tiny_run):
+    import torch
+    from stable_baselines3 import PPO
+
+    from textenv import load_model
+
+    policy = load_model(str(tiny_run / "rl" / "policy"))
+    assert policy(input_ids=torch.tensor([[1, 2, 3]])).logits.shape[-1] == policy.config.vocab_size
+    agent = PPO.load(tiny_run / "rl" / "checkpoint.zip", device="cpu")
+    assert agent.num_timesteps == TINY_PRESET["rl"]["total_timesteps"]
+    beta = json.loads((tiny_run / "rl" / "checkpoint.json").read_text())["beta"]
+    assert float(agent.policy.kl_beta) == pytest.approx(beta)
+
+
+# ----------------------------------------------------------------------------- kill and resume
+def _wait_for(predicate, proc, timeout=240.0):
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if predicate():
+            return
+        if proc.poll() is not None:
+            pytest.fail(f"pipeline exited (rc {proc.returncode}) before the condition was met:\n"
+                        f"{proc.stdout.read() if proc.stdout else ''}")
+        time.sleep(0.05)
+    proc.kill()
+    pytest.fail("timed out waiting for the RL checkpoint")
+
+
+def test_sigkill_during_rl_then_resume(tiny_run, tmp_path):
+    run_dir = tmp_path / "killed"
+    shutil.copytree(tiny_run, run_dir, ignore=shutil.ignore_patterns("rl", "evaluate", "plots", "report.md"))
+    # 5 iterations, checkpoint every 2: the kill lands after the CSV has rows newer than the checkpoint.
+    args = [sys.executable, "-m", "scripts.pipeline", "--tiny", "--run-dir", str(run_dir), "--resume",
+            "--no-progress", "--rl.total-timesteps", "80", "--rl.checkpoint-every", "2"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    ckpt, csv_path = run_dir / "rl" / "checkpoint.json", run_dir / "rl" / "progress.csv"
+
+    def checkpoint_and_newer_row():
+        if not ckpt.is_file():
+            return False
+        done = json.loads(ckpt.read_text())["iteration"]
+        return len(read_csv(csv_path)) > done
+
+    _wait_for(checkpoint_and_newer_row, proc)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    saved = json.loads(ckpt.read_text())
+    assert saved["iteration"] == 2 and not is_done(run_dir, "rl")
+    assert len(read_csv(csv_path)) > 2  # rows after the checkpoint: they must be dropped, then redone once
+    assert saved["beta"] != TINY_PRESET["rl"].get("kl_coef", 0.05)  # the adaptive controller has moved beta
+
+    out = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=400)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "[sft] already done" in out.stdout and "resuming" in out.stdout
+    rows = read_csv(csv_path)
+    assert [int(r["iteration"]) for r in rows] == [1, 2, 3, 4, 5]
+    assert [int(r["timesteps"]) for r in rows] == [16, 32, 48, 64, 80]
+    # the first resumed rollout used the checkpoint's beta, not the initial kl_coef
+    assert float(rows[2]["rlhf/beta"]) == pytest.approx(saved["beta"], rel=1e-9)
+    for stage in STAGES:
+        assert is_done(run_dir, stage), stage
+    assert (run_dir / "report.md").is_file() and (run_dir / "rl" / "policy" / "config.json").is_file()
+
+
+# ----------------------------------------------------------------------------- config
+def test_unknown_yaml_key_is_rejected_with_valid_keys(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("rl:\n  total_timestep: 10\n")
+    with pytest.raises(ValueError, match=r"unknown key\(s\) \['total_timestep'\] in section 'rl'.*total_timesteps"):
+        load_yaml(path)
+    with pytest.raises(ValueError, match=r"unknown section\(s\) \['policy'\].*reward_model"):
+        check_layer({"policy": {}}, "x.yaml")
+
+
+def test_unknown_yaml_key_exits_from_the_command_line(tmp_path, capsys):
+    from scripts.pipeline import resolve_config
+
+    path = tmp_path / "bad.yaml"
+    path.write_text("sft:\n  epoch: 3\n")
+    with pytest.raises(SystemExit) as exc:
+        resolve_config(["--config", str(path)])
+    assert exc.value.code == 2
+    assert "valid keys" in capsys.readouterr().err
+
+
+def test_precedence_defaults_tiny_yaml_cli(tmp_path):
+    from scripts.pipeline import resolve_config
+
+    path = tmp_path / "c.yaml"
+    path.write_text("run:\n  seed: 7\nrl:\n  n_envs: 3\n  total_timesteps: 32\nsft:\n  epochs: 5\n")
+    cfg = resolve_config(["--tiny", "--config", str(path), "--rl.n-envs", "5", "--stages", "sft,rl"])
+    assert cfg.rl.n_envs == 5  # CLI beats YAML
+    assert cfg.rl.total_timesteps == 32 and cfg.sft.epochs == 5 and cfg.run.seed == 7  # YAML beats tiny/defaults
+    assert cfg.rl.n_steps == TINY_PRESET["rl"]["n_steps"]  # tiny beats defaults
+    assert cfg.reward_model.backbone == "minilm" and cfg.run.stages == ["sft", "rl"]  # untouched defaults
+    plain = resolve_config([])
+    assert plain.rl.n_envs == 8 and plain.run.model == "smollm2-135m-instruct" and plain.run.algo == "ppo"
+
+
+def test_bad_stage_and_build_config_checks(capsys):
+    from scripts.pipeline import resolve_config
+
+    with pytest.raises(SystemExit):
+        resolve_config(["--stages", "sft,train"])
+    assert "valid stages" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="valid keys"):
+        build_config({"evaluate": {"n": 1}})
+
+
+def test_atomic_dir_keeps_old_folder_on_error(tmp_path):
+    target = tmp_path / "model"
+    with atomic_dir(target) as tmp:
+        (tmp / "a.txt").write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_dir(target) as tmp:
+            (tmp / "a.txt").write_text("new")
+            raise RuntimeError("interrupted")
+    assert (target / "a.txt").read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]  # no temporary leftovers
+    atomic_write_text(tmp_path / "f.txt", "x")
+    assert (tmp_path / "f.txt").read_text() == "x" and len(list(tmp_path.iterdir())) == 2
+
+
+# ----------------------------------------------------------------------------- stage pieces
+def test_sft_masks_prompt_tokens_and_best_of_n_picks_the_annotators_favourite():
+    import numpy as np
+
+    from reward_models import make_reward
+    from reward_models.annotator import sample_responses
+    from scripts.stages.common import make_text_env
+    from scripts.stages.sft import best_of_n_demonstrations, tokenize_demonstrations
+    from textenv import load_model, load_tokenizer
+
+    cfg = build_config(TINY_PRESET, {"sft": {"max_examples": 3, "best_of_n": 3}, "run": {"progress": False}})
+    model, tok = load_model("tiny"), load_tokenizer("tiny")
+    rows = best_of_n_demonstrations(cfg, model, tok)
+    assert len(rows) == 3 and all(r["response"] for r in rows)
+    groups = sample_responses(model, tok, [r["prompt"] for r in rows], n=3, temperature=cfg.sft.best_of_n_temperature,
+                              max_new_tokens=cfg.run.max_new_tokens, seed=cfg.run.seed, progress=False)
+    annotator = make_reward(cfg.run.annotator)
+    for row, group in zip(rows, groups):  # same seed, same samples: the chosen one has the best annotator score
+        scores = annotator.score([row["prompt"]] * len(group), group)
+        assert row["response"] in group and annotator.score([row["prompt"]], [row["response"]])[0] == np.max(scores)
+
+    rows = [{"prompt": "The film was", "response": " wonderful and warm."}]
+    env = make_text_env(cfg, "tiny", [r["prompt"] for r in rows])
+    (ex,) = tokenize_demonstrations(rows, env, tok, append_eos=True, max_response_tokens=16)
+    n_prompt = len(env.encode_prompt("The film was"))
+    assert ex["labels"][:n_prompt] == [-100] * n_prompt
+    assert ex["labels"][n_prompt:] == ex["input_ids"][n_prompt:] and ex["labels"][-1] == tok.eos_token_id
+
+
+def test_a_stage_without_its_inputs_names_the_command(tmp_path):
+    from scripts.run_dir import require
+
+    with pytest.raises(FileNotFoundError, match=r"--stages sft"):
+        require(tmp_path, "sft", "rl")
