@@ -43,7 +43,7 @@ import torch
 from sb3_contrib.common.maskable.buffers import MaskableDictRolloutBuffer
 from stable_baselines3.common.buffers import DictRolloutBuffer
 
-from agents.kl import KL_ESTIMATORS, SHAPING_MODES, AdaptiveKLController, FixedKLController, kl_estimate
+from agents.kl import AdaptiveKLController, FixedKLController, check_kl_options, kl_estimate
 
 
 class _KLShapingMixin:
@@ -60,12 +60,7 @@ class _KLShapingMixin:
         kl_mode: str = "terminal",
         **kwargs,
     ):
-        if kl_estimator not in KL_ESTIMATORS:
-            raise ValueError(f"unknown kl_estimator {kl_estimator!r}; use one of {list(KL_ESTIMATORS)}")
-        if kl_mode not in SHAPING_MODES:
-            raise ValueError(f"unknown kl_mode {kl_mode!r}; use one of {list(SHAPING_MODES)}")
-        if not (np.isfinite(kl_coef) and kl_coef >= 0):
-            raise ValueError(f"kl_coef must be a finite number >= 0, got {kl_coef!r}")
+        check_kl_options(kl_coef, kl_estimator, kl_mode)
         self.kl_coef = float(kl_coef)
         self.adaptive_kl = bool(adaptive_kl)
         self.kl_target = float(kl_target)

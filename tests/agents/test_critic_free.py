@@ -14,7 +14,7 @@ from agents.policy import LMActorCriticPolicy
 from agents.rollout import collect_round
 
 sys.path.insert(0, os.path.dirname(__file__))
-from sb3_helpers import WORDS, small_env_kwargs, target_fraction  # noqa: E402
+from sb3_helpers import WORDS, BatchScoreRecorder, small_env_kwargs, target_fraction  # noqa: E402
 
 PROMPTS = ["The film opens with", "I watched this movie and", "Halfway through the second act"]
 
@@ -112,29 +112,16 @@ LEARNING_RATES = {"reinforce": 1e-2, "rloo": 1e-2, "grpo": 2e-2, "reinforce_pp":
 @pytest.mark.parametrize("estimator", ["reinforce", "rloo", "grpo", "reinforce_pp"])
 def test_each_estimator_learns_the_rule_reward(estimator):
     """The learning task of tests/agents/test_learning.py: reward = fraction of ' yes' tokens."""
-    from stable_baselines3.common.callbacks import BaseCallback
-
     from textenv.models import load_tokenizer
 
     tok = load_tokenizer("tiny")
     word_ids = [tok(w, add_special_tokens=False)["input_ids"][0] for w in WORDS]
 
-    class Scores(BaseCallback):
-        def __init__(self):
-            super().__init__()
-            self.history = []
-
-        def _on_step(self):
-            return True
-
-        def _on_rollout_end(self):
-            self.history.append(float(self.model._batch.scores.mean()))
-
     env = agents.make_vec_text_env(8, seed=0, **small_env_kwargs(reward=target_fraction, max_new_tokens=8))
     agent = CriticFreePG(LMActorCriticPolicy, env, estimator=estimator, learning_rate=LEARNING_RATES[estimator], kl_coef=0.0,
                          adaptive_kl=False, seed=0, n_epochs=2,
                          policy_kwargs={"model": "tiny", "allowed_tokens": word_ids, "temperature": 1.0})
-    rec = Scores()
+    rec = BatchScoreRecorder()
     agent.learn(8 * 8 * 6, callback=rec)
     before, after = rec.history[0], float(np.mean(rec.history[-2:]))
     assert after > before + 0.2, f"{estimator}: rollout scores {np.round(rec.history, 2)}"

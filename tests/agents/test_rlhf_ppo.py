@@ -64,7 +64,6 @@ def test_env_is_the_source_of_truth_for_episode_end_and_reward():
     agent = make_agent(env)
     env.reset()
     batch, _ = collect_round(agent.policy, env)
-    expected = agents.make_vec_text_env  # noqa: F841  (keep imports honest)
     from reward_models import make_reward
 
     scores = make_reward("length", target=2).score(batch.prompts, batch.responses)
@@ -128,32 +127,19 @@ def test_fast_agent_learns_the_rule_reward_like_generic_ppo(seed):
     import os
     import sys
 
-    from stable_baselines3.common.callbacks import BaseCallback
-
     sys.path.insert(0, os.path.dirname(__file__))
-    from sb3_helpers import WORDS, small_env_kwargs, target_fraction
+    from sb3_helpers import WORDS, BatchScoreRecorder, small_env_kwargs, target_fraction
 
     from textenv.models import load_tokenizer
 
     tok = load_tokenizer("tiny")
     word_ids = [tok(w, add_special_tokens=False)["input_ids"][0] for w in WORDS]
 
-    class Scores(BaseCallback):
-        def __init__(self):
-            super().__init__()
-            self.history = []
-
-        def _on_step(self):
-            return True
-
-        def _on_rollout_end(self):
-            self.history.append(float(self.model._batch.scores.mean()))
-
     env = agents.make_vec_text_env(8, seed=seed, **small_env_kwargs(reward=target_fraction, max_new_tokens=8))
     agent = RLHFPPO(LMActorCriticPolicy, env, policy_kwargs={"model": "tiny", "allowed_tokens": word_ids,
                                                               "temperature": 1.0},
                     learning_rate=1e-2, n_epochs=2, kl_coef=0.0, adaptive_kl=False, seed=seed)
-    rec = Scores()
+    rec = BatchScoreRecorder()
     agent.learn(8 * 8 * 6, callback=rec)
     before, after = rec.history[0], float(np.mean(rec.history[-2:]))
     # Rollout means over 64 tokens have std ~0.05 under the untrained policy: 0.2 is 4 std.
