@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from scripts.run_dir import STAGES, atomic_dir, atomic_write_text, is_done, read_csv
-from scripts.stages.config import TINY_PRESET, build_config, check_layer, load_yaml
+from scripts.stages.config import DEFAULT_ALGO, TINY_PRESET, RLConfig, build_config, check_layer, load_yaml
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -178,7 +178,7 @@ def test_precedence_defaults_tiny_yaml_cli(tmp_path):
     assert cfg.rl.n_steps == TINY_PRESET["rl"]["n_steps"]  # tiny beats defaults
     assert cfg.reward_model.backbone == "minilm" and cfg.run.stages == ["sft", "rl"]  # untouched defaults
     plain = resolve_config([])
-    assert plain.rl.n_envs == 8 and plain.run.model == "smollm2-135m-instruct" and plain.run.algo == "ppo"
+    assert plain.rl == RLConfig() and plain.run.model == "smollm2-135m-instruct" and plain.run.algo == DEFAULT_ALGO
 
 
 def test_bad_stage_and_build_config_checks(capsys):
