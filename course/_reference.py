@@ -1,9 +1,9 @@
 """Reference implementations the autograder needs that the project does not (yet) expose.
 
 Everything else is graded against the project's own code (:mod:`agents.kl`, :mod:`agents.losses`,
-:func:`reward_models.bradley_terry.bradley_terry_loss`). These few functions are candidates for
-moving into the project (``preference_accuracy`` next to ``bradley_terry_loss``; ``rloo_advantages``
-and ``reinforce_loss`` next to ``agents.losses``).
+:func:`reward_models.bradley_terry.bradley_terry_loss`). ``rloo_advantages`` delegates to the project's
+:func:`agents.critic_free.group_advantages`; ``preference_accuracy`` and ``reinforce_loss`` are
+candidates for moving into the project.
 """
 
 from __future__ import annotations
@@ -22,10 +22,14 @@ def rloo_advantages(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
 
     ``rewards`` holds ``group_size`` consecutive samples per prompt; each sample's baseline is the mean
     reward of the *other* samples of its prompt: ``A_i = R_i - (sum_j R_j - R_i) / (k - 1)``.
+    The project's own estimator (:func:`agents.critic_free.group_advantages`) is the reference.
     """
-    r = torch.as_tensor(rewards, dtype=torch.float32).reshape(-1, group_size)
-    baseline = (r.sum(-1, keepdim=True) - r) / (group_size - 1)
-    return (r - baseline).reshape(-1)
+    import numpy as np
+
+    from agents.critic_free import group_advantages
+
+    r = torch.as_tensor(rewards, dtype=torch.float32).reshape(-1)
+    return group_advantages(r, np.arange(len(r)) // group_size, "rloo")
 
 
 def reinforce_loss(logp: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
