@@ -26,10 +26,11 @@ from agents.kl import (
     reference_logprobs,
     shape_rewards,
 )
+from agents.callbacks import RLHFHistory
 from agents.critic_free import CriticFreePG
 from agents.evaluation import evaluate_policy, win_rate
 from agents.rlhf_ppo import RLHFPPO
-from agents.rollout import EpisodeBatch, collect_round, sequence_forward
+from agents.rollout import EpisodeBatch, collect_round, sample_tokens, sequence_forward
 from agents.masking import ReferenceMaskWrapper, TokenSubsetMaskWrapper, reference_mask
 from agents.policy import LMActorCriticPolicy, MaskableLMActorCriticPolicy
 from agents.registry import (
@@ -43,9 +44,11 @@ from agents.registry import (
 __all__ = [
     "CriticFreePG",
     "EpisodeBatch",
+    "RLHFHistory",
     "RLHFPPO",
     "collect_round",
     "evaluate_policy",
+    "sample_tokens",
     "sequence_forward",
     "win_rate",
     "AdaptiveKLController",

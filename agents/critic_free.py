@@ -187,7 +187,8 @@ class CriticFreePG(RLHFPPO):
         dev = self.device
         mask = batch.mask[idx].to(dev)
         logp, _, entropy = sequence_forward(self.policy, batch.input_ids[idx].to(dev),
-                                            batch.attention_mask[idx].to(dev), batch.horizon, entropy=True)
+                                            batch.attention_mask[idx].to(dev), batch.horizon, entropy=True,
+                                            entropy_grad=self.ent_coef != 0)
         old = batch.logp[idx].to(dev)
         adv = batch.advantages[idx].to(dev)
         ratio = torch.exp(logp - old)

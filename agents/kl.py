@@ -107,10 +107,13 @@ def reference_logprobs(
         raise ValueError("a response token at position 0 has no context; left-pad or prepend the prompt")
     if not bool(response_mask.any()):
         return torch.zeros(input_ids.shape, dtype=torch.float32, device=input_ids.device)
-    ids, mask = input_ids.long(), attention_mask.long()
     # Responses sit at the end of left-padded rows: only the last `keep` positions' logits are needed,
-    # which saves a (batch, seq_len, V) tensor (V = 49152 for SmolLM2).
+    # which saves a (batch, seq_len, V) tensor (V = 49152 for SmolLM2); and padding columns that every
+    # row shares (short prompts) are dropped before the forward.
     first = int(response_mask.any(0).nonzero()[0])
+    lead = min(int(attention_mask.any(0).to(torch.int8).argmax()), first - 1)
+    ids, mask = input_ids[:, lead:].long(), attention_mask[:, lead:].long()
+    first -= lead
     keep = ids.shape[1] - first + 1
     try:
         logits = ref_model(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask),
@@ -123,8 +126,8 @@ def reference_logprobs(
         logits = restrict_logits(logits, allowed_tokens)
     targets = ids[:, first:]  # (batch, keep - 1)
     logp = torch.log_softmax(logits, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-    out = torch.zeros(ids.shape, dtype=torch.float32, device=ids.device)
-    out[:, first:] = logp
+    out = torch.zeros(input_ids.shape, dtype=torch.float32, device=ids.device)
+    out[:, lead + first:] = logp
     return out * response_mask
 
 

@@ -192,7 +192,19 @@ class _LMPolicyMixin:
         )
         self.lm.eval()
         params = [p for p in self.parameters() if p.requires_grad]
-        self.optimizer = self.optimizer_class(params, lr=lr_schedule(1), **self.optimizer_kwargs)
+        self.optimizer = self.optimizer_class(params, lr=lr_schedule(1), **self._optimizer_options())
+
+    def _optimizer_options(self) -> dict[str, Any]:
+        """``optimizer_kwargs``, plus ``fused=True`` for Adam/AdamW unless the caller chose a kernel.
+
+        The fused kernel updates all parameters in one pass instead of about ten passes per tensor:
+        on this 2-core CPU an Adam step over SmolLM2's 135M parameters takes 0.05 s fused against
+        0.28-0.58 s (torch 2.13), a tenth of a small PPO update. Same update rule, same state dict.
+        """
+        kwargs = dict(self.optimizer_kwargs)
+        if self.optimizer_class in (torch.optim.Adam, torch.optim.AdamW) and not {"fused", "foreach"} & set(kwargs):
+            kwargs["fused"] = True
+        return kwargs
 
     def _check_head_factorisation(self) -> None:
         # The policy computes logits as head(trunk(x)); models that rescale or soft-cap logits inside

@@ -256,6 +256,10 @@ def make_vec_text_env(
             ``"subset"`` (:class:`agents.masking.TokenSubsetMaskWrapper`), for ``maskable_ppo``.
         mask_kwargs: options of that wrapper (``top_k``, ``top_p``, ``token_ids``...).
         **env_kwargs: ``TextRLHF-v0`` options (``model``, ``reward``, ``prompts``, ``max_new_tokens``...).
+
+    The reward is built once and shared by all envs (one reward model in memory, not ``n_envs``),
+    wrapped in :class:`reward_models.PrefetchReward` so the fast agents' lock-step rollouts can score
+    the episodes that end together in one batch; the env still computes every reward itself.
     """
     import textenv  # noqa: F401  (registers TextRLHF-v0)
     from stable_baselines3.common.env_util import make_vec_env
@@ -267,6 +271,17 @@ def make_vec_text_env(
         raise ValueError(f"mask must be one of {list(wrappers)}, got {mask!r}")
     # SB3's make_vec_env asks for render_mode="rgb_array" unless told otherwise; text envs have none.
     env_kwargs.setdefault("render_mode", None)
+    from reward_models import PrefetchReward
+    from textenv import EnvConfig
+
+    base = EnvConfig.from_kwargs(env_kwargs.get("config"),
+                                 **{k: env_kwargs[k] for k in ("reward", "reward_kwargs") if k in env_kwargs})
+    if isinstance(base.reward, PrefetchReward):
+        if base.reward_kwargs:
+            raise TypeError(f"reward options {sorted(base.reward_kwargs)} given with a ready-made reward object")
+    else:
+        env_kwargs["reward"] = PrefetchReward(base.reward, **base.reward_kwargs)
+        env_kwargs["reward_kwargs"] = {}
     return make_vec_env(
         "TextRLHF-v0", n_envs=n_envs, seed=seed, env_kwargs=env_kwargs,
         wrapper_class=wrappers[mask], wrapper_kwargs=mask_kwargs,

@@ -237,7 +237,7 @@ class RLHFPPO(PPO):
                 mask = batch.mask[idx].to(dev)
                 logp, values, entropy = sequence_forward(
                     self.policy, batch.input_ids[idx].to(dev), batch.attention_mask[idx].to(dev), T,
-                    entropy=True,
+                    entropy=True, entropy_grad=self.ent_coef != 0,
                 )
                 adv = batch.advantages[idx].to(dev)
                 if self.normalize_advantage and mask.sum() > 1:

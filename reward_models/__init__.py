@@ -13,6 +13,7 @@ from reward_models.base import (
     make_reward,
     register_reward,
 )
+from reward_models.batching import PrefetchReward
 from reward_models.normalization import NormalizedReward, fit_gain_bias
 from reward_models.preferences import PreferencePair, load_preferences, save_preferences, split_by_prompt
 from reward_models.rules import KeywordReward, LengthReward, SentimentReward, WeightedSumReward
@@ -49,6 +50,7 @@ __all__ = [
     "LengthReward",
     "NormalizedReward",
     "PreferencePair",
+    "PrefetchReward",
     "RewardFunction",
     "RewardModelConfig",
     "RewardTrainingConfig",

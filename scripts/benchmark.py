@@ -177,7 +177,8 @@ def make_env(cfg: Config, n_envs: int, seed: int, prompts: list[str], reward):
             n_envs=n_envs, seed=seed, model=cfg.model, prompts=prompts, max_prompt_tokens=cfg.max_prompt_tokens,
             max_new_tokens=cfg.max_new_tokens, reward=reward,
         )
-    assert env.get_attr("reward_fn", indices=[0])[0] is reward, "the env must use the shared reward module"
+    shared = {id(f.reward) for f in env.get_attr("reward_fn")}  # make_vec_text_env wraps it in PrefetchReward
+    assert shared == {id(reward)}, "the envs must use the shared reward module"
     return env
 
 

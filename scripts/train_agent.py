@@ -1,4 +1,4 @@
-"""Train an LM on TextRLHF-v0 with any registered SB3 algorithm: ``--algo ppo|a2c|trpo|maskable_ppo``.
+"""Train an LM on TextRLHF-v0 with any registered algorithm: ``--algo ppo|a2c|trpo|maskable_ppo|rlhf_ppo|rloo|...``.
 
     python -m scripts.train_agent --algo ppo --total-timesteps 2048
     python -m scripts.train_agent --algo maskable_ppo --mask reference --top-k 50
@@ -26,7 +26,7 @@ class Config:
     """Train a language model on TextRLHF-v0 with an SB3 / sb3-contrib algorithm."""
 
     algo: str = "ppo"
-    """Algorithm: ppo, a2c, trpo or maskable_ppo (agents.available_algorithms())."""
+    """Algorithm: ppo, a2c, trpo, maskable_ppo, rlhf_ppo, reinforce, rloo, grpo, reinforce_pp (agents.available_algorithms())."""
     model: str = "smollm2-135m-instruct"
     """Policy and env model: smollm2-135m-instruct (offline), tiny, a folder or a hub name."""
     reward: str = "sentiment"
@@ -121,8 +121,9 @@ def main(argv: list[str] | None = None) -> dict:
         kl_target=cfg.kl_target, kl_estimator=cfg.kl_estimator, kl_mode=cfg.kl_mode, **options,
     )
     agent.set_logger(configure(str(out), ["stdout", "csv", "tensorboard"]))
+    history = agents.RLHFHistory()
     start = time.time()
-    agent.learn(cfg.total_timesteps, log_interval=1)
+    agent.learn(cfg.total_timesteps, log_interval=1, callback=history)
     elapsed = time.time() - start
 
     tmp = out / "agent.tmp.zip"
@@ -130,7 +131,7 @@ def main(argv: list[str] | None = None) -> dict:
     os.replace(tmp, out / "agent.zip")  # atomic: an interrupted save never leaves a broken agent.zip
     if cfg.export:
         agent.policy.save_pretrained(out / "model")
-    stats = dict(agent.rollout_buffer.last_stats)
+    stats = {k: v for k, v in history.last.items() if k.startswith("rlhf/")}
     print(json.dumps({"seconds": round(elapsed, 1), "tokens_per_s": round(agent.num_timesteps / elapsed, 1),
                       **{k: round(v, 4) for k, v in stats.items()}}))
     return stats

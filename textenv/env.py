@@ -49,6 +49,9 @@ class TextRLHFEnv(gym.Env):
     0 on every step but the last; on the last, ``score(prompt, response)`` of the reward function
     (plus ``no_eos_penalty`` if the response hit ``max_new_tokens`` without EOS). The response text is
     decoded without special tokens. Default reward ``"sentiment"``: VADER compound score in [-1, 1].
+    ``preview_end(action)`` returns the (prompt, response) that ``step(action)`` would score, changing
+    nothing, so a lock-step rollout over many envs can score their episode ends in one batch first
+    (:class:`reward_models.PrefetchReward`); the env still computes its own reward.
 
     ## Starting State
     A prompt drawn uniformly from the prompt source with ``self.np_random``, or the one chosen by
@@ -221,7 +224,7 @@ class TextRLHFEnv(gym.Env):
         self._response.append(token)
 
         hit_eos = token == self.eos_token_id
-        terminated = hit_eos or len(self._response) >= self.config.max_new_tokens
+        terminated = self._ends(token, len(self._response))
         reward, info = 0.0, {}
         if terminated:
             self._done = True
@@ -245,6 +248,21 @@ class TextRLHFEnv(gym.Env):
         if self.render_mode == "human":
             self.render()
         return self._obs(), float(reward), bool(terminated), False, info
+
+    def _ends(self, token: int, n_tokens: int) -> bool:
+        """Whether a response of ``n_tokens`` tokens whose last one is ``token`` ends the episode."""
+        return token == self.eos_token_id or n_tokens >= self.config.max_new_tokens
+
+    def preview_end(self, action) -> tuple[str, str] | None:
+        """The ``(prompt, response)`` that ``step(action)`` would score, or ``None`` if it would not end
+        the episode. Changes nothing: lock-step rollouts use it to score many envs' episode ends in one
+        batch ahead of their ``step`` calls (:class:`reward_models.PrefetchReward`)."""
+        if self._done is not False:  # not reset yet, or the episode is over
+            return None
+        token = self._check_action(action)
+        if not self._ends(token, len(self._response) + 1):
+            return None
+        return self.prompt, self.tokenizer.decode([*self._response, token], skip_special_tokens=True)
 
     def _check_action(self, action) -> int:
         if isinstance(action, np.ndarray):

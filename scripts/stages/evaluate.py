@@ -57,7 +57,9 @@ def run_evaluate(cfg: PipelineConfig) -> str:
     seed_everything(run.seed)
     device = resolve_device(run.device)
     env = make_text_env(cfg, sft_dir, ev.prompts, split="test", max_prompts=ev.max_prompts)
-    prompts = list(env.prompts)
+    # Each prompt `samples_per_prompt` times in a row: one seeded sampling pass gives each copy its own
+    # response, and win rates compare the policies' i-th responses to the same prompt.
+    prompts = [p for p in env.prompts for _ in range(ev.samples_per_prompt)]
     prompt_ids = encode_prompts(env, prompts)
     tokenizer = load_tokenizer(sft_dir)
     reference = load_model(sft_dir, device=device)
@@ -82,7 +84,7 @@ def run_evaluate(cfg: PipelineConfig) -> str:
     wins = {"rl_vs_sft": win_rate(results["rl"], results["sft"]),
             "rl_vs_base": win_rate(results["rl"], results["base"]),
             "sft_vs_base": win_rate(results["sft"], results["base"])}
-    metrics = {"n_prompts": len(prompts), "annotator": run.annotator, "temperature": run.temperature,
+    metrics = {"n_prompts": len(env.prompts), "samples_per_prompt": ev.samples_per_prompt, "annotator": run.annotator, "temperature": run.temperature,
                "reference": "sft", "policies": {k: r.metrics for k, r in results.items()}, "win_rate": wins}
     atomic_write_json(out / "metrics.json", metrics)
     atomic_write_json(out / "per_prompt.json", {k: r.to_dict() for k, r in results.items()})
@@ -98,7 +100,7 @@ def run_evaluate(cfg: PipelineConfig) -> str:
     atomic_write_text(out / "samples.md", samples_markdown(rows))
     s, r = results["sft"].metrics, results["rl"].metrics
     summary = timer.summary(
-        f"{len(prompts)} test prompts, annotator {fmt(s['annotator_score'], 2)} (SFT) -> "
+        f"{len(env.prompts)} test prompts x {ev.samples_per_prompt}, annotator {fmt(s['annotator_score'], 2)} (SFT) -> "
         f"{fmt(r['annotator_score'], 2)} (RL), "
         f"RM {fmt(s['rm_score'], 2)} -> {fmt(r['rm_score'], 2)}, win rate vs SFT {fmt(wins['rl_vs_sft'], 2)}, "
         f"vs base {fmt(wins['rl_vs_base'], 2)}, KL {fmt(r['kl'], 2)} nats")

@@ -153,7 +153,7 @@ def write_report(cfg: PipelineConfig) -> Path:
     if ev_path.is_file():
         ev = json.loads(ev_path.read_text())
         pols = ev["policies"]
-        md += [f"{ev['n_prompts']} test prompts, one sample each, same seed for every policy. KL and perplexity are "
+        md += [f"{ev['n_prompts']} test prompts, {ev.get('samples_per_prompt', 1)} sample(s) each, same seed for every policy. KL and perplexity are "
                f"measured against the SFT model (the RL reference).", "",
                "| metric | base | SFT (RL start) | RL |", "|---|---|---|---|"]
         for key, label in METRIC_NAMES.items():

@@ -138,9 +138,11 @@ def test_fast_agent_learns_the_rule_reward_like_generic_ppo(seed):
     env = agents.make_vec_text_env(8, seed=seed, **small_env_kwargs(reward=target_fraction, max_new_tokens=8))
     agent = RLHFPPO(LMActorCriticPolicy, env, policy_kwargs={"model": "tiny", "allowed_tokens": word_ids,
                                                               "temperature": 1.0},
-                    learning_rate=1e-2, n_epochs=2, kl_coef=0.0, adaptive_kl=False, seed=seed)
+                    learning_rate=5e-3, n_epochs=2, kl_coef=0.0, adaptive_kl=False, seed=seed)
     rec = BatchScoreRecorder()
-    agent.learn(8 * 8 * 6, callback=rec)
+    # lr 5e-3 over 8 rollouts: the smallest gain over seeds 0-7 was 0.30 (sweep in session 2);
+    # lr 1e-2 over 6 rollouts failed 2 of those 8 seeds (too large a step for a 64-token batch).
+    agent.learn(8 * 8 * 8, callback=rec)
     before, after = rec.history[0], float(np.mean(rec.history[-2:]))
     # Rollout means over 64 tokens have std ~0.05 under the untrained policy: 0.2 is 4 std.
     assert after > before + 0.2, f"seed {seed}: rollout scores {np.round(rec.history, 2)}"

@@ -1,0 +1,202 @@
+"""Side-by-side RL agents on the same env, reward, KL and token budget (issue 7).
+
+Reads top to bottom: for each ``--algos`` entry, build the same vector env (same seed, prompts, reward,
+horizon) and the agent with the same KL coefficient, train it until it has generated
+``--total-timesteps`` tokens, record ``rlhf/score`` and ``rlhf/kl`` after every rollout, then sample
+the held-out (test split) prompts with the trained policy and score them with the same reward. Writes
+``curves.csv`` (one row per rollout), ``curves.png`` (score and KL against generated tokens, one line
+per agent), ``summary.json`` and ``summary.md``.
+
+    python -m scripts.compare_agents                       # SmolLM2, sentiment: rlhf_ppo, rloo, grpo
+    python -m scripts.compare_agents --model tiny --total-timesteps 384 --n-envs 4 --out runs/compare-tiny
+
+Each agent keeps its registry defaults (``agents.registry``: learning rate, epochs, group size, where
+the KL goes) unless ``--learning-rates`` / ``--algo-kwargs`` say otherwise; the objective
+``score - beta * KL`` to the same frozen reference is common to all.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import csv
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from scripts.cli import config_to_dict, parse_args
+
+
+@dataclass
+class Config:
+    """Train several agents on the same RLHF task and plot their score and KL curves together."""
+
+    algos: list[str] = field(default_factory=lambda: ["rlhf_ppo", "rloo", "grpo"])
+    """Agents to compare (names of agents.available_algorithms())."""
+    model: str = "smollm2-135m-instruct"
+    """Policy (and reference) model: smollm2-135m-instruct (offline), tiny, a folder or a hub name."""
+    reward: str = "sentiment"
+    """Reward of the env: sentiment (VADER), length, keywords, or a trained reward-model folder."""
+    prompts: str = "bundled:reviews"
+    """Prompt source; training uses its train split, the held-out evaluation its test split."""
+    n_envs: int = 16
+    """Episodes per round (a multiple of the critic-free agents' group size, 4)."""
+    max_new_tokens: int = 24
+    """Response length limit (episode horizon)."""
+    max_prompt_tokens: int = 32
+    """Prompt budget in tokens."""
+    total_timesteps: int = 7680
+    """Generated tokens per agent (the common budget: 16 envs x 24 tokens x 20 full-length rounds)."""
+    temperature: float = 0.7
+    """Sampling temperature, for rollouts, log-probs and the evaluation."""
+    kl_coef: float = 0.05
+    """KL coefficient beta, the same for every agent (in the reward, or GRPO's loss)."""
+    adaptive_kl: bool = False
+    """Adapt beta (Ziegler et al. 2019); off by default so every agent pays the same price per nat."""
+    learning_rates: dict = field(default_factory=dict)
+    """Per-agent learning rates as JSON, e.g. '{"grpo": 2e-4}' (default: the registry's)."""
+    algo_kwargs: dict = field(default_factory=dict)
+    """Per-agent extra options as JSON, e.g. '{"rlhf_ppo": {"n_epochs": 2}}'."""
+    eval_samples: int = 2
+    """Samples per held-out prompt in the final evaluation."""
+    seed: int = 0
+    """Seed of the envs, the agents and the evaluation (the same for every agent)."""
+    out: Path = Path("runs/compare")
+    """Folder for curves.csv, curves.png, summary.json and summary.md."""
+
+    def __post_init__(self) -> None:
+        import agents
+
+        self.algos = [a.strip().lower() for item in self.algos for a in str(item).split(",") if a.strip()]
+        valid = agents.available_algorithms()
+        bad = [a for a in self.algos if a not in valid]
+        if bad or not self.algos:
+            raise ValueError(f"unknown algorithm(s) {bad}; choose from {valid}")
+        for name in ("n_envs", "max_new_tokens", "max_prompt_tokens", "total_timesteps", "eval_samples"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 1")
+        unknown = sorted((set(self.learning_rates) | set(self.algo_kwargs)) - set(self.algos))
+        if unknown:
+            raise ValueError(f"--learning-rates/--algo-kwargs name agents that are not compared: {unknown}")
+
+
+def train_one(cfg: Config, algo: str):
+    """Train ``algo`` on the common task; return ``(history rows, policy, env, seconds)``."""
+    import agents
+
+    env = agents.make_vec_text_env(
+        cfg.n_envs, seed=cfg.seed, model=cfg.model, reward=cfg.reward, prompts=cfg.prompts, prompt_split="train",
+        max_new_tokens=cfg.max_new_tokens, max_prompt_tokens=cfg.max_prompt_tokens,
+    )
+    options = dict(cfg.algo_kwargs.get(algo, {}))
+    if algo in cfg.learning_rates:
+        options["learning_rate"] = float(cfg.learning_rates[algo])
+    agent = agents.make_agent(algo, env, temperature=cfg.temperature, kl_coef=cfg.kl_coef,
+                              adaptive_kl=cfg.adaptive_kl, seed=cfg.seed, **options)
+    history = agents.RLHFHistory()
+    t0 = time.perf_counter()
+    agent.learn(cfg.total_timesteps, callback=history, progress_bar=True)
+    seconds = time.perf_counter() - t0
+    rows = [{"algo": algo, "learning_rate": agent.learning_rate, **row} for row in history.history]
+    return rows, agent.policy, env, seconds
+
+
+def evaluate_held_out(cfg: Config, lm, reference, env) -> dict[str, float]:
+    """Mean reward of ``lm`` and its KL to ``reference`` on the test-split prompts (``eval_samples`` each)."""
+    import torch
+
+    from agents.evaluation import sample_responses, sequence_logprobs
+    from textenv import load_prompts
+
+    base = env.envs[0].unwrapped
+    prompts = load_prompts(cfg.prompts, split="test") * cfg.eval_samples
+    prompt_ids = [base.encode_prompt(p) for p in prompts]
+    samples = sample_responses(lm, base.tokenizer, prompts, prompt_ids, cfg.max_new_tokens, cfg.temperature, cfg.seed)
+    with torch.no_grad():
+        kl = (sequence_logprobs(lm, samples, cfg.temperature) - sequence_logprobs(reference, samples,
+                                                                                   cfg.temperature)).numpy()
+    scores = base.reward_fn.score(samples.prompts, samples.responses)
+    return {"held_out_score": float(np.mean(scores)), "held_out_kl": float(np.mean(kl)),
+            "held_out_len": float(np.mean(samples.response_lengths)), "held_out_n": len(prompts)}
+
+
+def plot(rows: list[dict], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for algo in dict.fromkeys(r["algo"] for r in rows):
+        mine = [r for r in rows if r["algo"] == algo]
+        x = [r["timesteps"] for r in mine]
+        axes[0].plot(x, [r["rlhf/score"] for r in mine], marker=".", label=algo)
+        axes[1].plot(x, [r["rlhf/kl"] for r in mine], marker=".", label=algo)
+    for ax, label in zip(axes, ("reward score (mean per episode)", "KL to reference (nats per episode)")):
+        ax.set_xlabel("generated tokens")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    os.replace(tmp, path)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    cfg = parse_args(Config, argv)
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    (cfg.out / "config.json").write_text(json.dumps(config_to_dict(cfg), indent=2))
+    rows, summary = [], {}
+    for algo in cfg.algos:
+        print(f"[compare] {algo}: training to {cfg.total_timesteps} generated tokens", flush=True)
+        mine, policy, env, seconds = train_one(cfg, algo)
+        rows += mine
+        last = mine[-3:]  # the final numbers: mean of the last three rollouts
+        summary[algo] = {
+            "learning_rate": mine[0]["learning_rate"], "rollouts": len(mine), "tokens": mine[-1]["timesteps"],
+            "seconds": round(seconds, 1),
+            "first_score": mine[0]["rlhf/score"],
+            "final_score": float(np.mean([r["rlhf/score"] for r in last])),
+            "final_kl": float(np.mean([r["rlhf/kl"] for r in last])),
+            **evaluate_held_out(cfg, policy.lm, policy.reference_model, env),
+        }
+        if "reference" not in summary:  # the untrained policy, for scale (same samples procedure)
+            summary = {"reference": evaluate_held_out(cfg, policy.reference_model, policy.reference_model, env),
+                       **summary}
+        env.close()
+        print(f"[compare] {algo}: {json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in summary[algo].items()})}",
+              flush=True)
+    keys = sorted({k for r in rows for k in r}, key=lambda k: (k != "algo", k))
+    with open(cfg.out / "curves.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(rows)
+    plot(rows, cfg.out / "curves.png",
+         f"{cfg.model}, reward {cfg.reward}, {cfg.n_envs} envs x {cfg.max_new_tokens} tokens, beta {cfg.kl_coef}")
+    (cfg.out / "summary.json").write_text(json.dumps(summary, indent=2))
+    lines = ["| agent | lr | rollouts | tokens | minutes | train score first -> last 3 | train KL last 3 | "
+             "held-out score | held-out KL |", "|---|---|---|---|---|---|---|---|---|"]
+    ref = summary["reference"]
+    lines.append(f"| untrained reference | - | - | - | - | - | - | {ref['held_out_score']:.3f} | 0 |")
+    for algo, s in summary.items():
+        if algo == "reference":
+            continue
+        lines.append(f"| {algo} | {s['learning_rate']:g} | {s['rollouts']} | {s['tokens']} | {s['seconds'] / 60:.1f} | "
+                     f"{s['first_score']:.3f} -> {s['final_score']:.3f} | {s['final_kl']:.2f} | "
+                     f"{s['held_out_score']:.3f} | {s['held_out_kl']:.2f} |")
+    (cfg.out / "summary.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return summary
+
+
+if __name__ == "__main__":
+    main()
