@@ -108,22 +108,18 @@ def train_one(cfg: Config, algo: str):
 
 
 def evaluate_held_out(cfg: Config, lm, reference, env) -> dict[str, float]:
-    """Mean reward of ``lm`` and its KL to ``reference`` on the test-split prompts (``eval_samples`` each)."""
-    import torch
-
-    from agents.evaluation import sample_responses, sequence_logprobs
+    """Mean reward of ``lm`` and its KL to ``reference`` on the test-split prompts (``eval_samples`` each),
+    by the pipeline's own :func:`agents.evaluation.evaluate_policy` (the env's reward as the judge)."""
+    from agents.evaluation import evaluate_policy
     from textenv import load_prompts
 
     base = env.envs[0].unwrapped
     prompts = load_prompts(cfg.prompts, split="test") * cfg.eval_samples
-    prompt_ids = [base.encode_prompt(p) for p in prompts]
-    samples = sample_responses(lm, base.tokenizer, prompts, prompt_ids, cfg.max_new_tokens, cfg.temperature, cfg.seed)
-    with torch.no_grad():
-        kl = (sequence_logprobs(lm, samples, cfg.temperature) - sequence_logprobs(reference, samples,
-                                                                                   cfg.temperature)).numpy()
-    scores = base.reward_fn.score(samples.prompts, samples.responses)
-    return {"held_out_score": float(np.mean(scores)), "held_out_kl": float(np.mean(kl)),
-            "held_out_len": float(np.mean(samples.response_lengths)), "held_out_n": len(prompts)}
+    result = evaluate_policy("held_out", lm, reference, base.tokenizer, prompts, [base.encode_prompt(p) for p in prompts],
+                             base.reward_fn, base.reward_fn, cfg.max_new_tokens, cfg.temperature, cfg.seed)
+    m = result.metrics
+    return {"held_out_score": m["annotator_score"], "held_out_kl": m["kl"], "held_out_len": m["response_len"],
+            "held_out_n": len(prompts)}
 
 
 def plot(rows: list[dict], path: Path, title: str) -> None:
