@@ -20,7 +20,24 @@ cache never grows beyond ``L + 1`` positions.
 from __future__ import annotations
 
 import torch
+import transformers
+from packaging.version import Version
 from torch import nn
+
+# transformers 5.24 renamed the KV-cache keyword of every model's ``forward`` and the matching output
+# field from ``past_key_values`` to ``cache``; the old name warns and is removed in 5.40. Older
+# releases only know the old name. One switch here, read by every KV-cached forward of the project.
+CACHE_KEY = "cache" if Version(transformers.__version__).release >= (5, 24) else "past_key_values"
+
+
+def cache_kwargs(cache) -> dict:
+    """The keyword argument that passes ``cache`` to a transformers model's ``forward``."""
+    return {CACHE_KEY: cache}
+
+
+def output_cache(out):
+    """The KV cache a transformers model output returns (``use_cache=True``)."""
+    return out[CACHE_KEY]
 
 
 def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -166,20 +183,20 @@ class KVCacheRunner:
         cache = _cache_from(None)
         out = self.trunk(
             input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask),
-            past_key_values=cache, use_cache=True,
+            use_cache=True, **cache_kwargs(cache),
         )
         self.stats["full"] += ids.shape[0]
-        return out.last_hidden_state[:, -1], _cache_to_list(out.past_key_values), mask.clone()
+        return out.last_hidden_state[:, -1], _cache_to_list(output_cache(out)), mask.clone()
 
     def _extend(self, ids, mask, kv, full_mask):
         new_full = torch.cat([full_mask, torch.ones_like(full_mask[:, :1])], dim=1)  # (batch, C+1)
         pos = mask.sum(-1, keepdim=True) - 1  # (batch, 1): real tokens before the new one
         out = self.trunk(
             input_ids=ids[:, -1:], attention_mask=new_full, position_ids=pos,
-            past_key_values=_cache_from(kv), use_cache=True,
+            use_cache=True, **cache_kwargs(_cache_from(kv)),
         )
         self.stats["incremental"] += ids.shape[0]
-        return out.last_hidden_state[:, -1], _cache_to_list(out.past_key_values), new_full
+        return out.last_hidden_state[:, -1], _cache_to_list(output_cache(out)), new_full
 
     def _mixed(self, ids, mask, cont):
         keep = cont.nonzero().squeeze(-1)  # rows continuing their window

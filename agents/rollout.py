@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 
-from agents.cache import position_ids_from_mask
+from agents.cache import cache_kwargs, output_cache, position_ids_from_mask
 
 
 @dataclass
@@ -105,15 +105,15 @@ class _TrunkStepper:
         self.mask = mask  # (n, L)
         self.next_pos = mask.sum(-1, keepdim=True)  # (n, 1): position of the next token
         out = self.trunk(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask),
-                         past_key_values=DynamicCache(), use_cache=True)
-        self.cache = out.past_key_values
+                         use_cache=True, **cache_kwargs(DynamicCache()))
+        self.cache = output_cache(out)
         return out.last_hidden_state[:, -1]  # (n, hidden)
 
     def extend(self, tokens: torch.Tensor) -> torch.Tensor:
         self.mask = torch.cat([self.mask, torch.ones_like(self.mask[:, :1])], dim=1)  # (n, C + 1)
         out = self.trunk(input_ids=tokens[:, None], attention_mask=self.mask, position_ids=self.next_pos,
-                         past_key_values=self.cache, use_cache=True)
-        self.cache = out.past_key_values
+                         use_cache=True, **cache_kwargs(self.cache))
+        self.cache = output_cache(out)
         self.next_pos = self.next_pos + 1
         return out.last_hidden_state[:, -1]
 

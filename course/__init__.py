@@ -5,7 +5,8 @@
   hand-written RLOO loop for 5, an algorithm comparison for 6);
 * ``course/scaffold.py`` — the given helpers of exercises 5-6 (sampling through ``TextRLHF-v0``,
   teacher-forced log-probs, CSV and plots);
-* ``python -m course.grade [ex1 ...] [--solutions DIR]`` — the autograder.
+* ``python -m course.grade [ex1 ...] [--solutions DIR] [--timeout S]`` — the autograder (one child process
+  per exercise, see :mod:`course.grading`).
 
 See ``course/README.md``.
 """

@@ -28,7 +28,8 @@ def check_scores(scores: Any, prompts: Sequence[str], source: str = "reward") ->
 
     Raises:
         TypeError: non-numeric output.
-        ValueError: wrong shape, NaN or inf; the message names the first offending prompt.
+        ValueError: wrong shape, NaN, inf, or a value beyond float32's range (which would become inf);
+            the message names the first offending prompt.
     """
     try:
         arr = np.asarray(scores)
@@ -50,11 +51,20 @@ def check_scores(scores: Any, prompts: Sequence[str], source: str = "reward") ->
                 f"{source} must return one score per prompt, shape ({n},), got shape {arr.shape} "
                 f"for prompt {prompts[0]!r}"
             )
-    bad = ~np.isfinite(arr.astype(np.float64))
+    # Check the float32 scores, not the input: a value finite in float64 beyond float32's range
+    # (|x| > 3.4e38) would otherwise pass here and become inf in the returned array.
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = arr.astype(np.float32)
+    bad = ~np.isfinite(out)
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
+        if np.isfinite(arr[i].astype(np.float64)):
+            raise ValueError(
+                f"{source} returned {arr[i]!r}, outside the float32 range (|score| <= "
+                f"{float(np.finfo(np.float32).max):.4g}), for prompt {prompts[i]!r}; rescale the reward"
+            )
         raise ValueError(f"{source} returned {arr[i]!r} (not finite) for prompt {prompts[i]!r}")
-    return arr.astype(np.float32)
+    return out
 
 
 class CallableReward:

@@ -305,7 +305,8 @@ def run_trl(cfg: Config, n: int, seed: int, prompt_ids: torch.Tensor, dev: str, 
         num_ppo_epochs=cfg.epochs, total_episodes=n * (1 + cfg.iterations), response_length=T,
         temperature=cfg.temperature, stop_token="eos", kl_coef=cfg.kl_coef, kl_estimator="k1",
         learning_rate=cfg.learning_rate, local_rollout_forward_batch_size=n, num_sample_generations=0,
-        missing_eos_penalty=None, gradient_checkpointing=False, bf16=False, fp16=False, use_cpu=(dev == "cpu"),
+        # transformers 5.24 renamed gradient_checkpointing to activation_checkpointing (the old name warns).
+        missing_eos_penalty=None, activation_checkpointing=False, bf16=False, fp16=False, use_cpu=(dev == "cpu"),
         report_to="none", save_strategy="no", eval_strategy="no", logging_strategy="no", disable_tqdm=True,
         dataloader_num_workers=0, seed=seed,
     )

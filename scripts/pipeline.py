@@ -16,6 +16,14 @@ Examples:
 
 Stages run in pipeline order whatever order ``--stages`` lists them in; a stage reads the outputs
 of earlier stages from the run directory. ``--stages report`` only redraws plots and report.md.
+
+Resume and re-runs. ``--resume`` first deletes temporaries left by a killed process, then skips
+finished stages and continues RL from its data-only checkpoint. A stage that runs invalidates every
+later stage (their ``DONE.json`` and RL's checkpoint are removed, and the pipeline says which), so
+re-running ``--stages sft`` with new settings never leaves an old RL policy marked as done. Before
+any stage runs, the inputs that planned stages read from unplanned ones are checked (finished,
+present, weights complete), and options are validated (``scripts/stages/config.py``). A missing or
+damaged file stops the pipeline with one line naming the file and the fix, exit status 2.
 """
 
 from __future__ import annotations
@@ -30,23 +38,43 @@ import time  # noqa: E402
 from collections.abc import Sequence  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from scripts.run_dir import STAGES, atomic_write_text, clear_stage, is_done  # noqa: E402
-from scripts.stages.config import (  # noqa: E402
-    TINY_PRESET,
-    PipelineConfig,
-    build_config,
-    build_parser,
-    cli_layer,
-    load_yaml,
+from scripts.run_dir import (  # noqa: E402
+    STAGES,
+    RunDirError,
+    atomic_write_text,
+    clear_stage,
+    invalidate_after,
+    is_done,
+    remove_stale_temporaries,
+    require,
 )
+from scripts.stages.config import TINY_PRESET, PipelineConfig, build_config, load_yaml  # noqa: E402
+from scripts.stages.config_cli import build_parser, cli_layer  # noqa: E402
 
 STAGE_ALIASES = {"reward_model": "reward-model", "rm": "reward-model", "eval": "evaluate"}
+STAGE_INPUTS = {"sft": (), "preferences": ("sft",), "reward-model": ("preferences",), "rl": ("sft", "reward-model"),
+                "evaluate": ("sft", "reward-model", "rl")}
+"""The earlier stages whose outputs each stage reads."""
+
+
+def _check_resources(cfg: PipelineConfig) -> None:
+    """Fail on a bad algorithm name or an absent GPU before any stage's work is done (DESIGN section 6)."""
+    if "rl" in cfg.run.stages:
+        from agents.registry import get_spec
+
+        get_spec(cfg.run.algo)  # unknown names raise ValueError, listing the valid ones
+    if cfg.run.device == "cuda":
+        from scripts.stages.common import resolve_device
+
+        resolve_device(cfg.run.device)
 
 
 def resolve_config(argv: Sequence[str] | None = None) -> PipelineConfig:
-    """Parse the command line into a :class:`PipelineConfig` (defaults < --tiny < YAML < flags).
+    """Parse the command line into a validated :class:`PipelineConfig` (defaults < --tiny < YAML < flags).
 
-    With ``--resume`` and no ``--config``, the run directory's saved ``config.yaml`` is the YAML layer.
+    With ``--resume`` and no ``--config``, the run directory's saved ``config.yaml`` is the YAML layer
+    (without its ``stages`` and ``run_dir``: the run folder is where it was found, even if moved).
+    Any bad option exits with status 2 and a message naming the flag / YAML key to fix.
     """
     parser = build_parser()
     ns = parser.parse_args(argv)
@@ -61,17 +89,19 @@ def resolve_config(argv: Sequence[str] | None = None) -> PipelineConfig:
             if saved.is_file():
                 yaml_layer = load_yaml(saved)
                 yaml_layer.get("run", {}).pop("stages", None)  # a resumed run finishes every stage unless told
+                yaml_layer.get("run", {}).pop("run_dir", None)  # a copied/moved folder resumes itself, not the original
         tiny = run_cli.get("tiny", yaml_layer.get("run", {}).get("tiny", False))
         cfg = build_config(TINY_PRESET if tiny else {}, yaml_layer, cli)
+        stages = []
+        for s in cfg.run.stages:
+            s = STAGE_ALIASES.get(s, s)
+            if s not in STAGES + ("report",):
+                raise ValueError(f"unknown stage {s!r}; valid stages: {list(STAGES)} (and 'report')")
+            stages.append(s)
+        cfg.run.stages = stages
+        _check_resources(cfg)
     except (TypeError, ValueError, FileNotFoundError) as exc:
         parser.error(str(exc))  # exit status 2 with the message (valid keys listed)
-    stages = []
-    for s in cfg.run.stages:
-        s = STAGE_ALIASES.get(s, s)
-        if s not in STAGES + ("report",):
-            parser.error(f"unknown stage {s!r}; valid stages: {list(STAGES)} (and 'report')")
-        stages.append(s)
-    cfg.run.stages = stages
     return cfg
 
 
@@ -83,8 +113,35 @@ def save_config(cfg: PipelineConfig) -> None:
     atomic_write_text(Path(cfg.run.run_dir) / "config.yaml", header + yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
 
-def run_stage(stage: str, cfg: PipelineConfig) -> str:
-    """Run one stage (imports are local: ``--help`` and config errors stay fast)."""
+def plan_stages(cfg: PipelineConfig) -> list[str]:
+    """The requested stages that will run, checked before any of them starts.
+
+    Without ``--resume``, every requested stage. With it, the first unfinished requested stage and
+    every requested stage after it (a stage that runs invalidates all later ones). Each planned
+    stage's inputs from stages that are not planned must be finished and intact (:func:`require`),
+    and must not lie after a planned stage, whose run would invalidate them.
+
+    Raises:
+        RunDirError: an input is missing, damaged, or would be invalidated; the message says what to run.
+    """
+    run = cfg.run
+    planned: list[str] = []
+    for stage in (s for s in STAGES if s in run.stages):
+        if planned or not run.resume or not is_done(run.run_dir, stage):
+            planned.append(stage)
+    for stage in planned:
+        inputs = () if stage == "preferences" and cfg.preferences.data else STAGE_INPUTS[stage]
+        for dep in (d for d in inputs if d not in planned):
+            if STAGES.index(dep) > STAGES.index(planned[0]):
+                between = [s for s in STAGES if STAGES.index(planned[0]) <= STAGES.index(s) <= STAGES.index(stage)]
+                raise RunDirError(f"stage {stage!r} reads {dep!r}, which running {planned[0]!r} makes out of date; "
+                                  f"run the stages in between too: --stages {','.join(between)}")
+            require(run.run_dir, dep, stage)
+    return planned
+
+
+def run_stage(stage: str, cfg: PipelineConfig, resume: bool = False) -> str:
+    """Run one stage (imports are local: ``--help`` and config errors stay fast); ``resume``: RL continues."""
     if stage == "sft":
         from scripts.stages.sft import run_sft
 
@@ -100,24 +157,32 @@ def run_stage(stage: str, cfg: PipelineConfig) -> str:
     if stage == "rl":
         from scripts.stages.rl import run_rl
 
-        return run_rl(cfg, resume=cfg.run.resume)
+        return run_rl(cfg, resume=resume)
     from scripts.stages.evaluate import run_evaluate
 
     return run_evaluate(cfg)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``python -m scripts.pipeline`` and the ``textrlhf`` console script."""
+    """Entry point of ``python -m scripts.pipeline`` and the ``textrlhf`` console script.
+
+    Returns:
+        0 on success, 2 when the run folder is missing or damaged (the message names the file and the fix).
+    """
     cfg = resolve_config(argv)
+    try:
+        return _run(cfg)
+    except RunDirError as exc:  # one clear line, no traceback: the fix is in the message
+        print(f"textrlhf: error: {exc}", file=sys.stderr, flush=True)
+        return 2
+
+
+def _run(cfg: PipelineConfig) -> int:
     run = cfg.run
     if run.threads:
         import torch
 
         torch.set_num_threads(run.threads)
-    if "rl" in run.stages:  # fail on a bad algorithm name before any stage's work is done (DESIGN section 6)
-        from agents.registry import get_spec
-
-        get_spec(run.algo)
     if not run.progress:  # --no-progress also silences the libraries' own bars (weights loading, datasets)
         import datasets
         from transformers.utils import logging as hf_logging
@@ -125,6 +190,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         hf_logging.disable_progress_bar()
         datasets.disable_progress_bars()
     Path(run.run_dir).mkdir(parents=True, exist_ok=True)
+    if run.resume:  # a killed process's half-written temporaries; nothing else writes here during a resume
+        for line in remove_stale_temporaries(run.run_dir):
+            print(f"[pipeline] {line} (a temporary left by an interrupted write)", flush=True)
+    planned = plan_stages(cfg)
     save_config(cfg)
     start = time.perf_counter()
     print(f"[pipeline] run dir {run.run_dir}, stages {','.join(run.stages)}, algo {run.algo}, model {run.model}"
@@ -132,12 +201,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     for stage in STAGES:
         if stage not in run.stages:
             continue
-        if run.resume and is_done(run.run_dir, stage):
+        if stage not in planned:
             print(f"[{stage}] already done, skipped (--resume)", flush=True)
             continue
-        if stage != "rl" or not run.resume:
+        invalidated = invalidate_after(run.run_dir, stage)
+        if invalidated:  # built from this stage's old outputs: never resumed or skipped as done again
+            print(f"[pipeline] running {stage} invalidates {', '.join(invalidated)}: DONE.json"
+                  + (" and rl/checkpoint" if "rl" in invalidated else "") + " removed; they rerun when requested "
+                  "(--resume runs every unfinished stage)", flush=True)
+        # Only the first stage to run can continue where it stopped: every later one was just invalidated.
+        resume = run.resume and stage == "rl" and stage == planned[0]
+        if not resume:
             clear_stage(run.run_dir, stage)  # a fresh run of a stage never mixes with older artifacts
-        run_stage(stage, cfg)
+        run_stage(stage, cfg, resume)
     from scripts.stages.report import write_report
 
     report = write_report(cfg)

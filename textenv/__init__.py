@@ -10,17 +10,20 @@ from textenv.env import TextRLHFEnv
 from textenv.models import (
     OFFLINE_MODEL,
     TINY_MODEL,
+    ModelNotFoundError,
     OfflineModelMissingError,
     load_model,
     load_tokenizer,
 )
-from textenv.prompts import load_prompts
+from textenv.prompts import PromptTruncatedWarning, load_prompts
 
 __all__ = [
     "OFFLINE_MODEL",
     "TINY_MODEL",
     "EnvConfig",
+    "ModelNotFoundError",
     "OfflineModelMissingError",
+    "PromptTruncatedWarning",
     "TextRLHFEnv",
     "load_model",
     "load_prompts",

@@ -3,10 +3,41 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from textenv.models import OFFLINE_MODEL
+
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def _check_penalty(value: Any) -> float:
+    """``no_eos_penalty`` as a float; refuses what would make a reward NaN or inf."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"no_eos_penalty must be a number (e.g. -1.0), got {type(value).__name__} {value!r}")
+    value = float(value)
+    if not np.isfinite(value):
+        raise ValueError(f"no_eos_penalty must be a finite number (e.g. -1.0), got {value!r}")
+    if abs(value) > _FLOAT32_MAX:
+        raise ValueError(f"no_eos_penalty must be within the float32 range of rewards (|x| <= 3.4e38), got {value!r}")
+    return value
+
+
+def _check_token_ids(tokens: Any) -> tuple[int, ...]:
+    """``forbidden_tokens`` as a tuple of ints; ``int(1.7)`` would silently forbid token 1."""
+    if isinstance(tokens, (str, bytes)) or not isinstance(tokens, Iterable):
+        raise TypeError(f"forbidden_tokens must be a sequence of int token ids such as ({tokens!r},), got {tokens!r}")
+    tokens = tuple(tokens)
+    for t in tokens:
+        if isinstance(t, (bool, np.bool_)) or not isinstance(t, (int, np.integer)):
+            raise TypeError(
+                f"forbidden_tokens must be int token ids (e.g. tokenizer.convert_tokens_to_ids(...)), "
+                f"got {type(t).__name__} {t!r}"
+            )
+    return tuple(int(t) for t in tokens)
 
 
 @dataclass
@@ -35,10 +66,11 @@ class EnvConfig:
 
     chat_template: bool = False
     """Wrap each prompt in the tokenizer's chat template as a user turn, with the generation prompt,
-    so instruct models answer it (then ``max_prompt_tokens`` must also hold the template's tokens)."""
+    so instruct models answer it (then ``max_prompt_tokens`` must also hold the template's tokens).
+    A bool: a string such as ``"no"`` is refused."""
 
     system_prompt: str | None = None
-    """System message for ``chat_template=True`` (``None``: the template's default)."""
+    """System message for ``chat_template=True`` (``None``: the template's default); an error without it."""
 
     max_prompt_tokens: int = 32
     """Prompt length budget in tokens; the observation holds ``max_prompt_tokens + max_new_tokens``."""
@@ -59,10 +91,11 @@ class EnvConfig:
 
     no_eos_penalty: float = 0.0
     """Added to the score when a response reaches ``max_new_tokens`` without EOS (use a negative value
-    to discourage rambling; Huang et al. 2024, "The N Implementation Details of RLHF with PPO", #4)."""
+    to discourage rambling; Huang et al. 2024, "The N Implementation Details of RLHF with PPO", #4).
+    A finite number within float32's range."""
 
     forbidden_tokens: tuple = ()
-    """Extra token ids that ``action_masks()`` forbids (pad and ids outside the tokenizer always are)."""
+    """Extra token ids (ints) that ``action_masks()`` forbids (pad and ids outside the tokenizer always are)."""
 
     def __post_init__(self) -> None:
         for name in ("max_prompt_tokens", "max_new_tokens"):
@@ -77,7 +110,26 @@ class EnvConfig:
             raise ValueError(f"prompt_overflow must be 'truncate' or 'error', got {self.prompt_overflow!r}")
         if not isinstance(self.reward_kwargs, dict):
             raise TypeError(f"reward_kwargs must be a dict, got {type(self.reward_kwargs).__name__}")
-        self.forbidden_tokens = tuple(int(t) for t in self.forbidden_tokens)
+        self._check_chat_options()
+        self.no_eos_penalty = _check_penalty(self.no_eos_penalty)
+        self.forbidden_tokens = _check_token_ids(self.forbidden_tokens)
+
+    def _check_chat_options(self) -> None:
+        # A string such as "no" is truthy: only real booleans may switch the template on.
+        if not isinstance(self.chat_template, (bool, np.bool_)):
+            raise TypeError(f"chat_template must be True or False, got {self.chat_template!r}")
+        self.chat_template = bool(self.chat_template)
+        if self.system_prompt is None:
+            return
+        if not isinstance(self.system_prompt, str):
+            raise TypeError(f"system_prompt must be a string or None, got {type(self.system_prompt).__name__}")
+        if not self.chat_template:
+            # Plain prompts have no place for a system message; ignoring it would train on a task other
+            # than the one asked for, so refuse rather than warn.
+            raise ValueError(
+                "system_prompt is only used with the chat template; set chat_template=True to use it, "
+                "or drop system_prompt"
+            )
 
     @property
     def obs_len(self) -> int:

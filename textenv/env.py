@@ -13,7 +13,7 @@ from gymnasium.error import ResetNeeded
 from reward_models.base import check_scores, make_reward
 from textenv.config import EnvConfig
 from textenv.models import context_length, load_tokenizer, vocab_size
-from textenv.prompts import load_prompts
+from textenv.prompts import PromptTruncatedWarning, load_prompts
 
 
 class UnsupportedRenderModeError(ValueError, TypeError):
@@ -47,7 +47,8 @@ class TextRLHFEnv(gym.Env):
 
     ## Rewards
     0 on every step but the last; on the last, ``score(prompt, response)`` of the reward function
-    (plus ``no_eos_penalty`` if the response hit ``max_new_tokens`` without EOS). The response text is
+    (plus ``no_eos_penalty`` if the response hit ``max_new_tokens`` without EOS). A score or sum that is
+    NaN, inf or beyond float32's range raises ``ValueError`` naming the prompt. The response text is
     decoded without special tokens. Default reward ``"sentiment"``: VADER compound score in [-1, 1].
     ``preview_end(action)`` returns the (prompt, response) that ``step(action)`` would score, changing
     nothing, so a lock-step rollout over many envs can score their episode ends in one batch first
@@ -56,23 +57,35 @@ class TextRLHFEnv(gym.Env):
     ## Starting State
     A prompt drawn uniformly from the prompt source with ``self.np_random``, or the one chosen by
     ``reset(options={"prompt_index": i})`` or ``reset(options={"prompt": "text"})`` (for sampling
-    several responses to the same prompt).
+    several responses to the same prompt). A prompt longer than ``max_prompt_tokens`` keeps its last
+    tokens with a :class:`textenv.PromptTruncatedWarning` (once for the whole prompt source at
+    construction, at each ``reset`` for an option prompt), or raises ``ValueError`` if
+    ``prompt_overflow="error"``.
 
     ## Episode End
     ``terminated=True`` when the action is EOS, and also when the response reaches
     ``max_new_tokens``: the horizon is part of the task, and ``truncated`` would make agents bootstrap
     a value on top of the final score. ``truncated`` is always ``False``. ``info`` of the last step
-    holds ``score``, ``response`` (text), ``response_tokens`` (int64 array, EOS included if emitted),
-    ``prompt``, ``prompt_index`` and ``hit_max_tokens``; other steps' ``info`` is empty (keep
-    vocabulary-sized arrays out of ``info``: SB3's ``DummyVecEnv`` copies it every step).
+    holds ``score`` (float), ``response`` (text), ``response_tokens`` (tuple of int token ids, EOS
+    included if emitted; ``np.asarray`` it for an array), ``prompt``, ``prompt_index`` (``-1`` for a
+    ``reset`` option prompt) and ``hit_max_tokens``; other steps' ``info`` is empty (keep
+    vocabulary-sized arrays out of ``info``: SB3's ``DummyVecEnv`` copies it every step). Every value
+    is a scalar or a plain object, never a variable-length array, so Gymnasium's vector envs can merge
+    the infos of envs whose responses differ in length (``response_tokens`` becomes an object array of
+    tuples, one per env).
 
     ## Arguments
     ``gym.make("TextRLHF-v0", **kwargs)``: every field of :class:`textenv.EnvConfig` (``model``,
     ``prompts``, ``reward``, ``max_new_tokens``, ...) and ``render_mode`` (``"ansi"`` returns the
-    text, ``"human"`` prints it). ``config=EnvConfig(...)`` passes a whole config. Unknown keys raise.
+    text, ``"human"`` prints it). ``config=EnvConfig(...)`` passes a whole config. Unknown keys raise
+    ``TypeError``; values of the wrong type (``chat_template="yes"``, ``forbidden_tokens=[1.7]``) raise
+    ``TypeError``, bad values (``no_eos_penalty=nan``, ``system_prompt`` without ``chat_template=True``)
+    ``ValueError``, and a model name that is neither offline, a folder nor loadable from the hub
+    :class:`textenv.ModelNotFoundError`, all at construction.
 
     ## Version History
-    * v0: initial version.
+    * v0: initial version. ``info["response_tokens"]`` became a tuple (from an int64 array) so that
+      Gymnasium's vector envs can merge episode ends of different lengths; rewards are unchanged.
     """
 
     metadata = {"render_modes": ["ansi", "human"], "render_fps": 4}
@@ -80,7 +93,9 @@ class TextRLHFEnv(gym.Env):
     def __init__(self, config: EnvConfig | dict | None = None, render_mode: str | None = None, **overrides: Any):
         self.config = EnvConfig.from_kwargs(config, **overrides)
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise UnsupportedRenderModeError(f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}")
+            raise UnsupportedRenderModeError(
+                f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}"
+            )
         self.render_mode = render_mode
         cfg = self.config
 
@@ -95,14 +110,15 @@ class TextRLHFEnv(gym.Env):
                 f"{cfg.obs_len} exceeds the context of {cfg.model!r} ({max_len} tokens); lower one of them"
             )
         self.prompts = load_prompts(cfg.prompts, cfg.prompt_column, cfg.prompt_split, cfg.max_prompts)
-        self._prompt_ids = [self._encode_prompt(i, p) for i, p in enumerate(self.prompts)]
-        n_cut = sum(cut for _, cut in self._prompt_ids)
-        self._prompt_ids = [ids for ids, _ in self._prompt_ids]
-        if n_cut:
+        encoded = [self._encode_prompt(p, f"prompt {i}") for i, p in enumerate(self.prompts)]
+        self._prompt_ids = [ids for ids, _ in encoded]
+        n_cut = sum(dropped > 0 for _, dropped in encoded)
+        if n_cut:  # one warning for the whole source, not one per prompt
             warnings.warn(
                 f"{n_cut} of {len(self.prompts)} prompts were longer than max_prompt_tokens="
                 f"{cfg.max_prompt_tokens} and lost their first tokens (prompt_overflow='truncate'); "
                 f"raise max_prompt_tokens to keep them whole",
+                PromptTruncatedWarning,
                 stacklevel=2,
             )
         self._reward = None
@@ -134,7 +150,11 @@ class TextRLHFEnv(gym.Env):
         self._last_info: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ prompts and reward
-    def _encode_prompt(self, index: int, prompt: str) -> tuple[np.ndarray, bool]:
+    def _encode_prompt(self, prompt: str, label: str) -> tuple[np.ndarray, int]:
+        """The prompt's ids as the observation holds them, and how many leading tokens were cut off.
+
+        Raises ``ValueError`` (naming ``label``) for a prompt that does not fit if ``prompt_overflow="error"``.
+        """
         cfg = self.config
         if cfg.chat_template:
             messages = [{"role": "user", "content": prompt}]
@@ -149,16 +169,19 @@ class TextRLHFEnv(gym.Env):
         if len(ids) > cfg.max_prompt_tokens:
             if cfg.prompt_overflow == "error":
                 raise ValueError(
-                    f"prompt {index} ({prompt[:60]!r}...) has {len(ids)} tokens, more than max_prompt_tokens="
+                    f"{label} ({prompt[:60]!r}...) has {len(ids)} tokens, more than max_prompt_tokens="
                     f"{cfg.max_prompt_tokens}; raise max_prompt_tokens or set prompt_overflow='truncate'"
                 )
-            return ids[-cfg.max_prompt_tokens:], True
-        return ids, False
+            return ids[-cfg.max_prompt_tokens:], len(ids) - cfg.max_prompt_tokens
+        return ids, 0
 
     def encode_prompt(self, prompt: str) -> np.ndarray:
         """Token ids of ``prompt`` exactly as ``reset`` puts them in the observation (chat template and
-        ``prompt_overflow`` applied), for code that samples outside the env (evaluation, baselines)."""
-        return self._encode_prompt(-1, prompt)[0]
+        ``prompt_overflow`` applied), for code that samples outside the env (evaluation, baselines).
+
+        Truncates without a warning: callers encode whole prompt lists, often ``env.prompts``, whose
+        truncation the constructor has already reported."""
+        return self._encode_prompt(prompt, "prompt")[0]
 
     def _get_reward(self):
         if self._reward is None:
@@ -183,7 +206,7 @@ class TextRLHFEnv(gym.Env):
             prompt = options["prompt"]
             if not isinstance(prompt, str) or not prompt.strip():
                 raise ValueError(f"reset option 'prompt' must be a non-empty string, got {prompt!r}")
-            index, ids = -1, self._encode_prompt(-1, prompt)[0]
+            index, ids = -1, self._encode_custom_prompt(prompt)
             self._custom_prompt = prompt
         else:
             if "prompt_index" in options:
@@ -211,6 +234,20 @@ class TextRLHFEnv(gym.Env):
             self.render()
         return self._obs(), dict(self._last_info)
 
+    def _encode_custom_prompt(self, prompt: str) -> np.ndarray:
+        """Ids of a ``reset(options={"prompt": ...})`` prompt; warns like the constructor does for the
+        prompt source when it has to cut the prompt."""
+        ids, dropped = self._encode_prompt(prompt, "reset option 'prompt'")
+        if dropped:
+            warnings.warn(
+                f"reset option 'prompt' ({prompt[:60]!r}...) was longer than max_prompt_tokens="
+                f"{self.config.max_prompt_tokens} and lost its first {dropped} tokens (prompt_overflow='truncate'); "
+                f"raise max_prompt_tokens to keep it whole",
+                PromptTruncatedWarning,
+                stacklevel=3,
+            )
+        return ids
+
     def step(self, action):
         if self._done is None:
             raise ResetNeeded("call reset() before step()")
@@ -228,26 +265,39 @@ class TextRLHFEnv(gym.Env):
         reward, info = 0.0, {}
         if terminated:
             self._done = True
-            response = self.response_text
-            score = float(check_scores(
-                self._get_reward().score([self.prompt], [response]), [self.prompt],
-                source=f"reward {self.config.reward!r}",
-            )[0])
-            if not hit_eos:
-                score += self.config.no_eos_penalty
-            reward = score
-            info = {
-                "score": score,
-                "response": response,
-                "response_tokens": np.asarray(self._response, dtype=np.int64),
-                "prompt": self.prompt,
-                "prompt_index": self._prompt_index,
-                "hit_max_tokens": not hit_eos,
-            }
+            info = self._final_info(hit_eos)
+            reward = info["score"]
             self._last_info = info
         if self.render_mode == "human":
             self.render()
         return self._obs(), float(reward), bool(terminated), False, info
+
+    def _final_info(self, hit_eos: bool) -> dict[str, Any]:
+        """Score the finished response; the last step's ``info``."""
+        response = self.response_text
+        score = float(check_scores(
+            self._get_reward().score([self.prompt], [response]), [self.prompt],
+            source=f"reward {self.config.reward!r}",
+        )[0])
+        if not hit_eos:
+            score += self.config.no_eos_penalty
+            with np.errstate(over="ignore"):
+                overflows = not np.isfinite(np.float32(score))
+            if overflows:  # each part fits float32, their sum may not (agents keep rewards in float32)
+                raise ValueError(
+                    f"score + no_eos_penalty = {score!r} is outside the float32 range for prompt "
+                    f"{self.prompt!r}; rescale the reward or no_eos_penalty"
+                )
+        return {
+            "score": score,
+            "response": response,
+            # A tuple, not an array: Gymnasium's vector envs stack same-shaped arrays of all envs and
+            # fail on responses of different lengths, but keep other objects in an object array.
+            "response_tokens": tuple(self._response),
+            "prompt": self.prompt,
+            "prompt_index": self._prompt_index,
+            "hit_max_tokens": not hit_eos,
+        }
 
     def _ends(self, token: int, n_tokens: int) -> bool:
         """Whether a response of ``n_tokens`` tokens whose last one is ``token`` ends the episode."""

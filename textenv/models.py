@@ -11,6 +11,9 @@ One function, :func:`load_model` (and :func:`load_tokenizer` for the tokenizer a
 * a local directory written by ``save_pretrained``;
 * a Hugging Face hub name (needs internet; the same ``from_pretrained`` code path).
 
+Any other name, or a hub name that fails to load, raises :class:`ModelNotFoundError`, listing the
+names that work offline.
+
 Every tokenizer returned here pads on the left with a pad token distinct from EOS: the SmolLM2
 GGUF tokenizer ships with ``pad == eos == <|im_end|>``, which would make real EOS tokens look like
 padding (DESIGN section 5; "The N Implementation Details of RLHF with PPO", Huang et al. 2024).
@@ -18,6 +21,7 @@ padding (DESIGN section 5; "The N Implementation Details of RLHF with PPO", Huan
 
 from __future__ import annotations
 
+import difflib
 import functools
 import os
 import warnings
@@ -43,6 +47,53 @@ _CACHE_VERSION = "v1"  # bump when the cached layout changes
 
 class OfflineModelMissingError(ImportError):
     """The package that carries the offline model is not installed."""
+
+
+class ModelNotFoundError(OSError, ValueError):
+    """A model name that is not an offline name, not an existing folder, and failed to load from the hub.
+
+    An ``OSError`` like the one ``from_pretrained`` raises for a missing model (code catching that keeps
+    working), and a ``ValueError``: the usual cause is a mistyped name. The message lists the names that
+    work offline.
+    """
+
+
+def offline_names() -> list[str]:
+    """Model names that load without internet: the bundled SmolLM2 (and its aliases) and ``"tiny"``."""
+    return [OFFLINE_MODEL, *sorted(_OFFLINE_ALIASES - {OFFLINE_MODEL}), TINY_MODEL]
+
+
+def _hub_offline() -> bool:
+    # Read the variables now, not huggingface_hub's constants, which are fixed when it is imported.
+    return any(os.environ.get(v, "").upper() in {"1", "ON", "YES", "TRUE"}
+               for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def _from_pretrained(load, source: str, **kwargs):
+    """``load(source, **kwargs)``; a failure for a name that is no local folder becomes a
+    :class:`ModelNotFoundError` that lists the offline names. Hub names still go through ``load``,
+    so users with internet (or a filled hub cache) are not blocked."""
+    try:
+        return load(source, **kwargs)
+    except (OSError, ValueError) as exc:  # transformers: OSError; huggingface_hub's bad repo ids: ValueError
+        if isinstance(exc, ModelNotFoundError) or os.path.isdir(source):
+            raise
+        raise ModelNotFoundError(_not_found_message(source, exc)) from exc
+
+
+def _not_found_message(name: str, exc: Exception) -> str:
+    if _hub_offline():
+        why = "offline mode is on (HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE), so only the local hub cache was searched"
+    else:
+        why = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+    close = difflib.get_close_matches(name.lower(), offline_names(), n=1)
+    hint = f"Did you mean {close[0]!r}? " if close else ""
+    return (
+        f"model {name!r} is not a name known offline nor an existing folder, and loading it as a Hugging "
+        f"Face hub name failed ({why}). {hint}Names valid offline: "
+        f"{', '.join(repr(n) for n in offline_names())}, or the folder of a saved model. A hub name "
+        f"(e.g. 'HuggingFaceTB/SmolLM2-135M-Instruct') needs internet, or a copy in the local hub cache."
+    )
 
 
 def is_offline_model(name: str) -> bool:
@@ -147,7 +198,7 @@ def _resolve(name_or_path: str) -> str:
 def _cached_tokenizer(source: str):
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(source)
+    tokenizer = _from_pretrained(AutoTokenizer.from_pretrained, source)
     _fix_pad_token(tokenizer)
     return tokenizer
 
@@ -213,7 +264,7 @@ def load_model(
         source = _resolve(name_or_path)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*generation flags.*")
-            model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
+            model = _from_pretrained(AutoModelForCausalLM.from_pretrained, source, dtype=dtype)
         tokenizer = load_tokenizer(name_or_path)
         if model.config.pad_token_id is None or model.config.pad_token_id == tokenizer.eos_token_id:
             model.config.pad_token_id = tokenizer.pad_token_id
@@ -235,7 +286,7 @@ def load_model_config(name_or_path: str = OFFLINE_MODEL):
         return LlamaConfig(vocab_size=len(load_tokenizer(TINY_MODEL)),
                            max_position_embeddings=spec.max_position_embeddings,
                            hidden_size=spec.hidden_size)
-    return AutoConfig.from_pretrained(_resolve(name_or_path))
+    return _from_pretrained(AutoConfig.from_pretrained, _resolve(name_or_path))
 
 
 def vocab_size(name_or_path: str = OFFLINE_MODEL) -> int:

@@ -7,11 +7,21 @@ a local ``.json``/``.jsonl``/``.csv``/``.txt`` file, a Hugging Face hub dataset 
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
 
 BUNDLED_PATH = Path(__file__).parent / "data" / "prompts.jsonl"
+
+
+class PromptTruncatedWarning(UserWarning):
+    """A prompt longer than ``max_prompt_tokens`` lost its first tokens (``prompt_overflow="truncate"``).
+
+    A class of its own so that code which truncates on purpose can silence exactly this warning:
+    ``warnings.simplefilter("ignore", PromptTruncatedWarning)``.
+    """
+
 _BUNDLED_TASKS = {"reviews": "review", "instructions": "instruction", "all": None}
 _FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".txt": "text"}
 
@@ -37,6 +47,7 @@ def load_prompts(
     Raises:
         ValueError: an empty source, or an empty prompt (naming its index).
         FileNotFoundError: a path-like source that does not exist.
+        ValueError: a file that is not UTF-8 or not valid JSON, naming the file and line.
         KeyError: a missing column, listing the available ones.
     """
     name = _describe(source)
@@ -87,7 +98,7 @@ def _load_named(source: str, column: str, split: str) -> list[str]:
         builder = _FILE_BUILDERS.get(suffix)
         if builder is None:
             raise ValueError(f"prompt file {source!r}: unsupported extension; use one of {sorted(_FILE_BUILDERS)}")
-        ds = load_dataset(builder, data_files=source, split="train")
+        ds = _load_file(source, builder)
         if builder == "text":
             return [row["text"] for row in ds]
         if "split" in ds.column_names and split != "all":
@@ -95,6 +106,59 @@ def _load_named(source: str, column: str, split: str) -> list[str]:
         return _column(ds, column, source)
     ds = load_dataset(source, split=split)  # hub dataset: needs internet
     return _column(ds, column, source)
+
+
+def _load_file(source: str, builder: str):
+    """``load_dataset`` on a local file; a file that is not UTF-8 or not valid JSON raises ``ValueError``
+    naming the file and the line at fault (``datasets`` names neither)."""
+    from datasets import load_dataset
+
+    with open(source, "rb") as f:
+        raw = f.read()
+    # Checked up front: ``datasets`` can load a non-UTF-8 JSON file and fail only when a row is read.
+    _check_utf8(source, raw)
+    try:
+        return load_dataset(builder, data_files=source, split="train")
+    except Exception as exc:  # noqa: BLE001 - datasets wraps parse errors in its own classes
+        if builder != "json":
+            raise
+        problem = _find_bad_json(raw.decode("utf-8"), jsonl=Path(source).suffix.lower() == ".jsonl")
+        if problem is None:
+            raise
+        raise ValueError(f"prompt file {source!r}: {problem}") from exc
+
+
+def _check_utf8(source: str, raw: bytes) -> None:
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        for number, line in enumerate(raw.splitlines(), start=1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise ValueError(
+                    f"prompt file {source!r}: line {number} is not UTF-8 (byte {line[err.start]:#04x} at column "
+                    f"{err.start + 1}); save the file as UTF-8, e.g. iconv -f latin1 -t utf-8 FILE > NEW_FILE"
+                ) from None
+        raise  # not reached: a line-wise decode fails wherever the whole one does
+
+
+def _find_bad_json(text: str, jsonl: bool) -> str | None:
+    """Describe the first line of ``text`` that is not valid JSON (Lines), if any."""
+    if not jsonl:
+        try:
+            json.loads(text)
+        except json.JSONDecodeError as err:
+            return f"line {err.lineno} is not valid JSON ({err.msg}, column {err.colno})"
+        return None
+    for number, line in enumerate(text.splitlines(), start=1):
+        if line.strip():
+            try:
+                json.loads(line)
+            except json.JSONDecodeError as err:
+                return (f"line {number} is not valid JSON ({err.msg}, column {err.colno}); "
+                        f"JSON Lines needs one object a line")
+    return None
 
 
 def _column(ds, column: str, source: str) -> list[str]:

@@ -49,7 +49,11 @@ def encode_prompts(env, prompts: Sequence[str]) -> list[list[int]]:
 
 
 def abs_path(path: str | os.PathLike) -> str:
-    """Absolute path as a string (paths pickled into checkpoints must not depend on the cwd)."""
+    """Absolute path as a string, for *loading* a run folder's model now (independent of later cwd changes).
+
+    Never store the result in the run folder (a checkpoint, metadata, a config): a copied or moved run
+    folder would then point back at the original one. Store paths relative to the run folder.
+    """
     return str(Path(path).resolve())
 
 

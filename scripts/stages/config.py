@@ -15,36 +15,79 @@ rejected with the valid ones listed)::
     evaluate:      {max_prompts: 32}
 
 On the command line, ``run`` fields are plain flags (``--seed 1``) and the others are prefixed with
-their section (``--rl.total-timesteps 4096``, ``--sft.epochs 1``); field docstrings are the ``--help``.
+their section (``--rl.total-timesteps 4096``, ``--sft.epochs 1``); field docstrings are the ``--help``
+(the parser is in ``scripts/stages/config_cli.py``).
+
+Every section validates itself when built (``__post_init__``): each value must match its field's
+type (``seed: abc`` in a YAML file is rejected; an integer is accepted for a float) and its rule in
+``RULES`` (``--rl.n-envs 0``, ``--temperature 0``), so a bad option stops the pipeline at start-up
+with the flag / YAML key to fix, before any stage has run.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
-import types
-import typing
+import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, ClassVar, Literal, Optional
 
-from scripts.cli import field_docs
+from scripts.cli import check_field_types
 
 DEFAULT_ALGO = "rlhf_ppo"
 """Default ``--algo``. Point it at "rlhf_ppo" once the fast sequence-level agent is registered."""
 
+Rule = tuple[str, Callable[[Any], bool]]
+COUNT: Rule = ("an integer >= 1", lambda v: v >= 1)
+POSITIVE: Rule = ("a finite number > 0", lambda v: 0 < v < math.inf)
+NON_NEGATIVE: Rule = ("a finite number >= 0", lambda v: 0 <= v < math.inf)
+FRACTION: Rule = ("a number in [0, 1]", lambda v: 0 <= v <= 1)
+NON_EMPTY: Rule = ("a non-empty string", lambda v: bool(v.strip()))
+
+
+def fix_hint(section: str, name: str) -> str:
+    """Where a value comes from: its flag and its YAML key (the fix part of config error messages)."""
+    flag = "--" + (name if section == "run" else f"{section}.{name}").replace("_", "-")
+    return f"set {flag} or key {name!r} of section {section!r} in the YAML config"
+
+
+class _Section:
+    """Start-up validation of a config section: field types, then ``RULES`` (``{field: (rule, check)}``).
+
+    A bad value fails here, before any stage runs, not hours later inside a stage (``--rl.n-envs 0``
+    used to surface only after SFT, preferences and the reward model had been trained). ``None`` is
+    not checked against a rule: it means "the default" wherever a field is ``Optional``.
+    """
+
+    SECTION: ClassVar[str] = ""
+    RULES: ClassVar[dict[str, Rule]] = {}
+
+    def __post_init__(self) -> None:
+        check_field_types(self, f"{self.SECTION}.", hint=lambda name: fix_hint(self.SECTION, name))
+        for name, (rule, ok) in self.RULES.items():
+            value = getattr(self, name)
+            if value is not None and not ok(value):
+                raise ValueError(f"{self.SECTION}.{name} must be {rule}, got {value!r}; "
+                                 f"{fix_hint(self.SECTION, name)}")
+
 
 @dataclass
-class RunConfig:
+class RunConfig(_Section):
     """Settings shared by every stage."""
+
+    SECTION: ClassVar[str] = "run"
+    RULES: ClassVar[dict[str, Rule]] = {
+        "run_dir": NON_EMPTY, "seed": ("an integer >= 0", lambda v: v >= 0), "algo": NON_EMPTY, "model": NON_EMPTY,
+        "annotator": NON_EMPTY, "max_new_tokens": COUNT, "max_prompt_tokens": COUNT, "temperature": POSITIVE,
+        "threads": COUNT}
 
     run_dir: str = "runs/default"
     """Run directory (config, checkpoints, metrics, plots, report)."""
     stages: list[str] = field(default_factory=lambda: ["sft", "preferences", "reward-model", "rl", "evaluate"])
     """Stages to run, in pipeline order: sft preferences reward-model rl evaluate (also comma-separated)."""
     resume: bool = False
-    """Skip finished stages and continue RL from its last checkpoint."""
+    """Delete temporaries of a killed run, skip finished stages and continue RL from its last checkpoint."""
     tiny: bool = False
     """Preset for tests: tiny random model, a handful of prompts/pairs/steps, tiny RM backbone (seconds)."""
     seed: int = 0
@@ -70,8 +113,14 @@ class RunConfig:
 
 
 @dataclass
-class SFTConfig:
+class SFTConfig(_Section):
     """Supervised fine-tuning on demonstrations (InstructGPT step 1)."""
+
+    SECTION: ClassVar[str] = "sft"
+    RULES: ClassVar[dict[str, Rule]] = {
+        "data": NON_EMPTY, "best_of_n": COUNT, "best_of_n_temperature": POSITIVE, "max_examples": COUNT,
+        "epochs": POSITIVE, "learning_rate": POSITIVE, "batch_size": COUNT, "warmup_ratio": FRACTION,
+        "weight_decay": NON_NEGATIVE, "max_response_tokens": COUNT}
 
     data: str = "bundled"
     """Demonstrations: "bundled" (textenv/data/demonstrations.jsonl), "best_of_n" (the annotator picks among
@@ -109,8 +158,13 @@ class SFTConfig:
 
 
 @dataclass
-class PreferencesConfig:
+class PreferencesConfig(_Section):
     """Preference pairs sampled from the SFT policy and labelled by the annotator (InstructGPT step 2)."""
+
+    SECTION: ClassVar[str] = "preferences"
+    RULES: ClassVar[dict[str, Rule]] = {
+        "max_prompts": COUNT, "samples_per_prompt": ("an integer >= 2 (a pair needs two responses)", lambda v: v >= 2),
+        "temperature": POSITIVE, "noise_temperature": NON_NEGATIVE, "min_gap": NON_NEGATIVE, "batch_size": COUNT}
 
     data: Optional[str] = None
     """Use this preference file / hub dataset instead of sampling (none = sample and label)."""
@@ -129,12 +183,18 @@ class PreferencesConfig:
 
 
 @dataclass
-class RewardModelStageConfig:
+class RewardModelStageConfig(_Section):
     """Bradley-Terry reward model trained on the pairs (InstructGPT step 2)."""
+
+    SECTION: ClassVar[str] = "reward_model"
+    RULES: ClassVar[dict[str, Rule]] = {
+        "backbone": NON_EMPTY, "max_length": COUNT, "eval_fraction": ("a number in [0, 1)", lambda v: 0 <= v < 1),
+        "learning_rate": POSITIVE, "num_epochs": POSITIVE, "batch_size": COUNT, "warmup_ratio": FRACTION,
+        "logging_steps": COUNT}
 
     backbone: str = "minilm"
     """Backbone: "minilm" (offline all-MiniLM-L6-v2), "tiny", "smollm2-135m-instruct", a folder or a hub name."""
-    pooling: str = "auto"
+    pooling: Literal["auto", "mean", "last", "cls"] = "auto"
     """Hidden state read by the head: auto, mean, last or cls."""
     max_length: int = 128
     """Tokens of prompt + response kept."""
@@ -159,8 +219,15 @@ class RewardModelStageConfig:
 
 
 @dataclass
-class RLConfig:
+class RLConfig(_Section):
     """RL fine-tuning against the reward model with a KL penalty to the SFT model (InstructGPT step 3)."""
+
+    SECTION: ClassVar[str] = "rl"
+    RULES: ClassVar[dict[str, Rule]] = {
+        "total_timesteps": COUNT, "n_envs": COUNT, "n_steps": COUNT, "batch_size": COUNT, "n_epochs": COUNT,
+        "learning_rate": POSITIVE, "kl_coef": NON_NEGATIVE, "kl_target": POSITIVE, "kl_horizon": POSITIVE,
+        "prompts": NON_EMPTY, "max_prompts": COUNT, "no_eos_penalty": ("a finite number", math.isfinite),
+        "checkpoint_every": COUNT}
 
     total_timesteps: int = 13824
     """Environment steps (= generated tokens) in total: 36 rollouts of 16 episodes x 24 tokens."""
@@ -195,12 +262,18 @@ class RLConfig:
     no_eos_penalty: float = 0.0
     """Added to the score of responses that hit the length limit without EOS."""
     checkpoint_every: int = 5
-    """Save the agent (SB3 zip, atomically) every this many rollouts, and at the end (SmolLM2 + Adam: ~1.6 GB)."""
+    """Save the resume state (rl/checkpoint/: weights, Adam state, counters; atomically) every this many rollouts,
+    and at the end (SmolLM2 + Adam: ~1.6 GB)."""
 
 
 @dataclass
-class EvaluateConfig:
+class EvaluateConfig(_Section):
     """Base, SFT and RL policies on the held-out test prompts."""
+
+    SECTION: ClassVar[str] = "evaluate"
+    RULES: ClassVar[dict[str, Rule]] = {
+        "prompts": NON_EMPTY, "max_prompts": COUNT, "samples_per_prompt": COUNT, "batch_size": COUNT,
+        "samples_in_report": ("an integer >= 0", lambda v: v >= 0)}
 
     prompts: str = "bundled:reviews"
     """Held-out prompts (the test split of this source)."""
@@ -212,10 +285,6 @@ class EvaluateConfig:
     """Prompts per generate() call."""
     samples_in_report: int = 10
     """Rows of the samples table shown in report.md (the CSV has all)."""
-
-    def __post_init__(self) -> None:
-        if self.samples_per_prompt < 1:
-            raise ValueError(f"evaluate.samples_per_prompt must be >= 1, got {self.samples_per_prompt}")
 
 
 SECTIONS: dict[str, type] = {
@@ -253,6 +322,7 @@ class PipelineConfig:
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
+        """``{section: {field: value}}``, as written to ``config.yaml``."""
         return {name: dataclasses.asdict(getattr(self, name)) for name in SECTIONS}
 
 
@@ -279,17 +349,32 @@ def check_layer(layer: Any, source: str) -> dict[str, dict[str, Any]]:
 
 
 def load_yaml(path: str | Path) -> dict[str, dict[str, Any]]:
-    """Read and validate a pipeline YAML file."""
+    """Read and validate a pipeline YAML file.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: not YAML, or unknown sections/keys (values are checked by :func:`build_config`).
+    """
     import yaml
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"config file {str(path)!r} does not exist")
-    return check_layer(yaml.safe_load(path.read_text()), str(path))
+    try:
+        layer = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:  # the parser's message carries line and column
+        raise ValueError(f"config file {str(path)!r} is not valid YAML; fix or delete it: "
+                         + " ".join(str(exc).split())) from exc
+    return check_layer(layer, str(path))
 
 
 def build_config(*layers: dict[str, dict[str, Any]]) -> PipelineConfig:
-    """Apply layers (lowest precedence first) on top of the defaults; runs each dataclass's checks."""
+    """Apply layers (lowest precedence first) on top of the defaults; runs each dataclass's checks.
+
+    Raises:
+        ValueError, TypeError: an unknown key, or a value of the wrong type or out of range (the message
+            names the flag / YAML key that sets it).
+    """
     merged: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
     for layer in layers:
         for section, values in check_layer(layer, "config").items():
@@ -301,75 +386,3 @@ def build_config(*layers: dict[str, dict[str, Any]]) -> PipelineConfig:
             values["stages"] = values["stages"].split(",")
         parts[section] = cls(**values)
     return PipelineConfig(**parts)
-
-
-# ----------------------------------------------------------------------------- command line
-def _converter(tp: Any, name: str):
-    inner = tp
-    optional = False
-    if typing.get_origin(tp) in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        inner, optional = args[0], len(args) < len(typing.get_args(tp))
-
-    def convert(text: str):
-        if optional and text.lower() in ("none", "null"):
-            return None
-        if inner is dict:
-            value = json.loads(text)
-            if not isinstance(value, dict):
-                raise argparse.ArgumentTypeError(f"--{name} must be a JSON object")
-            return value
-        return inner(text)
-
-    convert.__name__ = getattr(inner, "__name__", "value")
-    return convert, inner
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """One flag per field of every section; defaults are suppressed so only explicit flags override."""
-    parser = argparse.ArgumentParser(
-        prog="textrlhf", formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="The whole RLHF pipeline: sft -> preferences -> reward-model -> rl -> evaluate.\n"
-                    "Precedence: defaults < --tiny < --config YAML < flags. See README 'The pipeline'.")
-    parser.add_argument("--config", type=Path, default=None, help="YAML file with sections " + ", ".join(SECTIONS))
-    for section, cls in SECTIONS.items():
-        group = parser.add_argument_group(section, inspect_doc(cls))
-        docs = field_docs(cls)
-        hints = typing.get_type_hints(cls)
-        for f in dataclasses.fields(cls):
-            dest = f.name if section == "run" else f"{section}.{f.name}"
-            flag = "--" + dest.replace("_", "-")
-            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-            help_text = f"{docs.get(f.name, '')} (default: {default!r})"
-            tp = hints[f.name]
-            kwargs: dict[str, Any] = {"dest": dest, "default": argparse.SUPPRESS, "help": help_text}
-            if tp is bool:
-                kwargs["action"] = argparse.BooleanOptionalAction
-            elif typing.get_origin(tp) is list:
-                kwargs.update(nargs="+", metavar="STAGE")
-            elif typing.get_origin(tp) is Literal:
-                kwargs.update(choices=list(typing.get_args(tp)))
-            else:
-                kwargs["type"], inner = _converter(tp, dest)
-                kwargs["metavar"] = "JSON" if inner is dict else getattr(inner, "__name__", "X").upper()
-            group.add_argument(flag, **kwargs)
-    return parser
-
-
-def inspect_doc(cls: type) -> str:
-    return (cls.__doc__ or "").strip().splitlines()[0]
-
-
-def cli_layer(namespace: argparse.Namespace) -> dict[str, dict[str, Any]]:
-    """The explicitly given flags as a ``{section: {key: value}}`` layer."""
-    layer: dict[str, dict[str, Any]] = {}
-    for dest, value in vars(namespace).items():
-        if dest == "config":
-            continue
-        section, _, key = dest.rpartition(".")
-        if section == "run" or not section:
-            section, key = "run", dest
-        if section == "run" and key == "stages":
-            value = [s for item in value for s in item.split(",") if s]
-        layer.setdefault(section, {})[key] = value
-    return layer

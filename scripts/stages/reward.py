@@ -15,6 +15,7 @@ KL coefficient means the same thing whatever the RM's raw scale.
 from __future__ import annotations
 
 import contextlib
+from pathlib import Path
 
 from scripts.run_dir import atomic_write_csv, atomic_write_json, clear_stage, mark_done, require, stage_dir
 from scripts.stages.common import StageTimer, abs_path, fmt, resolve_device, seed_everything
@@ -40,7 +41,9 @@ def run_preferences(cfg: PipelineConfig) -> str:
         model = load_model(sft_dir, device=resolve_device(run.device))
         tokenizer = load_tokenizer(sft_dir)
         prompts = load_prompt_file(None, task="review", split="train")[: pc.max_prompts]
-        acfg = AnnotatorConfig(policy=sft_dir, annotator=run.annotator, samples_per_prompt=pc.samples_per_prompt,
+        # policy= is only recorded in pairs.jsonl and its .meta.json (the model is passed in): relative to the
+        # run folder, so a copied or moved run never points back at the original one.
+        acfg = AnnotatorConfig(policy="sft/model", annotator=run.annotator, samples_per_prompt=pc.samples_per_prompt,
                                temperature=pc.temperature, max_new_tokens=run.max_new_tokens,
                                batch_size=pc.batch_size, noise_temperature=pc.noise_temperature,
                                min_gap=pc.min_gap, seed=run.seed)
@@ -121,7 +124,8 @@ def run_reward_model(cfg: PipelineConfig) -> str:
         samples = sorted({(p.prompt, r) for p in pairs for r in (p.chosen, p.rejected)})
         model.fit_normalization([s[0] for s in samples], [s[1] for s in samples])
     model.to("cpu")
-    model.save_pretrained(out / "model", metadata={"pipeline_run": abs_path(run.run_dir)})
+    model.save_pretrained(out / "model", metadata={"pipeline_run": Path(run.run_dir).resolve().name,
+                                                   "pipeline_stage": "reward-model"})  # a name, never a path
     log_rows = [{"step": h.get("step"), "epoch": h.get("epoch"), "loss": h.get("loss"),
                  "eval_loss": h.get("eval_loss"), "eval_accuracy": h.get("eval_accuracy")}
                 for h in history if "loss" in h or "eval_loss" in h]

@@ -13,18 +13,22 @@ counted by the logger's dumps (SB3 dumps once per rollout with ``log_interval=1`
 ``num_timesteps``: agents whose episodes stop at EOS step a varying number of tokens per rollout.
 
 Interruption safety: every ``checkpoint_every`` rollouts (at the start of the next rollout, i.e.
-after the previous update) the agent is saved with SB3's ``save`` to ``rl/checkpoint.zip``
-atomically. The KL coefficient lives in the policy's ``kl_beta`` buffer, so it is in the checkpoint.
-``--resume`` loads it (``Algo.load``), drops CSV rows and TensorBoard events newer than it (they
-will be redone), and calls ``learn(remaining, reset_num_timesteps=False)``: each iteration appears
-in the CSV exactly once. SB3 dumps a rollout's ``train/*`` losses with the next iteration's row, so
-the row right after a resume point lacks the ``train/*`` values of the update before it.
+after the previous update) and at the end, the resume state is written to ``rl/checkpoint/``
+atomically: policy weights as safetensors, the optimizer state, and ``state.json`` with
+``num_timesteps``, the iteration, the update count and the KL coefficient (data only, never a pickle:
+``scripts/stages/rl_checkpoint.py``). ``--resume`` builds the agent exactly as a fresh run does
+(``agents.make_agent`` from this run folder's ``sft/model``, so a copied or moved folder resumes
+against its own models), loads that state into it, keeps the ``progress.csv`` rows up to the
+checkpoint (refusing a truncated file), drops newer rows and TensorBoard events (they are redone),
+and calls ``learn(remaining, reset_num_timesteps=False)``: each iteration appears in the CSV exactly
+once. A checkpoint that already holds ``total_timesteps`` (killed during the final export) just
+exports the policy. SB3 dumps a rollout's ``train/*`` losses with the next iteration's row, so the row
+right after a resume point lacks the ``train/*`` values of the update before it.
 """
 
 from __future__ import annotations
 
 import inspect
-import json
 import math
 import os
 from pathlib import Path
@@ -33,20 +37,18 @@ import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import HumanOutputFormat, KVWriter, Logger, TensorBoardOutputFormat
 
-from scripts.run_dir import (
-    atomic_file,
-    atomic_write_csv,
-    atomic_write_json,
-    clear_stage,
-    mark_done,
-    read_csv,
-    require,
-    stage_dir,
-)
+from scripts.run_dir import RunDirError, atomic_write_csv, clear_stage, mark_done, read_csv, require, stage_dir
 from scripts.stages.common import StageTimer, abs_path, fmt, resolve_device, seed_everything
 from scripts.stages.config import PipelineConfig
+from scripts.stages.rl_checkpoint import (
+    CHECKPOINT,
+    load_checkpoint,
+    no_pickle_note,
+    progress_rows,
+    read_state,
+    save_checkpoint,
+)
 
-CHECKPOINT = "checkpoint.zip"
 PROGRESS = "progress.csv"
 DROPPED_KEYS = ("time/iterations",)  # SB3 restarts it at each learn() call; "iteration" is the true count
 
@@ -64,13 +66,13 @@ class ResumableCSV(KVWriter):
     Args:
         path: the CSV file.
         counter: the run's :class:`IterationCounter` (each dump is one more iteration).
-        resume: keep the rows up to ``counter.done`` (the checkpoint's iteration) and drop newer ones,
-            which the resumed run redoes; ``False`` starts a new file.
+        rows: the rows kept from before a resume (:func:`scripts.stages.rl_checkpoint.progress_rows`:
+            iterations 1..``counter.done``); ``[]`` starts a new file.
     """
 
-    def __init__(self, path: str | os.PathLike, counter: IterationCounter, resume: bool = False):
+    def __init__(self, path: str | os.PathLike, counter: IterationCounter, rows: list[dict] | None = None):
         self.path, self.counter = Path(path), counter
-        self.rows = [r for r in read_csv(path) if int(r["iteration"]) <= counter.done] if resume else []
+        self.rows = list(rows or [])
         atomic_write_csv(self.path, self.rows, ["iteration", "timesteps"] if not self.rows else None)
 
     def write(self, key_values, key_excluded, step: int = 0) -> None:
@@ -99,13 +101,18 @@ class _TensorBoard(TensorBoardOutputFormat):
         self._is_closed = False
 
 
-class CheckpointCallback(BaseCallback):
-    """Save the agent atomically every ``every`` iterations, at the start of the next rollout (so the
-    checkpoint holds the update of the iteration just logged)."""
+class Checkpointer(BaseCallback):
+    """Save the resume state every ``every`` iterations, at the start of the next rollout (so the
+    checkpoint holds the update of the iteration just logged), and on :meth:`save`.
 
-    def __init__(self, stage: Path, counter: IterationCounter, every: int, timer: StageTimer):
+    It holds the agent itself: :meth:`save` works whether or not ``learn()`` ever ran (a resumed
+    checkpoint that already holds every step never starts ``learn``).
+    """
+
+    def __init__(self, agent, folder: Path, algo: str, counter: IterationCounter, every: int, timer: StageTimer):
         super().__init__()
-        self.stage, self.counter, self.every, self.timer = stage, counter, max(1, every), timer
+        self.agent, self.folder, self.algo = agent, folder, algo
+        self.counter, self.every, self.timer = counter, max(1, every), timer
         self.saved_at = counter.done
 
     def _on_rollout_start(self) -> None:
@@ -116,16 +123,10 @@ class CheckpointCallback(BaseCallback):
         return True
 
     def save(self) -> None:
-        """Write ``checkpoint.zip`` (SB3 ``save``) then ``checkpoint.json``, both atomically."""
+        """Write ``rl/checkpoint/`` unless it already holds the current iteration."""
         if self.counter.done == self.saved_at:
             return
-        self.model.pipeline_iteration = self.counter.done  # pickled into the zip with the agent's attributes
-        with atomic_file(self.stage / CHECKPOINT) as fh:
-            self.model.save(fh)
-        beta = getattr(self.model.policy, "kl_beta", None)
-        atomic_write_json(self.stage / "checkpoint.json", {
-            "num_timesteps": int(self.model.num_timesteps), "iteration": self.counter.done,
-            "beta": float(beta) if beta is not None else None, "seconds": round(self.timer.seconds, 2)})
+        save_checkpoint(self.agent, self.folder, self.algo, self.counter.done, self.timer.seconds)
         self.saved_at = self.counter.done
 
 
@@ -146,18 +147,66 @@ def _algo_kwargs(cfg: PipelineConfig, algo_class) -> dict:
     return {**kwargs, **rl.algo_kwargs}
 
 
+
+def resume_state(out: Path, algo: str) -> tuple[dict | None, list[dict]]:
+    """What a ``--resume`` continues from: the checkpoint's ``state.json`` and the progress rows it keeps.
+
+    ``(None, [])`` when there is no checkpoint (the stage starts over). Everything is validated here,
+    before any model is loaded, so a damaged run folder fails in a second with the file and the fix.
+
+    Raises:
+        RunDirError: a damaged checkpoint or progress.csv, another algorithm's checkpoint, or pickles only.
+    """
+    from agents.registry import get_spec
+
+    folder = out / CHECKPOINT
+    no_pickle_note(out, has_checkpoint=folder.exists())
+    if not folder.exists():
+        return None, []
+    state = read_state(folder)
+    try:
+        same_algo = get_spec(state["algo"]) is get_spec(algo)
+    except ValueError:  # an algorithm this version no longer has
+        same_algo = False
+    if not same_algo:
+        raise RunDirError(f"{folder} was written by algorithm {state['algo']!r}, this run asks for {algo!r}; pass "
+                          f"--algo {state['algo']} to continue it, or restart RL with --stages rl")
+    return state, progress_rows(out / PROGRESS, state["iteration"])
+
+
+def _set_logger(agent, out: Path, counter: IterationCounter, rows: list[dict], resuming: bool):
+    """SB3 logger: progress.csv (one row per iteration), TensorBoard, log.txt. Returns log.txt's handle."""
+    log_file = open(out / "log.txt", "a", encoding="utf-8")  # SB3's human-readable tables, appended on resume
+    agent.set_logger(Logger(str(out), [
+        ResumableCSV(out / PROGRESS, counter, rows),
+        _TensorBoard(str(out / "tensorboard"), purge_step=agent.num_timesteps if resuming else None),
+        HumanOutputFormat(log_file),
+    ]))
+    return log_file
+
+
+def _summary(run, agent, rows: list[dict], resuming: bool) -> str:
+    scores = [float(r["rlhf/score"]) for r in rows if r.get("rlhf/score") not in (None, "")]
+    kls = [float(r["rlhf/kl"]) for r in rows if r.get("rlhf/kl") not in (None, "")]
+    beta = float(agent.policy.kl_beta) if hasattr(agent.policy, "kl_beta") else math.nan
+    return (f"{run.algo}, {len(rows)} iterations ({agent.num_timesteps} tokens), score "
+            f"{fmt(scores[0] if scores else None, 2)} -> {fmt(scores[-1] if scores else None, 2)}, "
+            f"KL {fmt(kls[-1] if kls else None, 2)} nats, beta {beta:.3g}" + (" (resumed)" if resuming else ""))
+
+
 def run_rl(cfg: PipelineConfig, resume: bool = False) -> str:
     """Train (or continue training) the agent; export the policy to ``rl/policy``. Returns the summary."""
     import agents
     from agents.registry import get_spec
 
     timer, run, rl = StageTimer("rl"), cfg.run, cfg.rl
+    # Absolute paths for loading only: nothing below stores them (the checkpoint holds tensors and counters).
     sft_dir = abs_path(require(run.run_dir, "sft", "rl") / "model")
     rm_dir = abs_path(require(run.run_dir, "reward-model", "rl") / "model")
     spec = get_spec(run.algo)  # unknown names raise, listing agents.available_algorithms()
     out = stage_dir(run.run_dir, "rl")
-    ckpt = out / CHECKPOINT
-    resuming = resume and ckpt.is_file()
+    state, rows = resume_state(out, run.algo) if resume else (None, [])
+    resuming = state is not None
     if not resuming:
         clear_stage(run.run_dir, "rl")
     out.mkdir(parents=True, exist_ok=True)
@@ -167,51 +216,33 @@ def run_rl(cfg: PipelineConfig, resume: bool = False) -> str:
         n_envs=rl.n_envs, seed=run.seed, model=sft_dir, reward=rm_dir, prompts=rl.prompts, prompt_split="train",
         max_prompts=rl.max_prompts, max_new_tokens=run.max_new_tokens, max_prompt_tokens=run.max_prompt_tokens,
         no_eos_penalty=rl.no_eos_penalty)
+    # Resumed or not, the agent is built the same way; a resume then loads the saved state into it.
+    agent = agents.make_agent(run.algo, env, temperature=run.temperature, seed=run.seed, device=device,
+                              verbose=0, **_algo_kwargs(cfg, spec.algo_class))
+    counter = IterationCounter(0)
     if resuming:
-        agent = spec.algo_class.load(str(ckpt), env=env, device=device)
-        agent._last_obs = None  # the saved mid-episode observation belongs to envs that no longer exist: reset
-        if hasattr(agent.rollout_buffer, "bind"):
-            agent.rollout_buffer.bind(agent)  # logger + the restored beta (policy.kl_beta)
-        env.seed(run.seed + int(agent.num_timesteps))  # fresh prompts, not a replay of the first rollouts
-    else:
-        agent = agents.make_agent(run.algo, env, temperature=run.temperature, seed=run.seed, device=device,
-                                  verbose=0, **_algo_kwargs(cfg, spec.algo_class))
-    counter = IterationCounter(int(getattr(agent, "pipeline_iteration", 0)) if resuming else 0)
-    done_iters = counter.done
-    start_beta = float(agent.policy.kl_beta) if hasattr(agent.policy, "kl_beta") else float("nan")
-    log_file = open(out / "log.txt", "a", encoding="utf-8")  # SB3's human-readable tables, appended on resume
-    agent.set_logger(Logger(str(out), [
-        ResumableCSV(out / PROGRESS, counter, resume=resuming),
-        _TensorBoard(str(out / "tensorboard"), purge_step=agent.num_timesteps if resuming else None),
-        HumanOutputFormat(log_file),
-    ]))
-    meta = out / "checkpoint.json"
-    if resuming and meta.is_file():  # the stage's wall time includes the work before the interruption
-        timer.start -= float(json.loads(meta.read_text()).get("seconds", 0.0))
-    callback = CheckpointCallback(out, counter, rl.checkpoint_every, timer)
+        load_checkpoint(agent, out / CHECKPOINT, state)
+        agent.set_random_seed(run.seed + agent.num_timesteps)  # fresh prompts and samples, not a replay
+        counter.done = state["iteration"]
+        timer.start -= state["seconds"]  # the stage's wall time includes the work before the interruption
+    log_file = _set_logger(agent, out, counter, rows, resuming)
+    checkpointer = Checkpointer(agent, out / CHECKPOINT, run.algo, counter, rl.checkpoint_every, timer)
     remaining = rl.total_timesteps - agent.num_timesteps
     if resuming:
-        print(f"[rl] resuming {run.algo} at iteration {done_iters} ({agent.num_timesteps} steps, "
-              f"beta {start_beta:.4g}); "
-              f"{max(remaining, 0)} steps left", flush=True)
+        beta = float(agent.policy.kl_beta) if hasattr(agent.policy, "kl_beta") else math.nan
+        print(f"[rl] resuming {run.algo} at iteration {counter.done} ({agent.num_timesteps} steps, beta {beta:.4g}); "
+              + (f"{remaining} steps left" if remaining > 0 else "every step is done: exporting the policy"),
+              flush=True)
     if remaining > 0:
-        agent.learn(remaining, callback=callback, progress_bar=run.progress, reset_num_timesteps=not resuming,
+        agent.learn(remaining, callback=checkpointer, progress_bar=run.progress, reset_num_timesteps=not resuming,
                     log_interval=1)
-    if callback.model is None:  # learn() never ran (nothing left): bind the callback for the final save
-        callback.init_callback(agent)
-    callback.save()
+    checkpointer.save()
     agent.policy.save_pretrained(out / "policy")
     for fmt_ in agent.logger.output_formats:
         fmt_.close()
     log_file.close()
     rows = read_csv(out / PROGRESS)
-    scores = [float(r["rlhf/score"]) for r in rows if r.get("rlhf/score") not in (None, "")]
-    kls = [float(r["rlhf/kl"]) for r in rows if r.get("rlhf/kl") not in (None, "")]
-    beta = float(agent.policy.kl_beta) if hasattr(agent.policy, "kl_beta") else math.nan
-    text = (f"{run.algo}, {len(rows)} iterations ({agent.num_timesteps} tokens), score "
-            f"{fmt(scores[0] if scores else None, 2)} -> {fmt(scores[-1] if scores else None, 2)}, "
-            f"KL {fmt(kls[-1] if kls else None, 2)} nats, beta {beta:.3g}" + (" (resumed)" if resuming else ""))
-    summary = timer.summary(text)
+    summary = timer.summary(_summary(run, agent, rows, resuming))
     mark_done(run.run_dir, "rl", summary, timer.seconds, iterations=len(rows), num_timesteps=int(agent.num_timesteps))
     env.close()
     return summary

@@ -1,7 +1,7 @@
 """Critic-free agents (agents/critic_free.py): estimators by hand, the REINFORCE gradient, learning."""
 
-import os
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,8 +13,8 @@ from agents.losses import masked_whiten
 from agents.policy import LMActorCriticPolicy
 from agents.rollout import collect_round
 
-sys.path.insert(0, os.path.dirname(__file__))
-from sb3_helpers import WORDS, BatchScoreRecorder, small_env_kwargs, target_fraction  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from learning_sweep import assert_learns  # noqa: E402  (it takes tests/ off sys.path again)
 
 PROMPTS = ["The film opens with", "I watched this movie and", "Halfway through the second act"]
 
@@ -104,26 +104,7 @@ def test_groups_share_prompts_through_the_env():
         CriticFreePG(LMActorCriticPolicy, env, estimator="ppo", policy_kwargs={"model": "tiny"})
 
 
-# Per-token averaging (GRPO's 1/|o|, REINFORCE++'s token mean) divides the step by up to |o| = 8 tokens
-# compared with the sequence sums of REINFORCE/RLOO, so their learning rates are scaled up to match.
-# Sweep over seeds 0-5, 8 rollouts (session 2): smallest gain reinforce 0.34, rloo 0.23, grpo 0.06
-# (one seed of six stalls at 1e-2 and 2e-2; seed 0, used here, gains 0.75), reinforce_pp 0.54.
-LEARNING_RATES = {"reinforce": 5e-3, "rloo": 1e-2, "grpo": 1e-2, "reinforce_pp": 4e-2}
-
-
 @pytest.mark.parametrize("estimator", ["reinforce", "rloo", "grpo", "reinforce_pp"])
 def test_each_estimator_learns_the_rule_reward(estimator):
-    """The learning task of tests/agents/test_learning.py: reward = fraction of ' yes' tokens."""
-    from textenv.models import load_tokenizer
-
-    tok = load_tokenizer("tiny")
-    word_ids = [tok(w, add_special_tokens=False)["input_ids"][0] for w in WORDS]
-
-    env = agents.make_vec_text_env(8, seed=0, **small_env_kwargs(reward=target_fraction, max_new_tokens=8))
-    agent = CriticFreePG(LMActorCriticPolicy, env, estimator=estimator, learning_rate=LEARNING_RATES[estimator], kl_coef=0.0,
-                         adaptive_kl=False, seed=0, n_epochs=2,
-                         policy_kwargs={"model": "tiny", "allowed_tokens": word_ids, "temperature": 1.0})
-    rec = BatchScoreRecorder()
-    agent.learn(8 * 8 * 8, callback=rec)
-    before, after = rec.history[0], float(np.mean(rec.history[-2:]))
-    assert after > before + 0.2, f"{estimator}: rollout scores {np.round(rec.history, 2)}"
+    """The task of tests/learning_sweep.py (fraction of ' yes' tokens), against its swept threshold."""
+    assert_learns(estimator)

@@ -1,6 +1,7 @@
 """The autograder gives full marks to ``course/solutions`` and fails every blank exercise with a reason.
 
-Grading ex5/ex6 trains the tiny model for a few iterations (~1-2 min for the whole module on 2 cores).
+Grading ex5/ex6 trains the tiny model for a few iterations (~1-2 min for the whole module on 2 cores); each
+exercise is graded in a child process (see ``course.grading``).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def solution_results():
-    return {r.exercise: r for r in grade(directory=SOLUTIONS_DIR)}
+    return {r.exercise: r for r in grade(directory=SOLUTIONS_DIR, jobs=2)}  # ex5 and ex6 overlap
 
 
 @pytest.fixture(scope="module")

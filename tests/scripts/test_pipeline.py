@@ -1,8 +1,9 @@
 """The RLHF pipeline (scripts/pipeline.py): tiny end-to-end run, kill + resume, config layering.
 
-One tiny pipeline runs in-process for the whole module (``tiny_run``); the resume test copies its
-finished SFT / preference / reward-model stages and runs RL in a subprocess that is SIGKILLed after
-its first checkpoint, then resumed.
+One tiny pipeline runs in-process for the whole session (``tiny_run``, conftest.py); the
+resume test copies its finished SFT / preference / reward-model stages and runs RL in a subprocess
+that is SIGKILLed after its first checkpoint, then resumed. More resume, error and config tests are in
+the other test_pipeline_*.py modules.
 """
 
 from __future__ import annotations
@@ -22,15 +23,6 @@ from scripts.run_dir import STAGES, atomic_dir, atomic_write_text, is_done, read
 from scripts.stages.config import DEFAULT_ALGO, TINY_PRESET, RLConfig, build_config, check_layer, load_yaml
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory) -> Path:
-    from scripts.pipeline import main
-
-    run_dir = tmp_path_factory.mktemp("pipeline") / "tiny"
-    assert main(["--tiny", "--run-dir", str(run_dir), "--no-progress"]) == 0
-    return run_dir
 
 
 # ----------------------------------------------------------------------------- end to end
@@ -53,7 +45,9 @@ def test_tiny_pipeline_writes_every_artifact(tiny_run):
     for col in ("rlhf/score", "rlhf/kl", "rlhf/beta", "rlhf/response_len", "timesteps"):
         assert col in rows[0] and rows[-1][col] != "", col
     assert list((tiny_run / "rl" / "tensorboard").glob("events.out.tfevents.*"))
-    assert (tiny_run / "rl" / "checkpoint.zip").is_file()
+    for name in ("policy.safetensors", "optimizer.pt", "state.json"):  # the data-only resume state
+        assert (tiny_run / "rl" / "checkpoint" / name).is_file(), name
+    assert not [p for p in (tiny_run / "rl").rglob("*") if p.suffix in (".zip", ".pkl", ".pickle")]
 
     metrics = json.loads((tiny_run / "evaluate" / "metrics.json").read_text())
     assert set(metrics["policies"]) == {"base", "sft", "rl"}
@@ -83,16 +77,19 @@ def test_plots_open_and_report_mentions_metrics(tiny_run):
 
 def test_checkpoint_and_policy_load(tiny_run):
     import torch
-    from stable_baselines3 import PPO
+    from safetensors.torch import load_file
 
+    from scripts.stages.rl_checkpoint import read_state
     from textenv import load_model
 
     policy = load_model(str(tiny_run / "rl" / "policy"))
     assert policy(input_ids=torch.tensor([[1, 2, 3]])).logits.shape[-1] == policy.config.vocab_size
-    agent = PPO.load(tiny_run / "rl" / "checkpoint.zip", device="cpu")
-    assert agent.num_timesteps == TINY_PRESET["rl"]["total_timesteps"]
-    beta = json.loads((tiny_run / "rl" / "checkpoint.json").read_text())["beta"]
-    assert float(agent.policy.kl_beta) == pytest.approx(beta)
+    state = read_state(tiny_run / "rl" / "checkpoint")
+    assert state["num_timesteps"] == TINY_PRESET["rl"]["total_timesteps"] and state["iteration"] == 4
+    weights = load_file(tiny_run / "rl" / "checkpoint" / "policy.safetensors")
+    assert float(weights["kl_beta"]) == pytest.approx(state["beta"])
+    head = torch.load(tiny_run / "rl" / "policy" / "value_head.pt", weights_only=True)
+    torch.testing.assert_close(weights["value_head.weight"], head["weight"])  # the export is the final checkpoint
 
 
 # ----------------------------------------------------------------------------- kill and resume
@@ -117,12 +114,13 @@ def test_sigkill_during_rl_then_resume(tiny_run, tmp_path):
             "--no-progress", "--rl.total-timesteps", "80", "--rl.checkpoint-every", "2"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    ckpt, csv_path = run_dir / "rl" / "checkpoint.json", run_dir / "rl" / "progress.csv"
+    ckpt, csv_path = run_dir / "rl" / "checkpoint" / "state.json", run_dir / "rl" / "progress.csv"
 
     def checkpoint_and_newer_row():
-        if not ckpt.is_file():
+        try:  # the checkpoint folder is swapped atomically: it may vanish for an instant between two renames
+            done = json.loads(ckpt.read_text())["iteration"]
+        except FileNotFoundError:
             return False
-        done = json.loads(ckpt.read_text())["iteration"]
         return len(read_csv(csv_path)) > done
 
     _wait_for(checkpoint_and_newer_row, proc)

@@ -74,7 +74,7 @@ def test_horizon_terminates_never_truncates(make_env):
     assert [s[1] for s in steps] == [0.0] * 4 + [0.5]
     info = steps[-1][4]
     assert info["hit_max_tokens"] and info["score"] == 0.5
-    assert info["response_tokens"].tolist() == [300] * 5
+    assert info["response_tokens"] == (300,) * 5
 
 
 def test_eos_ends_the_episode_and_is_not_in_the_text(make_env):
@@ -83,7 +83,7 @@ def test_eos_ends_the_episode_and_is_not_in_the_text(make_env):
     steps = run_episode(env, [2001, env.eos_token_id, 2002])
     assert len(steps) == 2 and steps[-1][2]
     info = steps[-1][4]
-    assert info["response_tokens"].tolist() == [2001, env.eos_token_id]
+    assert info["response_tokens"] == (2001, env.eos_token_id)
     assert info["response"] == env.tokenizer.decode([2001])
     assert steps[-1][1] == float(len(info["response"])) and not info["hit_max_tokens"]
 

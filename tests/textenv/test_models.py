@@ -82,3 +82,44 @@ def test_cached_offline_model_matches_the_gguf_weights():
     ids = load_tokenizer()("The movie was", return_tensors="pt")["input_ids"]
     with torch.no_grad():
         torch.testing.assert_close(cached(ids).logits, reference(ids).logits, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("load", [load_tokenizer, load_model, models.vocab_size])
+def test_mistyped_model_name_lists_the_offline_names(load, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(OSError, match=r"(?s)'tinyy'.*Did you mean 'tiny'.*'smollm2-135m-instruct'.*needs internet"):
+        load("tinyy")
+
+
+def test_mistyped_model_name_through_the_env(make_env):
+    with pytest.raises(ValueError, match=r"(?s)'tinyy'.*'tiny'.*needs internet"):
+        make_env(model="tinyy")
+
+
+def test_hub_names_still_go_to_from_pretrained(monkeypatch):
+    """The friendly error only replaces a failure: with internet, a hub name loads as before."""
+    import transformers
+
+    seen = []
+    real = transformers.AutoTokenizer.from_pretrained
+
+    def fake(name, *args, **kwargs):
+        seen.append(name)
+        return real(str(models.offline_model_dir()))
+
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", fake)
+    tok = load_tokenizer("SomeOrg/some-model-on-the-hub")
+    assert seen == ["SomeOrg/some-model-on-the-hub"] and tok.pad_token_id != tok.eos_token_id
+
+
+def test_hub_failure_online_keeps_the_hub_error(monkeypatch):
+    import transformers
+
+    def unreachable(name, *args, **kwargs):
+        raise OSError("We couldn't connect to 'https://huggingface.co'")
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)  # tests/agents/sb3_helpers.py sets it too
+    monkeypatch.setattr(transformers.AutoConfig, "from_pretrained", unreachable)
+    with pytest.raises(models.ModelNotFoundError, match=r"(?s)OSError: We couldn't connect.*'tiny'.*needs internet"):
+        models.load_model_config("SomeOrg/missing")

@@ -74,3 +74,24 @@ def test_missing_file_and_unknown_bundled_set():
         load_prompts("no/such/file.jsonl")
     with pytest.raises(ValueError, match="bundled:reviews"):
         load_prompts("bundled:poems")
+
+
+@pytest.mark.parametrize("suffix", ["jsonl", "json"])
+def test_corrupt_json_names_the_file_and_line(tmp_path, suffix):
+    path = tmp_path / f"bad.{suffix}"
+    if suffix == "jsonl":
+        path.write_text('{"prompt": "a"}\n{"prompt": "b"\n{"prompt": "c"}\n')
+    else:
+        path.write_text('[\n  {"prompt": "a"},\n  {"prompt": b}\n]\n')  # line 3: an unquoted string
+    with pytest.raises(ValueError, match=rf"bad\.{suffix}.* line {2 if suffix == 'jsonl' else 3}\b"):
+        load_prompts(str(path))
+
+
+@pytest.mark.parametrize("suffix", ["txt", "jsonl", "csv"])
+def test_non_utf8_file_names_the_file_line_and_fix(tmp_path, suffix):
+    path = tmp_path / f"latin.{suffix}"
+    lines = {"txt": ["first", "café au lait"], "jsonl": ['{"prompt": "first"}', '{"prompt": "café"}'],
+             "csv": ["prompt", "café"]}[suffix]
+    path.write_bytes("\n".join(lines).encode("latin-1") + b"\n")
+    with pytest.raises(ValueError, match=rf"latin\.{suffix}.* line 2 is not UTF-8.*iconv"):
+        load_prompts(str(path))

@@ -41,3 +41,24 @@ def test_sb3_vec_envs(vec_cls):
     assert all("score" in info and "response" in info for info in infos)
     assert all(info["TimeLimit.truncated"] is False for info in infos)
     venv.close()
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_gymnasium_vector_envs_stack_episode_ends_of_different_lengths(mode):
+    """Two envs ending in the same step with responses of different lengths: Gymnasium merges their
+    ``info`` into one array per key, which needs values of one shape (or plain objects)."""
+    kwargs = dict(KWARGS, max_new_tokens=4)
+    # "module:id" so that a worker started with spawn/forkserver registers the env too.
+    envs = gym.make_vec("textenv:TextRLHF-v0", num_envs=2, vectorization_mode=mode, **kwargs)
+    try:
+        eos = envs.get_attr("eos_token_id")[0]
+        envs.reset(seed=0)
+        # env 0: EOS at once, autoreset step, then 300 + EOS; env 1: four tokens, ending at the horizon.
+        for actions in ([eos, 300], [300, 300], [300, 300], [eos, 300]):
+            _, _, terminated, _, infos = envs.step(np.array(actions))
+    finally:
+        envs.close(terminate=True)
+    assert terminated.all() and infos["_response_tokens"].all()
+    assert tuple(infos["response_tokens"][0]) == (300, eos)
+    assert tuple(infos["response_tokens"][1]) == (300,) * 4
+    assert infos["hit_max_tokens"].tolist() == [False, True]
