@@ -191,8 +191,11 @@ LEARNERS: dict[str, Learner] = {
     "maskable_ppo": Learner(_rl(sb3_history, "maskable_ppo"), 0.1,
                             "min 0.148 / median 0.434 / max 0.766; 2 of 8 below 0.2"),
     "a2c": Learner(_rl(sb3_history, "a2c"), 0.1, "min 0.211 / median 0.445 / max 0.609", seeds=(0,)),
-    # TRPO's Hessian-vector products run a double backward through the LM: ~1 min a run, so one seed.
-    "trpo": Learner(_rl(sb3_history, "trpo"), 0.1, "seeds 0-3: min 0.328 / median 0.402 / max 0.492", seeds=(0,)),
+    # NOT seed-robust yet (open in issue 12): 3 of 8 seeds gain < 0.1 at this budget, and one run costs
+    # ~80 s (sb3-contrib's Hessian-vector products: a double backward through the LM), so the test runs
+    # seed 0 alone. Per seed 0-7: 0.328 0.492 0.359 0.445 0.047 0.078 0.039 0.344.
+    "trpo": Learner(_rl(sb3_history, "trpo"), 0.1, "min 0.039 / median 0.336 / max 0.492; 3 of 8 below 0.1",
+                    seeds=(0,)),
     "rlhf_ppo": Learner(_rl(sequence_history, "rlhf_ppo"), 0.15, "min 0.297 / median 0.492 / max 0.719",
                         seeds=(0,)),
     "reinforce": Learner(_rl(sequence_history, "reinforce"), 0.15, "min 0.344 / median 0.535 / max 0.703",
@@ -204,7 +207,7 @@ LEARNERS: dict[str, Learner] = {
     "reinforce_pp": Learner(_rl(sequence_history, "reinforce_pp"), 0.15,
                             "min 0.195 / median 0.688 / max 0.812; 1 of 8 below 0.2"),
     "reward_model": Learner(reward_model_accuracy, 0.9, "accuracy 1.0 on all 8 seeds", seeds=(0,)),
-    "minilm_reward_model": Learner(minilm_reward_model_accuracy, 0.75, "pending", seeds=(0,)),
+    "minilm_reward_model": Learner(minilm_reward_model_accuracy, 0.75, "accuracy 1.0 on all 8 seeds", seeds=(0,)),
     "course_ex5": Learner(course_ex5_gain, 0.15, "min 0.430 / median 0.535 / max 0.892", seeds=(0,)),
 }
 
