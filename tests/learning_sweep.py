@@ -14,9 +14,9 @@ Outcomes:
 * RL learners (rule reward: 8 response tokens from {" yes", " no", " cat", " dog"}, reward = fraction
   of " yes"; the untrained, near-uniform policy scores ~0.25): the *gain*, mean rollout score of the
   last two rollouts minus that of the first (untrained) rollout. A rollout mean over 64 tokens has a
-  std of ~0.05 under the untrained policy, so a gain's std is ~0.06 without learning; thresholds of
-  0.15 and more are 2.5+ std for one seed, and the median of 3 seeds exceeds 0.15 by chance with
-  probability ~1e-4.
+  std of ~0.05 under the untrained policy, so a gain's std is ~0.06 without learning. Without learning,
+  one seed exceeds 0.15 with probability ~0.007 and 0.1 with ~0.05; the median of 3 seeds exceeds
+  0.1 with ~0.007 (thresholds of 0.1 are used with 3 seeds, or where one seed's sweep is far above).
 * ``reward_model``: the held-out accuracy of the tiny Bradley-Terry model on the synthetic
   "contains 'excellent'" pairs (``tests/reward_models/conftest.py``).
 * ``course_ex5``: the course's reference RLOO (``course/solutions/ex5_rloo.py``) under the grader's
