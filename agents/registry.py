@@ -6,7 +6,8 @@ Swapping algorithms is one word::
     agent = agents.make_agent("ppo", env)          # or "a2c", "trpo", "maskable_ppo"
     agent.learn(20_000)
 
-The algorithms are SB3's / sb3-contrib's own, unmodified classes; ``make_agent`` only fills in the
+The algorithms are SB3's / sb3-contrib's own classes (TRPO through :class:`agents.trpo.LMTRPO`, which
+only batches its actor-gradient computation); ``make_agent`` only fills in the
 policy (:mod:`agents.policy`), the KL-shaping rollout buffer (:mod:`agents.buffers`) and defaults
 suited to RLHF. Every default can be overridden by keyword.
 """
@@ -18,13 +19,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import gymnasium as gym
-from sb3_contrib import TRPO, MaskablePPO
+from sb3_contrib import MaskablePPO
 from stable_baselines3 import A2C, PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.vec_env import VecEnv
 
 from agents.buffers import KLRolloutBuffer, MaskableKLRolloutBuffer
 from agents.policy import DEFAULT_TEMPERATURE, LMActorCriticPolicy, MaskableLMActorCriticPolicy
+from agents.trpo import LMTRPO
 
 KL_OPTIONS = ("kl_coef", "adaptive_kl", "kl_target", "kl_horizon", "kl_estimator", "kl_mode")
 """KL-shaping options ``make_agent`` accepts directly (they go to ``rollout_buffer_kwargs``)."""
@@ -75,7 +77,7 @@ _REGISTRY: dict[str, AlgorithmSpec] = {
         **_COMMON, "learning_rate": 1e-4, "ent_coef": 0.0, "vf_coef": 0.1, "max_grad_norm": 1.0,
         "use_rms_prop": False,  # SB3's A2C defaults to RMSprop; Adam is the standard for LM fine-tuning
     }),
-    "trpo": AlgorithmSpec(TRPO, LMActorCriticPolicy, KLRolloutBuffer, {
+    "trpo": AlgorithmSpec(LMTRPO, LMActorCriticPolicy, KLRolloutBuffer, {
         **_COMMON, "learning_rate": 1e-4, "target_kl": 0.01, "n_critic_updates": 3, "cg_max_steps": 10,
     }, minibatches=4, policy_defaults={"attn_implementation": "eager"}),  # CG needs double backward
     "maskable_ppo": AlgorithmSpec(MaskablePPO, MaskableLMActorCriticPolicy, MaskableKLRolloutBuffer, dict(_PPO),
@@ -173,7 +175,8 @@ def make_agent(
 
     Args:
         name: ``"ppo"``, ``"a2c"``, ``"trpo"`` or ``"maskable_ppo"`` (see :func:`available_algorithms`).
-        env: a ``TextRLHF-v0`` env, wrapped env or VecEnv (:func:`make_vec_text_env`).
+        env: a ``TextRLHF-v0`` VecEnv (:func:`make_vec_text_env`), or a single (wrapped) env, which is
+            wrapped in SB3's ``Monitor`` (unless it has one) and a one-env ``DummyVecEnv`` as SB3 does.
         model: policy LM name (default: the env's model, whose tokenizer the env uses).
         temperature: sampling temperature (also used for every log-prob).
         policy_kwargs: more :class:`agents.LMActorCriticPolicy` options (names and numbers only).
@@ -192,6 +195,7 @@ def make_agent(
         TypeError: unknown keyword argument (the message lists the valid ones).
     """
     spec = get_spec(name)
+    env = _as_vec_env(spec, env, kwargs.get("verbose", 0))
     cfg = env_config(env)
     if spec.buffer_class is None:
         return _make_sequence_agent(name, spec, env, model or cfg.model, temperature, policy_kwargs,
@@ -210,7 +214,7 @@ def make_agent(
     if "rollout_buffer_class" in kwargs:
         raise TypeError("make_agent sets rollout_buffer_class itself (the KL buffer); use SB3 directly to replace it")
     options = {**spec.defaults, **kwargs}
-    n_envs = env.num_envs if isinstance(env, VecEnv) else 1
+    n_envs = env.num_envs
     options.setdefault("n_steps", 2 * cfg.max_new_tokens)
     if spec.minibatches and "batch_size" not in options:
         total = options["n_steps"] * n_envs
@@ -224,6 +228,20 @@ def make_agent(
     )
     agent.rollout_buffer.bind(agent)
     return agent
+
+
+def _as_vec_env(spec: AlgorithmSpec, env: gym.Env | VecEnv, verbose: int) -> VecEnv:
+    """A single env wrapped as SB3's constructors and ``load`` wrap it; a VecEnv unchanged.
+
+    SB3's own ``_wrap_env`` (``Monitor`` unless already monitored, then a one-env ``DummyVecEnv``) is
+    used rather than a copy of it, so every agent gets exactly SB3's wrapping, the fast agents too
+    (their constructors take only VecEnvs: they step the sub-envs themselves).
+    """
+    if isinstance(env, VecEnv):
+        return env
+    if not isinstance(env, gym.Env):
+        raise TypeError(f"env must be a TextRLHF-v0 gymnasium env or a VecEnv of them, got {type(env).__name__}")
+    return spec.algo_class._wrap_env(env, verbose)
 
 
 def _make_sequence_agent(name, spec, env, model, temperature, policy_kwargs, rollout_buffer_kwargs, kwargs):
