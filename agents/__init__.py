@@ -13,6 +13,8 @@ Plain SB3 works too::
     PPO(agents.LMActorCriticPolicy, env, policy_kwargs={"model": "smollm2-135m-instruct"},
         rollout_buffer_class=agents.KLRolloutBuffer, gamma=1.0)
 
+Every agent logs the same ``rlhf/*`` metrics once per rollout; :data:`RLHF_METRICS` lists them.
+
 Hand-written loops use :func:`reference_logprobs`, :func:`kl_estimate`, :func:`shape_rewards` and the
 KL controllers directly.
 """
@@ -26,10 +28,10 @@ from agents.kl import (
     reference_logprobs,
     shape_rewards,
 )
-from agents.callbacks import RLHFHistory
+from agents.callbacks import RLHF_METRICS, RLHFHistory
 from agents.critic_free import CriticFreePG
 from agents.evaluation import evaluate_policy, win_rate
-from agents.rlhf_ppo import RLHFPPO
+from agents.rlhf_ppo import AgentClassMismatchError, RLHFPPO
 from agents.rollout import EpisodeBatch, collect_round, sample_tokens, sequence_forward
 from agents.masking import ReferenceMaskWrapper, TokenSubsetMaskWrapper, reference_mask
 from agents.policy import LMActorCriticPolicy, MaskableLMActorCriticPolicy
@@ -42,8 +44,10 @@ from agents.registry import (
 )
 
 __all__ = [
+    "AgentClassMismatchError",
     "CriticFreePG",
     "EpisodeBatch",
+    "RLHF_METRICS",
     "RLHFHistory",
     "RLHFPPO",
     "collect_round",

@@ -14,7 +14,8 @@ per rollout, after the last step and before ``train()``. That is where :class:`K
    (exactly what was sampled, masked distribution included for MaskablePPO);
 4. subtract ``beta * KL``: summed at the episode's terminal step (``kl_mode="terminal"``, default),
    or at each token (``"per_token"``);
-5. update the KL controller, log ``rlhf/*`` metrics, and run SB3's own GAE.
+5. update the KL controller, log the ``rlhf/*`` metrics (:data:`agents.callbacks.RLHF_METRICS`), and run
+   SB3's own GAE.
 
 Episodes that span rollouts. Every token's KL is computed in the rollout where the token was taken.
 In ``"per_token"`` mode it is subtracted right there. In ``"terminal"`` mode the running sum is carried
@@ -43,6 +44,7 @@ import torch
 from sb3_contrib.common.maskable.buffers import MaskableDictRolloutBuffer
 from stable_baselines3.common.buffers import DictRolloutBuffer
 
+from agents.callbacks import rollout_metrics
 from agents.kl import AdaptiveKLController, FixedKLController, check_kl_options, kl_estimate
 
 
@@ -196,17 +198,9 @@ class _KLShapingMixin:
                 finished_len.append(self._carry_len[e])
                 self._carry_kl[e], self._carry_len[e], self._carry_known[e] = 0.0, 0, True
 
-        stats = {"rlhf/beta": beta, "rlhf/episodes": float(len(finished_score))}
+        stats = rollout_metrics(finished_score, finished_kl, finished_len, beta)
         if finished_score:
-            mean_kl = float(np.mean(finished_kl))
-            stats.update({
-                "rlhf/score": float(np.mean(finished_score)),
-                "rlhf/kl": mean_kl,
-                "rlhf/kl_penalty": beta * mean_kl,
-                "rlhf/shaped_score": float(np.mean(finished_score)) - beta * mean_kl,
-                "rlhf/response_len": float(np.mean(finished_len)),
-            })
-            self.controller.update(mean_kl, len(finished_score))
+            self.controller.update(stats["rlhf/kl"], len(finished_score))
             policy.kl_beta.fill_(self.controller.value)
         self.last_stats = stats
         algo = self._algo_ref() if self._algo_ref is not None else None

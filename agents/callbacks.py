@@ -1,14 +1,58 @@
-"""``RLHFHistory``: the ``rlhf/*`` metrics of every rollout, kept in memory for scripts and plots."""
+"""The ``rlhf/*`` metrics every agent logs (:data:`RLHF_METRICS`), and ``RLHFHistory``, which keeps them.
+
+Every path logs the same names with the same meaning, once per rollout, before ``on_rollout_end``: the
+generic SB3 path (PPO, A2C, TRPO, MaskablePPO) from :class:`agents.KLRolloutBuffer`, the sequence-level
+agents (:class:`agents.RLHFPPO`, :class:`agents.CriticFreePG`) from their own rollout. Both compute
+them with :func:`rollout_metrics`, so they cannot drift apart. The README's metrics table lists
+exactly these keys (``tests/agents/test_sb3_conventions.py`` checks it).
+"""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 
+import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
+
+RLHF_METRICS: dict[str, str] = {
+    "rlhf/score": "mean reward-model score of the episodes that ended in this rollout (before the KL penalty)",
+    "rlhf/kl": "mean summed KL estimate (nats) of those episodes, policy vs reference, with the configured "
+               "estimator (k1: can be slightly negative when policy == reference)",
+    "rlhf/kl_penalty": "`beta * rlhf/kl`, the mean KL penalty per episode",
+    "rlhf/shaped_score": "`rlhf/score - rlhf/kl_penalty`, the mean KL-regularised RLHF objective; with the KL "
+                         "in the reward (every agent but GRPO's default `kl_in=\"loss\"`) it is the mean "
+                         "episode return the agent maximises",
+    "rlhf/beta": "the KL coefficient used for this rollout (after it, the adaptive controller updates it)",
+    "rlhf/response_len": "mean response length in tokens (EOS included)",
+    "rlhf/episodes": "episodes that ended in this rollout",
+}
+"""``rlhf/*`` metric name -> meaning: what every agent logs once per rollout (the one list of them)."""
+
+
+def rollout_metrics(scores: Sequence[float], kls: Sequence[float], lengths: Sequence[float],
+                    beta: float) -> dict[str, float]:
+    """The :data:`RLHF_METRICS` of one rollout, from the episodes that ended in it.
+
+    Args:
+        scores: reward-model score of each finished episode.
+        kls: summed KL estimate of each finished episode (nats).
+        lengths: response length of each finished episode (tokens).
+        beta: the KL coefficient the rollout's penalty used.
+
+    Returns:
+        ``rlhf/beta`` and ``rlhf/episodes`` always; the per-episode means only if an episode ended.
+    """
+    stats = {"rlhf/beta": float(beta), "rlhf/episodes": float(len(scores))}
+    if len(scores):
+        score, kl = float(np.mean(scores)), float(np.mean(kls))
+        stats.update({"rlhf/score": score, "rlhf/kl": kl, "rlhf/kl_penalty": beta * kl,
+                      "rlhf/shaped_score": score - beta * kl, "rlhf/response_len": float(np.mean(lengths))})
+    return stats
 
 
 class RLHFHistory(BaseCallback):
-    """Record the ``rlhf/*`` metrics every agent logs at the end of each rollout.
+    """Record the ``rlhf/*`` metrics (:data:`RLHF_METRICS`) every agent logs at the end of each rollout.
 
     Works with every algorithm of :func:`agents.make_agent`: the generic SB3 path logs them from
     :class:`agents.KLRolloutBuffer`, the sequence-level agents from their own rollout, both before

@@ -146,17 +146,22 @@ class CriticFreePG(RLHFPPO):
             raise ValueError(f"unknown aggregation {self.aggregation!r}; use one of {list(AGGREGATIONS)}")
         if estimator in ("rloo", "grpo") and self.group_size < 2:
             raise ValueError(f"{estimator} compares responses to the same prompt: group_size must be >= 2")
-        if env.num_envs % self.group_size:
-            raise ValueError(
-                f"n_envs ({env.num_envs}) must be a multiple of group_size ({self.group_size}): each group of "
-                f"envs answers one prompt"
-            )
         kl_estimator = kl_estimator or defaults.get("kl_estimator", "k1")
         self.baseline = bool(baseline)
         self.baseline_momentum = float(baseline_momentum)
         self._baseline_value: float | None = None
         super().__init__(policy, env, learning_rate=learning_rate, n_epochs=n_epochs, kl_estimator=kl_estimator,
                          kl_mode=kl_mode or defaults.get("kl_mode", "terminal"), **kwargs)
+
+    def _setup_model(self) -> None:
+        # Checked here, not in __init__: load() builds the agent with the constructor's defaults
+        # (rloo: group_size 4) and only then restores the saved group_size, before calling this.
+        if self.env is not None and self.env.num_envs % self.group_size:
+            raise ValueError(
+                f"n_envs ({self.env.num_envs}) must be a multiple of group_size ({self.group_size}): each group of "
+                f"envs answers one prompt"
+            )
+        super()._setup_model()
 
     @torch.no_grad()
     def _finish_batch(self, batch: EpisodeBatch) -> None:

@@ -23,18 +23,106 @@ et al. 2019), gamma 1, GAE, per-minibatch advantage whitening, optional value cl
 
 from __future__ import annotations
 
+import io
+import json
+import os
 import time
+import zipfile
 from typing import Any
 
 import numpy as np
 import torch
 from stable_baselines3 import PPO
+from stable_baselines3.common.save_util import open_path
 from stable_baselines3.common.utils import FloatSchedule, explained_variance
 
+from agents.callbacks import rollout_metrics
 from agents.kl import AdaptiveKLController, FixedKLController, check_kl_options, kl_estimate, shape_rewards
 from agents.losses import gae, masked_mean, masked_whiten, ppo_policy_loss, value_loss
 from agents.policy import LMActorCriticPolicy
 from agents.rollout import EpisodeBatch, _check_env, collect_round, sequence_forward
+
+_GUARD_KEY = "_load_guard"
+"""Entry of a fast agent's saved ``data`` that only the fast agents' own ``load`` may read (see ``RLHFPPO.load``)."""
+
+
+class AgentClassMismatchError(ValueError):
+    """A saved agent was loaded with another class's ``load``; the message names the class to use.
+
+    A ``ValueError`` rather than a ``TypeError`` on purpose: SB3's loader turns a ``TypeError`` raised
+    while unpickling a saved entry into a warning, which would let ``PPO.load`` go on silently.
+    """
+
+
+def class_path(cls: type) -> str:
+    """``module.QualName`` of ``cls``: what a fast agent's zip records as ``agent_class``."""
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _use_instead(saved_by: str) -> str:
+    module, _, name = saved_by.rpartition(".")
+    return f"load it with {name}.load(...) (from {module} import {name})"
+
+
+def _refuse_load(saved_by: str):
+    """Unpickling hook of :class:`_LoadGuard`: reached only by a loader that is not the saving class's."""
+    raise AgentClassMismatchError(f"this file was saved by {saved_by}; {_use_instead(saved_by)}, not with another "
+                                  f"algorithm's load (e.g. stable_baselines3.PPO.load)")
+
+
+class _LoadGuard:
+    """Saved with every fast agent; unpickling it raises :class:`AgentClassMismatchError` (see ``RLHFPPO.load``)."""
+
+    def __init__(self, saved_by: str):
+        self.saved_by = saved_by  # SB3 also writes it in clear in the zip's JSON, next to the pickle
+
+    def __reduce__(self):
+        return _refuse_load, (self.saved_by,)
+
+    def __copy__(self) -> _LoadGuard:
+        return _LoadGuard(self.saved_by)  # copying an agent must not go through __reduce__
+
+    def __deepcopy__(self, memo) -> _LoadGuard:
+        return _LoadGuard(self.saved_by)
+
+
+def _read_saved_data(path) -> dict[str, Any]:
+    """The zip's ``data`` JSON as stored (no entry unpickled); a file object is rewound for SB3's own read."""
+    owned = isinstance(path, (str, os.PathLike))
+    file = open_path(path, "r", suffix="zip")
+    start = None if owned else file.tell()
+    try:
+        with zipfile.ZipFile(file) as archive:
+            return json.loads(archive.read("data")) if "data" in archive.namelist() else {}
+    except zipfile.BadZipFile as e:
+        raise ValueError(f"{path} is not a zip file written by an agent's save()") from e
+    finally:
+        if owned:
+            file.close()
+        else:
+            file.seek(start)
+
+
+def _saved_agent_class(data: dict[str, Any]) -> str | None:
+    """The fast-agent class a zip's data records; ``None`` for a plain SB3 algorithm's zip."""
+    if isinstance(data.get("agent_class"), str):
+        return data["agent_class"]
+    if "n_rounds" in data:  # a fast agent saved before zips recorded their class (issue 17)
+        return "agents.critic_free.CriticFreePG" if "estimator" in data else "agents.rlhf_ppo.RLHFPPO"
+    return None
+
+
+def check_saved_class(path: str | os.PathLike | io.BufferedIOBase, cls: type) -> None:
+    """Raise :class:`AgentClassMismatchError` unless the agent saved at ``path`` is exactly a ``cls``."""
+    expected, saved_by = class_path(cls), _saved_agent_class(_read_saved_data(path))
+    if saved_by is None:
+        raise AgentClassMismatchError(
+            f"{path} was not saved by {expected}: it records no textrlhf agent class, so a plain Stable-Baselines3 "
+            f"/ sb3-contrib algorithm saved it (PPO, A2C, TRPO, MaskablePPO, ...); load it with that class's load, "
+            f"e.g. stable_baselines3.PPO.load(path)"
+        )
+    if saved_by != expected:
+        raise AgentClassMismatchError(f"{path} was saved by {saved_by}, not by {expected}; {_use_instead(saved_by)}")
 
 
 class RLHFPPO(PPO):
@@ -61,6 +149,12 @@ class RLHFPPO(PPO):
         kl_estimator: ``"k1"``, ``"k2"`` or ``"k3"`` (Schulman 2020) for the penalty.
         kl_mode: ``"terminal"`` (the summed penalty at the last token) or ``"per_token"``.
         stats_window_size, tensorboard_log, policy_kwargs, verbose, seed, device: as SB3.
+
+    ``env=None`` is accepted only with ``_init_setup_model=False``: that is how SB3's ``load`` builds an
+    agent for prediction, before restoring every attribute from the file.
+
+    Attributes:
+        agent_class: ``module.QualName`` of the class, saved in the zip so ``load`` can check it.
     """
 
     def __init__(
@@ -98,11 +192,17 @@ class RLHFPPO(PPO):
             policy = LMActorCriticPolicy
         if not (isinstance(policy, type) and issubclass(policy, LMActorCriticPolicy)):
             raise TypeError(f"RLHFPPO drives agents.LMActorCriticPolicy (or a subclass), got {policy!r}")
-        _check_env(env)
+        if env is not None:
+            _check_env(env)
+        elif _init_setup_model:
+            raise TypeError(f"{type(self).__name__} needs a VecEnv of TextRLHF-v0 envs (agents.make_vec_text_env); "
+                            f"without one, use {type(self).__name__}.load(path) to predict with a saved agent")
         check_kl_options(kl_coef, kl_estimator, kl_mode)
         if batch_size is not None and batch_size < 1:
             raise ValueError(f"batch_size counts episodes and must be >= 1 (or None for all), got {batch_size}")
-        horizon = int(env.get_attr("config", indices=[0])[0].max_new_tokens)
+        # env=None comes from load(), which then restores horizon, n_steps, n_rounds... from the file.
+        horizon = int(env.get_attr("config", indices=[0])[0].max_new_tokens) if env is not None else 1
+        n_envs = env.num_envs if env is not None else 1
         n_steps = horizon if n_steps is None else int(n_steps)
         if n_steps < 1:
             raise ValueError(f"n_steps must be >= 1, got {n_steps}")
@@ -117,8 +217,10 @@ class RLHFPPO(PPO):
         self.kl_mode = kl_mode
         self.kl_controller: AdaptiveKLController | FixedKLController | None = None
         self._batch: EpisodeBatch | None = None
+        self.agent_class = class_path(type(self))
+        setattr(self, _GUARD_KEY, _LoadGuard(self.agent_class))  # saved with the agent; see load()
         super().__init__(
-            policy, env, learning_rate=learning_rate, n_steps=n_steps, batch_size=max(2, n_steps * env.num_envs),
+            policy, env, learning_rate=learning_rate, n_steps=n_steps, batch_size=max(2, n_steps * n_envs),
             n_epochs=n_epochs, gamma=gamma, gae_lambda=gae_lambda, clip_range=clip_range, clip_range_vf=clip_range_vf,
             normalize_advantage=normalize_advantage, ent_coef=ent_coef, vf_coef=vf_coef, max_grad_norm=max_grad_norm,
             target_kl=target_kl, stats_window_size=stats_window_size, tensorboard_log=tensorboard_log,
@@ -140,6 +242,37 @@ class RLHFPPO(PPO):
 
     def _excluded_save_params(self) -> list[str]:
         return [*super()._excluded_save_params(), "_batch"]
+
+    @classmethod
+    def load(cls, path, env=None, device: torch.device | str = "auto", custom_objects: dict[str, Any] | None = None,
+             print_system_info: bool = False, force_reset: bool = True, **kwargs) -> RLHFPPO:
+        """SB3's ``load``, once the file is known to hold an agent of exactly this class.
+
+        As in SB3, ``env`` may be omitted to only ``predict`` (give one, or call ``set_env``, to train);
+        a single env is wrapped in a ``DummyVecEnv``. Other arguments as SB3's ``BaseAlgorithm.load``.
+
+        Which class saved a zip: SB3 records no algorithm class in it, and a fast agent's policy class
+        (:class:`agents.LMActorCriticPolicy`) is the one a plain ``PPO`` uses too, so without help
+        ``PPO.load`` would silently rebuild a ``PPO`` whose rollouts and updates ignore this agent's
+        episodes and KL options. Two entries are therefore saved with every fast agent:
+
+        * ``agent_class`` (plain JSON text): read here, before anything is built, so loading with the
+          wrong fast class (or a plain SB3 zip with a fast class) names the class to use instead;
+        * ``_load_guard``: a tiny object whose unpickling raises :class:`AgentClassMismatchError`.
+          SB3's ``load`` unpickles every saved entry first, so ``PPO.load`` (or ``A2C.load``,
+          ``MaskablePPO.load``...) on a fast agent's zip fails at once with that message, without
+          patching SB3; this method hands SB3 a replacement through its own ``custom_objects``
+          mechanism, so the guard never runs here. (``PPO.load(path, custom_objects={"_load_guard":
+          None})`` deliberately bypasses it, and zips saved before the guard existed still load as
+          ``PPO``: their class is inferred only by this method.)
+
+        Raises:
+            AgentClassMismatchError: the file was saved by another class (the message names it).
+        """
+        check_saved_class(path, cls)
+        custom_objects = {**(custom_objects or {}), _GUARD_KEY: _LoadGuard(class_path(cls))}
+        return super().load(path, env=env, device=device, custom_objects=custom_objects,
+                            print_system_info=print_system_info, force_reset=force_reset, **kwargs)
 
     # ------------------------------------------------------------------ KL coefficient
     @property
@@ -212,12 +345,10 @@ class RLHFPPO(PPO):
         """Step the KL controller on this batch's mean summed KL and log the ``rlhf/*`` metrics."""
         kl = (kl_estimate(batch.logp, batch.ref_logp, self.kl_estimator) * batch.mask).sum(-1)  # (n,)
         self.policy.kl_beta.fill_(self._controller().update(float(kl.mean()), batch.n))
-        self.logger.record("rlhf/score", float(batch.scores.mean()))
-        self.logger.record("rlhf/kl", float(kl.mean()))
-        self.logger.record("rlhf/beta", beta)
-        self.logger.record("rlhf/response_len", float(batch.lengths.mean()))
-        self.logger.record("rlhf/shaped_return", float(batch.rewards.sum(-1).mean()))
-        self.logger.record("rlhf/episodes", batch.n)
+        # The same helper as the generic path's KLRolloutBuffer: one set of names and meanings.
+        stats = rollout_metrics(batch.scores.numpy(), kl.numpy(), batch.lengths.numpy(), beta)
+        for key, value in stats.items():
+            self.logger.record(key, value)
 
     # ------------------------------------------------------------------ updates
     def train(self) -> None:

@@ -247,26 +247,35 @@ def write_csv(rows: Sequence[dict], path: str | Path) -> Path:
     return path
 
 
-def plot_curves(rows: Sequence[dict], path: str | Path) -> Path:
-    """Two panels, score and KL against iteration, one line per ``algorithm``; saved as PNG."""
-    import matplotlib
+def curves_figure(rows: Sequence[dict]):
+    """Score and KL against the iteration, one colour per ``algorithm``: the raw values faint, their
+    exponential moving average on top (``scripts.stages.report.smooth_ema``); returns the ``Figure``."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from scripts.stages.report import SMOOTHING_NOTE, integer_ticks, plot_raw_and_smoothed
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    fig = Figure(figsize=(10, 4.3))
+    axes = fig.subplots(1, 2)
     for algo in dict.fromkeys(r["algorithm"] for r in rows):
         mine = [r for r in rows if r["algorithm"] == algo]
-        for ax, key in zip(axes, ("score", "kl")):
-            ax.plot([r["iteration"] for r in mine], [float(r[key]) for r in mine], label=algo)
+        x = [float(r["iteration"]) for r in mine]
+        _, line = plot_raw_and_smoothed(axes[0], x, [float(r["score"]) for r in mine], label=algo)
+        plot_raw_and_smoothed(axes[1], x, [float(r["kl"]) for r in mine], label=algo, color=line.get_color())
     axes[0].set(xlabel="iteration", ylabel="mean score (reward model)", title="score")
     axes[1].set(xlabel="iteration", ylabel="mean summed KL to reference (nats)", title="KL(pi || pi_ref)")
     for ax in axes:
+        integer_ticks(ax)
         ax.legend()
         ax.grid(alpha=0.3)
+    fig.suptitle(SMOOTHING_NOTE, fontsize=9)
     fig.tight_layout()
+    return fig
+
+
+def plot_curves(rows: Sequence[dict], path: str | Path) -> Path:
+    """Two panels, score and KL against iteration, one colour per ``algorithm`` (:func:`curves_figure`);
+    saved as PNG. Returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    curves_figure(rows).savefig(path, dpi=100)
     return path

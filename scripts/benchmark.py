@@ -460,45 +460,59 @@ def markdown(results: dict, ratios: dict, cfg: Config) -> str:
     return "\n".join(lines)
 
 
-def bar_chart(results: dict, path: Path) -> None:
-    import matplotlib
+THROUGHPUT_PANELS = (
+    ("whole iteration (rollout + update)", "tokens_per_s",
+     (("generic", "generic SB3 PPO"), ("fast", "fast RLHFPPO"), ("trl", "TRL PPO"))),
+    ("rollout only (no update)", "rollout_tokens_per_s",
+     (("naive", "naive: 1 env, no cache"), ("generic", "generic SB3 PPO"), ("fast", "fast RLHFPPO"),
+      ("trl", "TRL PPO"), ("limits", "generate (limit)"))),
+)
+"""The chart's two panels: (title, result key, (method, label) series). Rollout-only rates are far higher
+than whole-iteration ones, so one axis for both made the rollout-only generic path look faster than the
+fast agent's whole iteration."""
+METHOD_COLORS = {"naive": "C0", "generic": "C1", "fast": "C2", "trl": "C3", "limits": "C4"}
+"""One colour per method on both panels."""
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    series = [("naive", "naive: 1 env, no cache (rollout)"), ("generic", "generic SB3 PPO"), ("fast", "fast RLHFPPO"),
-              ("trl", "TRL PPO"), ("limits", "generate (limit)")]
+def _panel_values(results: dict, method: str, key: str) -> list[float | None]:
+    """Per batch size, ``method``'s ``key`` rate (``generate_tokens_per_s`` for the limit), or None."""
+    key = "generate_tokens_per_s" if method == "limits" else key
+    return [(results[n].get(method) or {}).get(key) for n in results]
+
+
+def throughput_figure(results: dict):
+    """Generated tokens/s per batch size: whole iterations and rollouts alone on two separate panels.
+
+    ``results``: ``{batch size: {method: summary}}`` as :func:`main` builds it. A method with no number
+    for a panel (the generic update skipped above ``--generic-max-batch``, naive has no update) has no
+    bar there. Returns the ``matplotlib`` ``Figure``.
+    """
+    from matplotlib.figure import Figure
+
     sizes = list(results)
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    width = 0.8 / len(series)
-    for j, (m, label) in enumerate(series):
-        vals, hatches = [], []
-        for n in sizes:
-            r = results[n].get(m)
-            v = None
-            if r is not None:
-                v = r["generate_tokens_per_s"] if m == "limits" else r["tokens_per_s"]
-                if v is None:  # generic with its update skipped: rollout only
-                    v = r["rollout_tokens_per_s"]
-                    hatches.append("//")
-                else:
-                    hatches.append("")
-            else:
-                hatches.append("")
-            vals.append(v or 0.0)
-        xs = np.arange(len(sizes)) + (j - (len(series) - 1) / 2) * width
-        bars = ax.bar(xs, vals, width, label=label)
-        ax.bar_label(bars, labels=[f"{v:.1f}" if v else "" for v in vals], fontsize=7)
-        for b, h in zip(bars, hatches):
-            b.set_hatch(h)
-    ax.set_xticks(np.arange(len(sizes)), [f"batch {n}" for n in sizes])
-    ax.set_ylabel("generated tokens / s (whole iteration)")
-    ax.set_yscale("log")
-    ax.set_title("textrlhf throughput (hatched: rollout only)")
-    ax.legend(fontsize=8)
+    fig = Figure(figsize=(13, 4.5))
+    for ax, (title, key, series) in zip(fig.subplots(1, 2), THROUGHPUT_PANELS):
+        width = 0.8 / len(series)
+        for j, (method, label) in enumerate(series):
+            vals = _panel_values(results, method, key)
+            xs = [i + (j - (len(series) - 1) / 2) * width for i, v in enumerate(vals) if v]
+            vals = [v for v in vals if v]
+            if vals:  # a series with no number in this panel gets no legend entry either
+                bars = ax.bar(xs, vals, width, label=label, color=METHOD_COLORS[method])
+                ax.bar_label(bars, labels=[f"{v:.1f}" for v in vals], fontsize=7)
+        ax.set_xticks(np.arange(len(sizes)), [f"batch {n}" for n in sizes])
+        ax.set_ylabel(f"generated tokens / s ({title.split(' (')[0]})")
+        ax.set_yscale("log")
+        ax.set_title(title)
+        ax.legend(fontsize=8)
+    fig.suptitle("textrlhf throughput")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    return fig
+
+
+def bar_chart(results: dict, path: Path) -> None:
+    """Write :func:`throughput_figure` as a PNG."""
+    throughput_figure(results).savefig(path, dpi=120)
 
 
 # ----------------------------------------------------------------------------- main

@@ -4,8 +4,8 @@ Reads top to bottom: for each ``--algos`` entry, build the same vector env (same
 horizon) and the agent with the same KL coefficient, train it until it has generated
 ``--total-timesteps`` tokens, record ``rlhf/score`` and ``rlhf/kl`` after every rollout, then sample
 the held-out (test split) prompts with the trained policy and score them with the same reward. Writes
-``curves.csv`` (one row per rollout), ``curves.png`` (score and KL against generated tokens, one line
-per agent), ``summary.json`` and ``summary.md``.
+``curves.csv`` (one row per rollout), ``curves.png`` (score and KL against generated tokens, one colour
+per agent: raw values faint, an exponential moving average on top), ``summary.json`` and ``summary.md``.
 
     python -m scripts.compare_agents                       # SmolLM2, sentiment: rlhf_ppo, rloo, grpo
     python -m scripts.compare_agents --model tiny --total-timesteps 384 --n-envs 4 --out runs/compare-tiny
@@ -24,6 +24,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import csv
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -122,29 +123,49 @@ def evaluate_held_out(cfg: Config, lm, reference, env) -> dict[str, float]:
             "held_out_n": len(prompts)}
 
 
-def plot(rows: list[dict], path: Path, title: str) -> None:
-    import matplotlib
+def curves_figure(rows: list[dict], title: str):
+    """Score and KL against generated tokens, one colour per agent: raw values faint, EMA-smoothed on top."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from scripts.stages.report import SMOOTHING_NOTE, integer_ticks, plot_raw_and_smoothed
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    fig = Figure(figsize=(11, 4.3))
+    axes = fig.subplots(1, 2)
     for algo in dict.fromkeys(r["algo"] for r in rows):
         mine = [r for r in rows if r["algo"] == algo]
         x = [r["timesteps"] for r in mine]
-        axes[0].plot(x, [r["rlhf/score"] for r in mine], marker=".", label=algo)
-        axes[1].plot(x, [r["rlhf/kl"] for r in mine], marker=".", label=algo)
+        _, line = plot_raw_and_smoothed(axes[0], x, [r["rlhf/score"] for r in mine], label=algo)
+        plot_raw_and_smoothed(axes[1], x, [r["rlhf/kl"] for r in mine], label=algo, color=line.get_color())
     for ax, label in zip(axes, ("reward score (mean per episode)", "KL to reference (nats per episode)")):
         ax.set_xlabel("generated tokens")
         ax.set_ylabel(label)
+        integer_ticks(ax)
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.suptitle(title)
+    fig.suptitle(f"{title}\n{SMOOTHING_NOTE}")
     fig.tight_layout()
+    return fig
+
+
+def plot(rows: list[dict], path: Path, title: str) -> None:
+    """Write :func:`curves_figure` as a PNG, atomically (temporary sibling, then rename)."""
     tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=110)
+    curves_figure(rows, title).savefig(tmp, dpi=110)
     os.replace(tmp, path)
-    plt.close(fig)
+
+
+def display_number(value: float, digits: int = 3) -> float:
+    """``value`` rounded for a log line: ``digits`` decimals, but never fewer than ``digits`` significant
+    digits, so 3e-5 stays 3e-05 (``round(3e-5, 3)`` printed a learning rate of 0.0)."""
+    if not math.isfinite(value) or value == 0:
+        return value
+    return round(value, max(digits, digits - 1 - math.floor(math.log10(abs(value)))))
+
+
+def summary_line(algo: str, stats: dict) -> str:
+    """One agent's summary as the ``[compare]`` log line (JSON, floats by :func:`display_number`)."""
+    shown = {k: display_number(v) if isinstance(v, float) else v for k, v in stats.items()}
+    return f"[compare] {algo}: {json.dumps(shown)}"
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -169,8 +190,7 @@ def main(argv: list[str] | None = None) -> dict:
             summary = {"reference": evaluate_held_out(cfg, policy.reference_model, policy.reference_model, env),
                        **summary}
         env.close()
-        print(f"[compare] {algo}: {json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in summary[algo].items()})}",
-              flush=True)
+        print(summary_line(algo, summary[algo]), flush=True)
     keys = sorted({k for r in rows for k in r}, key=lambda k: (k != "algo", k))
     with open(cfg.out / "curves.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=keys)

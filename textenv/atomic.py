@@ -4,16 +4,65 @@ Used for every model folder the project writes (the offline model cache, exporte
 models, pipeline checkpoints): ``os.replace`` is atomic on POSIX file systems, so a process killed at
 any moment leaves either the old folder or the complete new one, never a half-written folder
 (DESIGN section 6).
+
+The finished folder gets the permissions the user's umask gives ordinary files and folders (e.g. 0755
+folders, 0644 files for umask 022), as if made with ``os.makedirs`` and ``open``: ``tempfile.mkdtemp``
+always creates 0700, and some writers (``transformers`` for ``model.safetensors``) create 0600 files,
+which would leave an exported model readable by its owner alone.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
+import stat
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
+
+_UMASK_LOCK = threading.Lock()
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it where the OS allows.
+
+    Linux reports it in ``/proc/self/status`` (kernel 4.7+), which is race-free. Elsewhere the only
+    way is ``os.umask(0)`` followed by restoring the old value; the lock keeps two threads of this
+    module from interleaving the swap (the second would read 0 and restore 0 for good), but a file that
+    another thread creates in the microseconds between the two calls gets umask 0. We read it at each
+    call rather than once at import so that a umask the program sets later is honoured.
+    """
+    with contextlib.suppress(OSError):
+        with open("/proc/self/status", encoding="ascii", errors="replace") as fh:
+            match = re.search(r"^Umask:\s*([0-7]+)\s*$", fh.read(), re.MULTILINE)
+        if match:
+            return int(match.group(1), 8)
+    with _UMASK_LOCK:
+        mask = os.umask(0)
+        os.umask(mask)
+    return mask
+
+
+def apply_default_permissions(root: str | os.PathLike, umask: int | None = None) -> None:
+    """Give ``root`` and everything under it the permissions of a fresh ``os.makedirs`` / ``open``.
+
+    Folders become ``0o777 & ~umask``; files ``0o666 & ~umask``, or ``0o777 & ~umask`` if any execute
+    bit was set (scripts stay runnable). Symbolic links are left alone (``chmod`` would follow them).
+    """
+    umask = current_umask() if umask is None else umask
+    dir_mode, file_mode, exec_mode = 0o777 & ~umask, 0o666 & ~umask, 0o777 & ~umask
+    os.chmod(root, dir_mode)
+    for folder, dirs, files in os.walk(root):
+        for name in dirs + files:
+            path = os.path.join(folder, name)
+            mode = os.lstat(path).st_mode
+            if stat.S_ISDIR(mode):
+                os.chmod(path, dir_mode)
+            elif stat.S_ISREG(mode):
+                os.chmod(path, exec_mode if mode & 0o111 else file_mode)
 
 
 @contextlib.contextmanager
@@ -27,13 +76,16 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
             tokenizer.save_pretrained(tmp)
 
     An existing folder is replaced only after the new one is complete; on an exception the
-    temporary folder is deleted and the old one (if any) is left untouched.
+    temporary folder is deleted and the old one (if any) is left untouched. The new folder and its
+    contents get the umask's ordinary permissions (:func:`apply_default_permissions`), not the
+    temporary folder's 0700.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     try:
         yield tmp
+        apply_default_permissions(tmp)  # before the rename: the folder appears with its final modes
         old = None
         if path.exists():
             old = path.with_name(f".{path.name}.old-{os.getpid()}")

@@ -16,11 +16,14 @@ names that work offline.
 
 Every tokenizer returned here pads on the left with a pad token distinct from EOS: the SmolLM2
 GGUF tokenizer ships with ``pad == eos == <|im_end|>``, which would make real EOS tokens look like
-padding (DESIGN section 5; "The N Implementation Details of RLHF with PPO", Huang et al. 2024).
+padding (DESIGN section 5; "The N Implementation Details of RLHF with PPO", Huang et al. 2024). Its
+``save_pretrained`` records both, so ``AutoTokenizer.from_pretrained`` of a folder the project wrote
+pads the same way.
 """
 
 from __future__ import annotations
 
+import copy
 import difflib
 import functools
 import os
@@ -163,6 +166,10 @@ def _build_offline_cache(gguf: Path, target: Path) -> None:
 def _fix_pad_token(tokenizer) -> None:
     """Left padding with a pad token that is not EOS (adds ``<|pad|>`` only if needed)."""
     tokenizer.padding_side = "left"
+    # save_pretrained writes only the attributes named in init_kwargs; without this key a saved copy
+    # would load padding on the right (the transformers default). The value written is the attribute
+    # at save time, so a caller that re-pads on the right saves "right".
+    tokenizer.init_kwargs["padding_side"] = tokenizer.padding_side
     if tokenizer.pad_token_id is None or tokenizer.pad_token_id == tokenizer.eos_token_id:
         unk = tokenizer.unk_token
         if unk is not None and tokenizer.unk_token_id not in (tokenizer.eos_token_id, None):
@@ -203,6 +210,16 @@ def _cached_tokenizer(source: str):
     return tokenizer
 
 
+def _shared_tokenizer(name_or_path: str):
+    """The cached tokenizer itself, for read-only use inside this module (length, special token ids).
+
+    Never hand it out or modify it: it is shared by every later :func:`load_tokenizer` call. Deep
+    copies are what made building envs slow (about 0.1-0.5 s each for SmolLM2, and an env used to make
+    four on ``"tiny"``: its own plus three for ``vocab_size`` and ``context_length``).
+    """
+    return _cached_tokenizer(_resolve(OFFLINE_MODEL if name_or_path == TINY_MODEL else name_or_path))
+
+
 def load_tokenizer(name_or_path: str = OFFLINE_MODEL):
     """Load the tokenizer of a model, padding on the left with a pad token distinct from EOS.
 
@@ -210,12 +227,11 @@ def load_tokenizer(name_or_path: str = OFFLINE_MODEL):
         name_or_path: ``"smollm2-135m-instruct"``, ``"tiny"``, a local folder or a hub name.
 
     Returns:
-        A ``transformers`` tokenizer (a fresh copy; callers may modify it).
+        A ``transformers`` tokenizer: a fresh deep copy of a cached one, so callers may modify it
+        (``padding_side``, ``chat_template``, added tokens) without affecting anyone else; each
+        ``TextRLHF-v0`` env makes exactly one.
     """
-    import copy
-
-    source = _resolve(OFFLINE_MODEL if name_or_path == TINY_MODEL else name_or_path)
-    return copy.deepcopy(_cached_tokenizer(source))
+    return copy.deepcopy(_shared_tokenizer(name_or_path))
 
 
 def load_model(
@@ -242,7 +258,7 @@ def load_model(
 
     if name_or_path == TINY_MODEL:
         spec = tiny or TinyModelSpec()
-        tokenizer = load_tokenizer(TINY_MODEL)
+        tokenizer = _shared_tokenizer(TINY_MODEL)  # read only
         config = LlamaConfig(
             vocab_size=len(tokenizer),
             hidden_size=spec.hidden_size,
@@ -265,7 +281,7 @@ def load_model(
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*generation flags.*")
             model = _from_pretrained(AutoModelForCausalLM.from_pretrained, source, dtype=dtype)
-        tokenizer = load_tokenizer(name_or_path)
+        tokenizer = _shared_tokenizer(name_or_path)  # read only
         if model.config.pad_token_id is None or model.config.pad_token_id == tokenizer.eos_token_id:
             model.config.pad_token_id = tokenizer.pad_token_id
         if model.get_input_embeddings().num_embeddings < len(tokenizer):
@@ -283,7 +299,7 @@ def load_model_config(name_or_path: str = OFFLINE_MODEL):
 
     if name_or_path == TINY_MODEL:
         spec = TinyModelSpec()
-        return LlamaConfig(vocab_size=len(load_tokenizer(TINY_MODEL)),
+        return LlamaConfig(vocab_size=len(_shared_tokenizer(TINY_MODEL)),
                            max_position_embeddings=spec.max_position_embeddings,
                            hidden_size=spec.hidden_size)
     return _from_pretrained(AutoConfig.from_pretrained, _resolve(name_or_path))
@@ -292,7 +308,7 @@ def load_model_config(name_or_path: str = OFFLINE_MODEL):
 def vocab_size(name_or_path: str = OFFLINE_MODEL) -> int:
     """Size of the model's LM head (the action space), never smaller than the tokenizer."""
     config = load_model_config(name_or_path)
-    return max(int(config.vocab_size), len(load_tokenizer(name_or_path)))
+    return max(int(config.vocab_size), len(_shared_tokenizer(name_or_path)))
 
 
 def context_length(name_or_path: str = OFFLINE_MODEL) -> int | None:

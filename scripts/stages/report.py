@@ -3,18 +3,27 @@
 Built from the artifacts in the run directory only, so it can be regenerated at any time
 (``python -m scripts.pipeline --run-dir runs/x --stages report``) and works on partial runs
 (sections of unfinished stages say so).
+
+Each plot is a function from data to a ``matplotlib`` ``Figure`` (:func:`rl_figure`, :func:`scores_figure`...),
+wrapped by a ``plot_*`` function that reads the run folder and writes the PNG, so the figures can be checked
+without files. RL curves show the raw values faintly under an exponential moving average
+(:func:`smooth_ema`); iteration and step axes have whole-number ticks.
 """
 
 from __future__ import annotations
 
+import io
 import json
+import math
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")  # files only, no display (servers, CI, tests)
-import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from scripts.run_dir import (  # noqa: E402
     STAGES,
@@ -34,14 +43,61 @@ METRIC_NAMES = {
     "distinct_1": "distinct-1", "distinct_2": "distinct-2", "ref_perplexity": "perplexity under SFT",
     "response_len": "response length (tokens)",
 }
+EMA_WEIGHT = 0.6
+"""Smoothing of RL curves (:func:`smooth_ema`): weight of the running value, about the last 4 points count."""
+SMOOTHING_NOTE = f"faint: raw; solid: EMA-smoothed (weight {EMA_WEIGHT})"
+"""Says on each RL plot which line is which."""
 
 
-def _save(fig, path: Path) -> str:
-    import io
+# ----------------------------------------------------------------------------- plot helpers
+def smooth_ema(values: Sequence[float], weight: float = EMA_WEIGHT) -> list[float]:
+    """Exponential moving average of a training curve, debiased as in TensorBoard's smoothing slider.
 
+    ``s_t = weight * s_(t-1) + (1 - weight) * x_t`` from ``s_0 = 0``, divided by ``1 - weight**t`` so that
+    the first points are not pulled towards 0. Causal: a point depends on earlier ones only, so a
+    trend shows with a lag of about ``weight / (1 - weight)`` points (1.5 at 0.6). A non-finite value
+    is skipped (its smoothed value repeats the previous one; NaN before the first finite value).
+
+    Raises:
+        ValueError: ``weight`` outside ``[0, 1)`` (0 returns the values unchanged).
+    """
+    if not 0.0 <= weight < 1.0:
+        raise ValueError(f"EMA weight must be in [0, 1), got {weight!r}; 0 disables smoothing")
+    out, acc, n = [], 0.0, 0
+    for value in values:
+        if math.isfinite(value):
+            acc, n = weight * acc + (1.0 - weight) * value, n + 1
+        out.append(acc / (1.0 - weight**n) if n else math.nan)
+    return out
+
+
+def plot_raw_and_smoothed(ax, xs: Sequence[float], ys: Sequence[float], label: str | None = None,
+                          color: str | None = None, weight: float = EMA_WEIGHT) -> tuple:
+    """Draw a training curve as a faint raw line and, on top, its :func:`smooth_ema` in the same colour.
+
+    Only the smoothed line carries ``label`` (one legend entry per curve); say which is which with
+    :data:`SMOOTHING_NOTE`. Returns ``(raw line, smoothed line)``.
+    """
+    (raw,) = ax.plot(xs, ys, color=color, lw=0.8, alpha=0.35, marker="o", ms=2, label="_nolegend_")
+    (smooth,) = ax.plot(xs, smooth_ema(ys, weight), color=raw.get_color(), lw=2,
+                        label=label if label is not None else "_nolegend_")
+    return raw, smooth
+
+
+def integer_ticks(ax) -> None:
+    """Whole-number ticks on the x axis (iterations, steps): no "iteration 2.5"."""
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def _figure(nrows: int, ncols: int, figsize: tuple[float, float]):
+    # A bare Figure (not pyplot): nothing to close, no global state shared between threads or tests.
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(nrows, ncols, squeeze=False)
+
+
+def _save(fig: Figure, path: Path) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
-    plt.close(fig)
     atomic_write_bytes(path, buf.getvalue())
     return path.name
 
@@ -51,29 +107,24 @@ def _column(rows, key):
     return [p[0] for p in pts], [p[1] for p in pts]
 
 
-def plot_rl(run_dir: Path, plots: Path) -> str | None:
-    rows = read_csv(stage_dir(run_dir, "rl") / "progress.csv")
-    if not rows:
-        return None
-    fig, axes = plt.subplots(2, 2, figsize=(10, 6.5))
+# ----------------------------------------------------------------------------- figures (data in, Figure out)
+def rl_figure(rows: Sequence[dict]) -> Figure:
+    """Score, KL, beta and response length per iteration (``rl/progress.csv`` rows), raw and smoothed."""
+    fig, axes = _figure(2, 2, (10, 6.5))
     for ax, (key, label) in zip(axes.flat, RL_CURVES):
-        xs, ys = _column(rows, key)
-        ax.plot(xs, ys, marker="o", ms=3)
+        plot_raw_and_smoothed(ax, *_column(rows, key))
         ax.set_title(label)
         ax.set_xlabel("iteration (rollout)")
+        integer_ticks(ax)
         ax.grid(alpha=0.3)
-    fig.suptitle("RL training")
+    fig.suptitle(f"RL training ({SMOOTHING_NOTE})")
     fig.tight_layout()
-    return _save(fig, plots / "rl_training.png")
+    return fig
 
 
-def plot_reward_model(run_dir: Path, plots: Path) -> str | None:
-    rm = stage_dir(run_dir, "reward-model")
-    rows = read_csv(rm / "train_log.csv")
-    if not (rm / "metrics.json").is_file():
-        return None
-    metrics = json.loads((rm / "metrics.json").read_text())
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
+def reward_model_figure(rows: Sequence[dict], metrics: dict) -> Figure:
+    """Bradley-Terry loss and accuracy against the training step (``train_log.csv`` rows, ``metrics.json``)."""
+    fig, ((ax1, ax2),) = _figure(1, 2, (10, 3.8))
     tr = [(float(r["step"]), float(r["loss"])) for r in rows if r.get("loss")]
     ev = [(float(r["step"]), float(r["eval_loss"]), float(r["eval_accuracy"])) for r in rows if r.get("eval_loss")]
     if tr:
@@ -82,7 +133,6 @@ def plot_reward_model(run_dir: Path, plots: Path) -> str | None:
         ax1.plot([e[0] for e in ev], [e[1] for e in ev], marker="o", label="held-out loss")
     ax1.axhline(0.6931, color="gray", ls=":", label="ln 2 (chance)")
     ax1.set_title("Bradley-Terry loss")
-    ax1.set_xlabel("step")
     ax1.legend()
     steps = [0.0] + [e[0] for e in ev]
     accs = [metrics["before"]["accuracy"]] + [e[2] for e in ev]
@@ -93,20 +143,19 @@ def plot_reward_model(run_dir: Path, plots: Path) -> str | None:
     ax2.axhline(0.5, color="gray", ls=":")
     ax2.set_ylim(0, 1)
     ax2.set_title(f"{metrics.get('accuracy_set', 'held-out')} accuracy")
-    ax2.set_xlabel("step")
     for ax in (ax1, ax2):
+        ax.set_xlabel("step")
+        integer_ticks(ax)
         ax.grid(alpha=0.3)
-    return _save(fig, plots / "reward_model.png")
+    return fig
 
 
-def plot_scores(run_dir: Path, plots: Path) -> str | None:
-    path = stage_dir(run_dir, "evaluate") / "per_prompt.json"
-    if not path.is_file():
-        return None
-    data = json.loads(path.read_text())
+def scores_figure(data: dict) -> Figure:
+    """Histograms of the held-out annotator scores of base, SFT and RL (``per_prompt.json``): one count per
+    sampled response (``samples_per_prompt`` of them per prompt), on shared bins."""
     import numpy as np
 
-    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    fig, ((ax,),) = _figure(1, 1, (6.5, 3.8))
     every = np.concatenate([data[k]["annotator_scores"] for k in data])
     bins = np.histogram_bin_edges(every, bins=20)  # shared bins: the three histograms line up
     for name, label in (("base", "base"), ("sft", "SFT (before RL)"), ("rl", "RL (after)")):
@@ -114,21 +163,50 @@ def plot_scores(run_dir: Path, plots: Path) -> str | None:
             ax.hist(data[name]["annotator_scores"], bins=bins, alpha=0.45, label=label)
     ax.set_title("held-out annotator scores")
     ax.set_xlabel("annotator score")
-    ax.set_ylabel("prompts")
+    ax.set_ylabel("responses")  # each score is one sampled response, not one prompt
     ax.legend()
-    return _save(fig, plots / "annotator_scores.png")
+    return fig
 
 
-def plot_sft(run_dir: Path, plots: Path) -> str | None:
-    rows = read_csv(stage_dir(run_dir, "sft") / "train_log.csv")
-    if not rows:
-        return None
-    fig, ax = plt.subplots(figsize=(5, 3.2))
+def sft_figure(rows: Sequence[dict]) -> Figure:
+    """SFT loss on response tokens against the training step (``sft/train_log.csv`` rows)."""
+    fig, ((ax,),) = _figure(1, 1, (5, 3.2))
     ax.plot([float(r["step"]) for r in rows], [float(r["loss"]) for r in rows], marker="o", ms=3)
     ax.set_title("SFT loss (response tokens)")
     ax.set_xlabel("step")
+    integer_ticks(ax)
     ax.grid(alpha=0.3)
-    return _save(fig, plots / "sft_loss.png")
+    return fig
+
+
+# ----------------------------------------------------------------------------- run folder -> PNG
+def plot_rl(run_dir: Path, plots: Path) -> str | None:
+    """``plots/rl_training.png`` from ``rl/progress.csv``; its file name, or ``None`` without data."""
+    rows = read_csv(stage_dir(run_dir, "rl") / "progress.csv")
+    return _save(rl_figure(rows), plots / "rl_training.png") if rows else None
+
+
+def plot_reward_model(run_dir: Path, plots: Path) -> str | None:
+    """``plots/reward_model.png`` from the reward-model stage; its file name, or ``None`` without data."""
+    rm = stage_dir(run_dir, "reward-model")
+    if not (rm / "metrics.json").is_file():
+        return None
+    fig = reward_model_figure(read_csv(rm / "train_log.csv"), json.loads((rm / "metrics.json").read_text()))
+    return _save(fig, plots / "reward_model.png")
+
+
+def plot_scores(run_dir: Path, plots: Path) -> str | None:
+    """``plots/annotator_scores.png`` from ``evaluate/per_prompt.json``; its file name, or ``None``."""
+    path = stage_dir(run_dir, "evaluate") / "per_prompt.json"
+    if not path.is_file():
+        return None
+    return _save(scores_figure(json.loads(path.read_text())), plots / "annotator_scores.png")
+
+
+def plot_sft(run_dir: Path, plots: Path) -> str | None:
+    """``plots/sft_loss.png`` from ``sft/train_log.csv``; its file name, or ``None`` without data."""
+    rows = read_csv(stage_dir(run_dir, "sft") / "train_log.csv")
+    return _save(sft_figure(rows), plots / "sft_loss.png") if rows else None
 
 
 def write_report(cfg: PipelineConfig) -> Path:
@@ -171,8 +249,9 @@ def write_report(cfg: PipelineConfig) -> Path:
                f"**{fmt(rm['after']['accuracy'], 3)}** after training; normalisation gain {fmt(rm['gain'], 4)}, "
                f"bias {fmt(rm['bias'], 4)}.", ""]
     md += ["## Plots", ""]
-    captions = {"rl": "RL training: score, KL, beta, response length per iteration",
-                "rm": "Reward model: Bradley-Terry loss and accuracy", "scores": "Held-out annotator scores",
+    captions = {"rl": "RL training: score, KL, beta, response length per iteration (raw and EMA-smoothed)",
+                "rm": "Reward model: Bradley-Terry loss and accuracy",
+                "scores": "Held-out annotator scores (one count per sampled response)",
                 "sft": "SFT loss"}
     for key, png in pngs.items():
         if png:

@@ -7,8 +7,8 @@ KL (Ziegler et al. 2019, section 2.2). The policy *and* the KL reference start a
 initial weights). Any algorithm of ``agents.available_algorithms()`` runs it (``--algo``).
 
 Logging: SB3's logger writes ``rl/progress.csv`` and ``rl/tensorboard/`` after every rollout
-(``rlhf/score``, ``rlhf/kl``, ``rlhf/beta``, ``rlhf/response_len`` from the KL buffer, plus SB3's
-``train/*``), one CSV row per iteration (rollout + update), keyed by ``iteration``. Iterations are
+(the ``rlhf/*`` metrics every agent logs, ``agents.RLHF_METRICS``, plus SB3's ``rollout/*``, ``time/*``
+and ``train/*``), one CSV row per iteration (rollout + update), keyed by ``iteration``. Iterations are
 counted by the logger's dumps (SB3 dumps once per rollout with ``log_interval=1``), not derived from
 ``num_timesteps``: agents whose episodes stop at EOS step a varying number of tokens per rollout.
 
