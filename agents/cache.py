@@ -77,20 +77,29 @@ def trunk_hidden(trunk: nn.Module, input_ids: torch.Tensor, attention_mask: torc
 
 
 def _cache_from(kv: list[tuple[torch.Tensor, torch.Tensor]] | None):
+    """A ``DynamicCache`` holding ``kv`` (one ``(keys, values)`` pair per layer), built through its public API.
+
+    ``Cache.update(keys, values, layer_idx)`` on an empty layer stores exactly ``keys``/``values``: the same
+    calls ``DynamicCache(ddp_cache_data=kv)`` makes inside, but that argument is an internal of distributed
+    training that may change without notice, and ``update`` is the documented way to fill a cache.
+    """
     from transformers import DynamicCache
 
-    if kv is None:
-        return DynamicCache()
-    return DynamicCache(ddp_cache_data=kv)
+    cache = DynamicCache()
+    for layer_idx, (keys, values) in enumerate(kv or ()):
+        cache.update(keys, values, layer_idx)
+    return cache
 
 
 def _cache_to_list(cache) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    from transformers.cache_utils import DynamicLayer
+    """``(keys, values)`` per layer of a plain ``DynamicCache``; :class:`_UnsupportedCache` for any other kind."""
+    from transformers import DynamicCache, DynamicLayer
 
-    layers = getattr(cache, "layers", None)
-    if layers is None or any(type(layer) is not DynamicLayer for layer in layers):
+    # Exact types on purpose: a sliding-window or quantized layer subclasses DynamicLayer but does not
+    # hold every past position in full precision, so its keys/values cannot be spliced as below.
+    if type(cache) is not DynamicCache or any(type(layer) is not DynamicLayer for layer in cache.layers):
         raise _UnsupportedCache(type(cache).__name__)
-    return [(layer.keys, layer.values) for layer in layers]
+    return [(layer.keys, layer.values) for layer in cache.layers]
 
 
 class _UnsupportedCache(RuntimeError):

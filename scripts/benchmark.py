@@ -44,6 +44,7 @@ import contextlib
 import copy
 import json
 import platform
+import shutil
 import sys
 import tempfile
 import time
@@ -359,6 +360,7 @@ def run_trl(cfg: Config, n: int, seed: int, prompt_ids: torch.Tensor, dev: str, 
             trainer.train()
     finally:
         pt.batch_generation, pt.forward = orig_generation, orig_forward
+        shutil.rmtree(tmp, ignore_errors=True)  # TRL's output_dir: nothing is saved there (save_strategy="no")
     if len(its) != 1 + cfg.iterations:
         raise RuntimeError(f"TRL ran {len(its)} iterations, expected {1 + cfg.iterations}")
     return summarize_iterations(its[1:])

@@ -39,14 +39,18 @@ from collections.abc import Sequence  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from scripts.run_dir import (  # noqa: E402
+    MARKER,
     STAGES,
     RunDirError,
+    atomic_write_json,
     atomic_write_text,
     clear_stage,
     invalidate_after,
     is_done,
+    read_marker,
     remove_stale_temporaries,
     require,
+    stage_dir,
 )
 from scripts.stages.config import TINY_PRESET, PipelineConfig, build_config, load_yaml  # noqa: E402
 from scripts.stages.config_cli import build_parser, cli_layer  # noqa: E402
@@ -72,26 +76,20 @@ def _check_resources(cfg: PipelineConfig) -> None:
 def resolve_config(argv: Sequence[str] | None = None) -> PipelineConfig:
     """Parse the command line into a validated :class:`PipelineConfig` (defaults < --tiny < YAML < flags).
 
-    With ``--resume`` and no ``--config``, the run directory's saved ``config.yaml`` is the YAML layer
-    (without its ``stages`` and ``run_dir``: the run folder is where it was found, even if moved).
+    A run folder's saved ``config.yaml`` is the base of everything done in it (a re-run of some stages,
+    ``--resume``): defaults < ``--tiny`` < the saved config < ``--config`` < flags. Its ``stages``,
+    ``run_dir`` and ``resume`` are not reused (the run folder is where it was found, even if moved).
     Any bad option exits with status 2 and a message naming the flag / YAML key to fix.
     """
     parser = build_parser()
     ns = parser.parse_args(argv)
     cli = cli_layer(ns)
     run_cli = cli.get("run", {})
-    yaml_layer: dict = {}
     try:
-        if ns.config is not None:
-            yaml_layer = load_yaml(ns.config)
-        elif run_cli.get("resume"):
-            saved = Path(run_cli.get("run_dir", "runs/default")) / "config.yaml"
-            if saved.is_file():
-                yaml_layer = load_yaml(saved)
-                yaml_layer.get("run", {}).pop("stages", None)  # a resumed run finishes every stage unless told
-                yaml_layer.get("run", {}).pop("run_dir", None)  # a copied/moved folder resumes itself, not the original
-        tiny = run_cli.get("tiny", yaml_layer.get("run", {}).get("tiny", False))
-        cfg = build_config(TINY_PRESET if tiny else {}, yaml_layer, cli)
+        saved_layer = saved_config(run_cli.get("run_dir", "runs/default"))
+        yaml_layer = load_yaml(ns.config) if ns.config is not None else {}
+        tiny = run_cli.get("tiny", yaml_layer.get("run", {}).get("tiny", saved_layer.get("run", {}).get("tiny", False)))
+        cfg = build_config(TINY_PRESET if tiny else {}, saved_layer, yaml_layer, cli)
         stages = []
         for s in cfg.run.stages:
             s = STAGE_ALIASES.get(s, s)
@@ -103,6 +101,64 @@ def resolve_config(argv: Sequence[str] | None = None) -> PipelineConfig:
     except (TypeError, ValueError, FileNotFoundError) as exc:
         parser.error(str(exc))  # exit status 2 with the message (valid keys listed)
     return cfg
+
+
+def saved_config(run_dir: str | os.PathLike) -> dict:
+    """The config layer a run folder saved (``{}`` for a new folder), without ``stages``/``run_dir``/``resume``.
+
+    Raises:
+        ValueError: ``config.yaml`` is not valid YAML or has unknown keys (the message names the file).
+    """
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        return {}
+    layer = load_yaml(path)
+    for key in ("stages", "run_dir", "resume"):  # what to do now is the command's, not the folder's
+        layer.get("run", {}).pop(key, None)
+    return layer
+
+
+STAGE_SECTIONS = {"sft": "sft", "preferences": "preferences", "reward-model": "reward_model", "rl": "rl",
+                  "evaluate": "evaluate"}
+"""The config section each stage reads besides ``run``."""
+RUN_KEYS_OF_NO_EFFECT = ("run_dir", "stages", "resume", "threads", "progress", "device")
+"""``run`` keys that do not change what a stage produces (every other ``run`` key feeds every stage)."""
+
+
+def stage_settings(cfg: PipelineConfig, stage: str) -> dict[str, object]:
+    """``{"section.key": value}`` of the settings ``stage`` is built with (recorded in its ``DONE.json``)."""
+    now = cfg.to_dict()
+    section = STAGE_SECTIONS[stage]
+    return {**{f"run.{k}": v for k, v in now["run"].items() if k not in RUN_KEYS_OF_NO_EFFECT},
+            **{f"{section}.{k}": v for k, v in now[section].items()}}
+
+
+def record_settings(cfg: PipelineConfig, stage: str) -> None:
+    """Add the settings a just-finished ``stage`` ran with to its ``DONE.json`` (see :func:`stale_settings`)."""
+    marker = read_marker(cfg.run.run_dir, stage)
+    atomic_write_json(stage_dir(cfg.run.run_dir, stage) / MARKER, {**marker, "settings": stage_settings(cfg, stage)})
+
+
+def stale_settings(cfg: PipelineConfig, planned: Sequence[str]) -> list[str]:
+    """One line per finished stage that this command keeps although its settings changed since it ran.
+
+    Only stages before the first planned one are kept as they are (every later one is invalidated when
+    the first planned stage runs). A stage's settings are those its ``DONE.json`` recorded; markers of runs
+    made before they were recorded are not compared.
+    """
+    if not planned:
+        return []
+    now = {stage: stage_settings(cfg, stage) for stage in STAGE_SECTIONS}
+    lines = []
+    for stage in STAGES[:STAGES.index(planned[0])]:
+        if not is_done(cfg.run.run_dir, stage):
+            continue
+        was = read_marker(cfg.run.run_dir, stage).get("settings", {})
+        changed = [k for k, v in was.items() if k in now[stage] and now[stage][k] != v]
+        if changed:
+            lines.append(f"{stage} finished with other settings ({', '.join(changed)}) and is not re-run: its "
+                         f"outputs keep the old ones (add it to --stages to apply them)")
+    return lines
 
 
 def save_config(cfg: PipelineConfig) -> None:
@@ -194,6 +250,11 @@ def _run(cfg: PipelineConfig) -> int:
         for line in remove_stale_temporaries(run.run_dir):
             print(f"[pipeline] {line} (a temporary left by an interrupted write)", flush=True)
     planned = plan_stages(cfg)
+    if (Path(run.run_dir) / "config.yaml").is_file():
+        print(f"[pipeline] settings: {Path(run.run_dir) / 'config.yaml'} as saved, this command's options on top",
+              flush=True)
+    for line in stale_settings(cfg, planned):
+        print(f"[pipeline] warning: {line}", flush=True)
     save_config(cfg)
     start = time.perf_counter()
     print(f"[pipeline] run dir {run.run_dir}, stages {','.join(run.stages)}, algo {run.algo}, model {run.model}"
@@ -214,6 +275,7 @@ def _run(cfg: PipelineConfig) -> int:
         if not resume:
             clear_stage(run.run_dir, stage)  # a fresh run of a stage never mixes with older artifacts
         run_stage(stage, cfg, resume)
+        record_settings(cfg, stage)
     from scripts.stages.report import write_report
 
     report = write_report(cfg)

@@ -17,7 +17,11 @@ from textenv.models import (
 )
 from textenv.prompts import PromptTruncatedWarning, load_prompts
 
+__version__ = "0.1.0"
+"""The textrlhf release; ``setup.cfg`` reads it from here (statically, without importing) as the package version."""
+
 __all__ = [
+    "__version__",
     "OFFLINE_MODEL",
     "TINY_MODEL",
     "EnvConfig",

@@ -141,3 +141,11 @@ def test_vector_env_copies_the_tokenizer_once_per_env_and_copies_stay_independen
         assert len(other) == n_tokens
     assert vocab_size("tiny") == env.envs[1].unwrapped.vocab_size
     env.close()
+
+
+def test_version_is_the_installed_distributions():
+    import importlib.metadata
+
+    import textenv
+
+    assert textenv.__version__ == importlib.metadata.version("textrlhf")
