@@ -214,7 +214,7 @@ class KLRolloutBuffer(_KLShapingMixin, DictRolloutBuffer):
     """``DictRolloutBuffer`` + RLHF KL shaping, for PPO, A2C and TRPO.
 
     Args (``rollout_buffer_kwargs``, names and numbers only):
-        kl_coef: initial ``beta`` (default 0.05, the value measured in DESIGN section 5).
+        kl_coef: initial ``beta`` (default 0.05, the value measured in docs/design.md section 5).
         adaptive_kl: Ziegler et al. (2019) adaptive ``beta`` (default True) or a fixed one.
         kl_target: target summed KL per episode in nats (default 6, lm-human-preferences).
         kl_horizon: controller horizon in episodes (default 10000).

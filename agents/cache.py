@@ -4,7 +4,7 @@
 left by one and the sampled token lands in the last slot (``obs[t+1][:-1] == obs[t][1:]``).
 :class:`KVCacheRunner` exploits that during rollouts: instead of re-running the whole window
 (``L`` tokens per env per step) it feeds only the new token against the cached keys/values of the
-previous window, batched over all envs (DESIGN section 4: this is the difference between ~20 and
+previous window, batched over all envs (docs/design.md section 4: this is the difference between ~20 and
 ~75-170 new tokens/s on a 2-core CPU).
 
 Exactness. The cache is only used when the tensors prove that it is valid: for every row, the new

@@ -113,7 +113,7 @@ class CriticFreePG(RLHFPPO):
         baseline_momentum: weight of the old mean in that running mean.
         learning_rate, n_steps, batch_size, n_epochs, clip_range, max_grad_norm, kl_coef, adaptive_kl,
         kl_target, kl_horizon, kl_estimator, kl_mode, target_kl, ...: as :class:`RLHFPPO`
-        (``n_epochs`` defaults to 1: on-policy; ``learning_rate`` to 1e-4, DESIGN section 5's
+        (``n_epochs`` defaults to 1: on-policy; ``learning_rate`` to 1e-4, docs/design.md section 5's
         measured scale for one Adam step per batch on this CPU).
     """
 

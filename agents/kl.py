@@ -1,6 +1,6 @@
 """The KL side of the RLHF objective, as plain functions (usable without Stable-Baselines3).
 
-The objective (Ziegler et al. 2019; Stiennon et al. 2020; DESIGN section 1) is
+The objective (Ziegler et al. 2019; Stiennon et al. 2020; docs/design.md section 1) is
 
     R(episode) = score(prompt, response) - beta * sum_t KL_t,
 
@@ -88,7 +88,7 @@ def reference_logprobs(
         attention_mask: ``(batch, seq_len)`` 0/1.
         response_mask: ``(batch, seq_len)`` bool, True on response tokens (whose log-probs are wanted).
         temperature: divides the logits, and must be the sampling temperature of the policy
-            (DESIGN section 5: the same temperature everywhere, or the KL is biased).
+            (docs/design.md section 5: the same temperature everywhere, or the KL is biased).
         allowed_tokens: if given, the distribution is restricted to these ids (as the policy's is).
 
     Returns:

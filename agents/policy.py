@@ -6,7 +6,7 @@
 
 * actor: next-token logits of the LM at the last position of the left-padded window, divided by
   ``temperature`` (the same temperature is used for sampling, rollout log-probs, training log-probs
-  and the reference log-probs; DESIGN section 5);
+  and the reference log-probs; docs/design.md section 5);
 * critic: ``value_head`` (a zero-initialised ``Linear``, lm-human-preferences) on the last hidden state
   of the shared trunk, or on a separate ``value_model`` trunk. Both names contain "value" because
   sb3-contrib's TRPO treats every parameter whose name lacks "value" as an actor parameter;
@@ -44,7 +44,7 @@ from agents.kl import reference_logprobs as _reference_logprobs
 from agents.kl import restrict_logits
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
-DEFAULT_TEMPERATURE = 0.7  # lm-human-preferences and DESIGN section 4 sample at 0.7
+DEFAULT_TEMPERATURE = 0.7  # lm-human-preferences and docs/design.md section 4 sample at 0.7
 
 
 class TokenPassthrough(BaseFeaturesExtractor):

@@ -38,7 +38,7 @@ KL_OPTIONS = ("kl_coef", "adaptive_kl", "kl_target", "kl_horizon", "kl_estimator
 # - ent_coef 0: the KL penalty to the reference, not an entropy bonus, keeps the policy diverse.
 # - vf_coef 0.1 (TRL `vf_coef=0.1`): the value loss shares the LM trunk and must not dominate it.
 # - max_grad_norm 1.0 (TRL `max_grad_norm=1.0`).
-# Learning rates. DESIGN section 5 measured, on this CPU with SmolLM2-135M and a KL-penalised policy
+# Learning rates. docs/design.md section 5 measured, on this CPU with SmolLM2-135M and a KL-penalised policy
 # gradient (ONE Adam step per batch), that 1e-5 leaves the sentiment unchanged in a few minutes while
 # 1e-4 moves it. PPO takes n_epochs * n_minibatches = 4 * 4 = 16 Adam steps per rollout, so its
 # per-step learning rate is lower (3e-5); A2C takes one step per rollout (1e-4). TRPO's learning rate
@@ -101,7 +101,7 @@ def _register_sequence_agents() -> None:
     from agents.rlhf_ppo import RLHFPPO
 
     _REGISTRY["rlhf_ppo"] = AlgorithmSpec(RLHFPPO, LMActorCriticPolicy, None, {"learning_rate": 3e-5, "n_epochs": 4})
-    # DESIGN section 5: a leave-one-out policy gradient with ONE Adam step per batch needs lr ~1e-4 on CPU.
+    # docs/design.md section 5: a leave-one-out policy gradient with ONE Adam step per batch needs lr ~1e-4 on CPU.
     for name in ("reinforce", "rloo", "grpo", "reinforce_pp"):
         _REGISTRY[name] = AlgorithmSpec(CriticFreePG, LMActorCriticPolicy, None,
                                         {"estimator": name, "learning_rate": 1e-4, "n_epochs": 1})

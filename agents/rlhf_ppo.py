@@ -9,14 +9,14 @@ replaces the two loops that make the generic path slow on text:
   token still goes through ``env.step``;
 * **updates** (:func:`agents.rollout.sequence_forward`): one teacher-forced forward per minibatch of
   whole episodes gives every token's log-prob and value, instead of one forward of the whole window
-  per stored transition (``T`` times less work; DESIGN section 4).
+  per stored transition (``T`` times less work; docs/design.md section 4).
 
 Less work than TRL's PPO trainer on the same task: the value head shares the policy trunk (no second
 135M network in every forward and backward), the rollout's log-probs and values are used as the
 "old" ones (TRL recomputes both in extra forwards), and the reference model scores all episodes of a
 rollout in batched teacher-forced forwards.
 
-The objective and its details follow DESIGN section 5: ``score - beta * KL`` with KL to the frozen
+The objective and its details follow docs/design.md section 5: ``score - beta * KL`` with KL to the frozen
 reference (terminal or per-token shaping, estimators k1/k2/k3, fixed or adaptive ``beta``, Ziegler
 et al. 2019), gamma 1, GAE, per-minibatch advantage whitening, optional value clipping, dropout off.
 """

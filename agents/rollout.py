@@ -3,7 +3,7 @@
 The fast agents (:class:`agents.rlhf_ppo.RLHFPPO` and the critic-free ones) collect *rounds*: every
 env of a VecEnv runs exactly one episode, all envs in lock-step. Each step is one batched forward of
 one new token per env against a KV cache (prefilled once with the prompts), so a rollout costs what
-Hugging Face ``generate`` costs (DESIGN section 4), while every token still goes through
+Hugging Face ``generate`` costs (docs/design.md section 4), while every token still goes through
 ``env.step``: the env stays the source of truth for termination and reward.
 
 The sub-envs are stepped individually (``VecEnv.env_method``), because envs that finished early
@@ -279,7 +279,7 @@ def sequence_forward(policy, input_ids: torch.Tensor, attention_mask: torch.Tens
     """Log-probs, values (and entropies) of the last ``horizon`` tokens of each row, in ONE forward.
 
     The sequence-level counterpart of SB3's per-transition ``evaluate_actions``: one teacher-forced
-    pass over ``(batch, L)`` gives every response token's log-prob and value (DESIGN section 4, (c)).
+    pass over ``(batch, L)`` gives every response token's log-prob and value (docs/design.md section 4, (c)).
 
     Args:
         entropy: also return each position's entropy.

@@ -15,7 +15,7 @@ Nothing here is graded; read it, then write the update in ``ex5_rloo.py``. The p
 
 The same temperature divides the logits when sampling, when scoring under the reference model and
 when training, and the same token subset (``allowed_tokens``) restricts all three, so the rollout
-log-probs are exactly the log-probs of the distribution that is optimised (DESIGN section 5).
+log-probs are exactly the log-probs of the distribution that is optimised (docs/design.md section 5).
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ class TrainConfig:
         """Defaults that work for ``model`` (``"tiny"``: ~1 min; SmolLM2: a few minutes on 2 CPU cores)."""
         if model == "tiny":
             base = cls()
-        else:  # lr 1e-4 at 32 samples x 24 tokens raised held-out VADER sentiment in DESIGN section 5
+        else:  # lr 1e-4 at 32 samples x 24 tokens raised held-out VADER sentiment in docs/design.md section 5
             base = cls(model=model, vocabulary="all", n_prompts=8, group_size=4, max_new_tokens=20,
                        max_prompt_tokens=24, temperature=0.7, lr=1e-4, beta=0.05, iterations=12,
                        eval_prompts=24)

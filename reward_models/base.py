@@ -1,7 +1,7 @@
 """The reward protocol: anything that scores (prompt, response) text pairs in batches.
 
 A reward is any object with ``score(prompts, responses) -> np.ndarray`` returning one finite
-float32 per pair (DESIGN section 2). Text goes in, so a reward model may use its own tokenizer.
+float32 per pair (docs/design.md section 2). Text goes in, so a reward model may use its own tokenizer.
 :func:`make_reward` turns a spec (a registered name, a folder with a trained reward model, a
 callable, or an object that already follows the protocol) into such an object.
 """

@@ -178,7 +178,7 @@ class BradleyTerryRewardModel(nn.Module):
             nn.init.normal_(self.head.weight, std=1.0 / math.sqrt(hidden + 1))
             nn.init.zeros_(self.head.bias)
         self.gain, self.bias = 1.0, 0.0
-        self.dropout_enabled = False  # dropout off everywhere by default (DESIGN section 5)
+        self.dropout_enabled = False  # dropout off everywhere by default (docs/design.md section 5)
         self.metadata: dict[str, Any] = {}
         self.eval()
 
@@ -247,7 +247,7 @@ class BradleyTerryRewardModel(nn.Module):
         kwargs: dict[str, Any] = {"input_ids": input_ids, "attention_mask": attention_mask}
         if token_type_ids is not None:
             kwargs["token_type_ids"] = token_type_ids
-        if self.causal:  # left padding: positions count real tokens only (DESIGN section 5)
+        if self.causal:  # left padding: positions count real tokens only (docs/design.md section 5)
             kwargs["position_ids"] = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
             kwargs["use_cache"] = False
         hidden = self.backbone(**kwargs).last_hidden_state
@@ -303,7 +303,7 @@ class BradleyTerryRewardModel(nn.Module):
     def save_pretrained(self, path: str | os.PathLike, metadata: Mapping[str, Any] | None = None) -> None:
         """Write backbone, head, tokenizer and ``reward_model.json`` (gain, bias, config, metadata).
 
-        The folder is written to a temporary sibling and renamed into place (DESIGN section 6), so an
+        The folder is written to a temporary sibling and renamed into place (docs/design.md section 6), so an
         interrupted save never leaves a half-written model.
         """
         from safetensors.torch import save_file

@@ -15,7 +15,7 @@ Two schemas are understood:
   prompt (which keeps that marker, as TRL's hh-rlhf preprocessing does) and the final response.
 
 Every row is checked; a bad row raises :class:`ValueError` naming its index and the fix, before
-any training starts (DESIGN section 6).
+any training starts (docs/design.md section 6).
 """
 
 from __future__ import annotations

@@ -62,7 +62,7 @@ STAGE_INPUTS = {"sft": (), "preferences": ("sft",), "reward-model": ("preference
 
 
 def _check_resources(cfg: PipelineConfig) -> None:
-    """Fail on a bad algorithm name or an absent GPU before any stage's work is done (DESIGN section 6)."""
+    """Fail on a bad algorithm name or an absent GPU before any stage's work is done (docs/design.md section 6)."""
     if "rl" in cfg.run.stages:
         from agents.registry import get_spec
 

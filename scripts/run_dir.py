@@ -1,6 +1,6 @@
 """The run directory: atomic writes, stage completion markers, the per-stage layout, typed errors.
 
-Every artifact of a pipeline run is written atomically (DESIGN section 6): to a temporary sibling
+Every artifact of a pipeline run is written atomically (docs/design.md section 6): to a temporary sibling
 first (``.<name>.tmp-<pid>``, or ``.<name>.tmp-<random>`` for folders), then moved into place with
 ``os.replace``, which is atomic on POSIX file systems. A run killed at any moment therefore leaves
 each file either absent or complete, never half-written, plus perhaps a stale temporary sibling,

@@ -36,5 +36,5 @@ __all__ = [
 
 if "TextRLHF-v0" not in gym.registry:
     # No max_episode_steps: a TimeLimit wrapper would report the horizon as `truncated`, and the
-    # horizon is part of this task (DESIGN section 3).
+    # horizon is part of this task (docs/design.md section 3).
     gym.register(id="TextRLHF-v0", entry_point="textenv.env:TextRLHFEnv")

@@ -3,7 +3,7 @@
 Used for every model folder the project writes (the offline model cache, exported policies, reward
 models, pipeline checkpoints): ``os.replace`` is atomic on POSIX file systems, so a process killed at
 any moment leaves either the old folder or the complete new one, never a half-written folder
-(DESIGN section 6).
+(docs/design.md section 6).
 
 The finished folder gets the permissions the user's umask gives ordinary files and folders (e.g. 0755
 folders, 0644 files for umask 022), as if made with ``os.makedirs`` and ``open``: ``tempfile.mkdtemp``

@@ -16,7 +16,7 @@ names that work offline.
 
 Every tokenizer returned here pads on the left with a pad token distinct from EOS: the SmolLM2
 GGUF tokenizer ships with ``pad == eos == <|im_end|>``, which would make real EOS tokens look like
-padding (DESIGN section 5; "The N Implementation Details of RLHF with PPO", Huang et al. 2024). Its
+padding (docs/design.md section 5; "The N Implementation Details of RLHF with PPO", Huang et al. 2024). Its
 ``save_pretrained`` records both, so ``AutoTokenizer.from_pretrained`` of a folder the project wrote
 pads the same way.
 """
@@ -150,7 +150,7 @@ def _build_offline_cache(gguf: Path, target: Path) -> None:
             str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32
         )
         # A GGUF-loaded model refuses save_pretrained ("quantized with gguf and is not
-        # serializable", DESIGN section 7): rebuild a plain model from its config and copy weights.
+        # serializable", docs/design.md section 7): rebuild a plain model from its config and copy weights.
         config_dict = gguf_model.config.to_dict()
         config_dict.pop("quantization_config", None)
         config_dict["pad_token_id"] = tokenizer.pad_token_id

@@ -239,9 +239,9 @@ class RLConfig(_Section):
     """Minibatch size (none = the algorithm's default; episodes for rlhf_ppo and the critic-free agents)."""
     n_epochs: Optional[int] = 1
     """Optimisation epochs per rollout (none = the algorithm's default). One pass keeps a CPU run in
-    budget: an epoch is a forward+backward over every episode, the most expensive part (DESIGN section 4)."""
+    budget: an epoch is a forward+backward over every episode, the most expensive part (docs/design.md section 4)."""
     learning_rate: Optional[float] = 1e-4
-    """Learning rate (none = the algorithm's RLHF default). DESIGN section 5 measured that one Adam step
+    """Learning rate (none = the algorithm's RLHF default). docs/design.md section 5 measured that one Adam step
     per batch at 1e-4 moves SmolLM2's sentiment in minutes on this CPU, and 1e-5 does not."""
     kl_coef: float = 0.2
     """Initial KL coefficient beta (the normalised reward-model score has std 1, about 2.5x VADER's).

@@ -1,4 +1,4 @@
-"""DESIGN section 6: every bad input gets a typed error that names the value and the fix."""
+"""docs/design.md section 6: every bad input gets a typed error that names the value and the fix."""
 
 import warnings
 
