@@ -27,7 +27,7 @@ TRL's count is each row's response up to and including its first EOS; ``generate
 
 Example (the real measurement; several minutes, run it on a quiet machine)::
 
-    python -m scripts.benchmark --out runs/benchmark
+    python -m scripts.benchmark --run-dir runs/benchmark
     python -m scripts.benchmark --model tiny --batch-sizes 2 --max-new-tokens 4 --iterations 1 --runs 1
 """
 
@@ -97,7 +97,7 @@ class Config:
     """Where the models run (auto: cuda if available)."""
     seed: int = 0
     """Base seed; run r uses seed + r (torch.manual_seed and the agents' seeds)."""
-    out: Path = Path("runs/benchmark")
+    run_dir: Path = Path("runs/benchmark")
     """Folder for benchmark.json and tokens_per_s.png."""
 
     def __post_init__(self) -> None:
@@ -562,7 +562,7 @@ def main(argv: list[str] | None = None) -> int:
     table = markdown(results, ratios, cfg)
     print(table)
 
-    cfg.out.mkdir(parents=True, exist_ok=True)
+    cfg.run_dir.mkdir(parents=True, exist_ok=True)
     notes = [
         "tokens_per_s = tokens generated in the timed iterations / their seconds (rollout + update); tokens are "
         "counted (EOS included; fast and TRL episodes may end early at EOS, generic always generates n*T).",
@@ -584,9 +584,9 @@ def main(argv: list[str] | None = None) -> int:
         "results": {str(n): r for n, r in results.items()}, "ratios": {str(n): r for n, r in ratios.items()},
         "targets": {k: f"{op} {v}" for k, (op, v) in TARGETS.items()}, "notes": notes, "markdown": table,
     }
-    (cfg.out / "benchmark.json").write_text(json.dumps(payload, indent=2, default=float))
-    bar_chart(results, cfg.out / "tokens_per_s.png")
-    log(f"wrote {cfg.out / 'benchmark.json'} and {cfg.out / 'tokens_per_s.png'}")
+    (cfg.run_dir / "benchmark.json").write_text(json.dumps(payload, indent=2, default=float))
+    bar_chart(results, cfg.run_dir / "tokens_per_s.png")
+    log(f"wrote {cfg.run_dir / 'benchmark.json'} and {cfg.run_dir / 'tokens_per_s.png'}")
     return 0
 
 

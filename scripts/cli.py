@@ -34,10 +34,12 @@ from __future__ import annotations
 
 import argparse
 import ast
+import copy
 import dataclasses
 import inspect
 import json
 import os
+import sys
 import textwrap
 import types
 import typing
@@ -188,6 +190,28 @@ def json_object(name: str):
     return convert
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """argparse's formatter, without the underscore spellings of options (``--n-envs``, not also
+    ``--n_envs``): they are still accepted, but a help page names every option once."""
+
+    def _format_action_invocation(self, action: argparse.Action) -> str:
+        shown = [o for o in action.option_strings if "_" not in o]
+        if not shown or len(shown) == len(action.option_strings):
+            return super()._format_action_invocation(action)
+        listed = copy.copy(action)
+        listed.option_strings = shown
+        return super()._format_action_invocation(listed)
+
+
+def command_name() -> str:
+    """The command the user typed, for usage lines: ``python -m scripts.train_agent`` or the console script."""
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    if spec is not None and spec.name and spec.name != "__main__":  # python -m package.module
+        return f"python -m {spec.name.removesuffix('.__main__')}"
+    return os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "python"
+
+
 def build_parser(cls: type, description: str | None = None, **parser_kwargs: Any) -> argparse.ArgumentParser:
     """An :class:`argparse.ArgumentParser` with one option per field of the dataclass ``cls``.
 
@@ -203,7 +227,8 @@ def build_parser(cls: type, description: str | None = None, **parser_kwargs: Any
         raise TypeError(f"build_parser needs a dataclass type, got {cls!r}")
     hints = typing.get_type_hints(cls, include_extras=False)
     docs = field_docs(cls)
-    parser_kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+    parser_kwargs.setdefault("formatter_class", HelpFormatter)
+    parser_kwargs.setdefault("prog", command_name())
     parser = argparse.ArgumentParser(description=description or inspect.getdoc(cls), **parser_kwargs)
     for f in dataclasses.fields(cls):
         if not f.init:

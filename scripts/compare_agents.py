@@ -8,7 +8,7 @@ the held-out (test split) prompts with the trained policy and score them with th
 per agent: raw values faint, an exponential moving average on top), ``summary.json`` and ``summary.md``.
 
     python -m scripts.compare_agents                       # SmolLM2, sentiment: rlhf_ppo, rloo, grpo
-    python -m scripts.compare_agents --model tiny --total-timesteps 384 --n-envs 4 --out runs/compare-tiny
+    python -m scripts.compare_agents --model tiny --total-timesteps 384 --n-envs 4 --run-dir runs/compare-tiny
 
 Each agent keeps its registry defaults (``agents.registry``: learning rate, epochs, group size, where
 the KL goes) unless ``--learning-rates`` / ``--algo-kwargs`` say otherwise; the objective
@@ -68,7 +68,7 @@ class Config:
     """Samples per held-out prompt in the final evaluation."""
     seed: int = 0
     """Seed of the envs, the agents and the evaluation (the same for every agent)."""
-    out: Path = Path("runs/compare")
+    run_dir: Path = Path("runs/compare")
     """Folder for curves.csv, curves.png, summary.json and summary.md."""
 
     def __post_init__(self) -> None:
@@ -170,8 +170,8 @@ def summary_line(algo: str, stats: dict) -> str:
 
 def main(argv: list[str] | None = None) -> dict:
     cfg = parse_args(Config, argv)
-    cfg.out.mkdir(parents=True, exist_ok=True)
-    (cfg.out / "config.json").write_text(json.dumps(config_to_dict(cfg), indent=2))
+    cfg.run_dir.mkdir(parents=True, exist_ok=True)
+    (cfg.run_dir / "config.json").write_text(json.dumps(config_to_dict(cfg), indent=2))
     rows, summary = [], {}
     for algo in cfg.algos:
         print(f"[compare] {algo}: training to {cfg.total_timesteps} generated tokens", flush=True)
@@ -192,13 +192,13 @@ def main(argv: list[str] | None = None) -> dict:
         env.close()
         print(summary_line(algo, summary[algo]), flush=True)
     keys = sorted({k for r in rows for k in r}, key=lambda k: (k != "algo", k))
-    with open(cfg.out / "curves.csv", "w", newline="") as f:
+    with open(cfg.run_dir / "curves.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=keys)
         writer.writeheader()
         writer.writerows(rows)
-    plot(rows, cfg.out / "curves.png",
+    plot(rows, cfg.run_dir / "curves.png",
          f"{cfg.model}, reward {cfg.reward}, {cfg.n_envs} envs x {cfg.max_new_tokens} tokens, beta {cfg.kl_coef}")
-    (cfg.out / "summary.json").write_text(json.dumps(summary, indent=2))
+    (cfg.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     lines = ["| agent | lr | rollouts | tokens | minutes | train score first -> last 3 | train KL last 3 | "
              "held-out score | held-out KL |", "|---|---|---|---|---|---|---|---|---|"]
     ref = summary["reference"]
@@ -209,7 +209,7 @@ def main(argv: list[str] | None = None) -> dict:
         lines.append(f"| {algo} | {s['learning_rate']:g} | {s['rollouts']} | {s['tokens']} | {s['seconds'] / 60:.1f} | "
                      f"{s['first_score']:.3f} -> {s['final_score']:.3f} | {s['final_kl']:.2f} | "
                      f"{s['held_out_score']:.3f} | {s['held_out_kl']:.2f} |")
-    (cfg.out / "summary.md").write_text("\n".join(lines) + "\n")
+    (cfg.run_dir / "summary.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return summary
 

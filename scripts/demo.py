@@ -11,15 +11,34 @@ EOS or ``max_new_tokens`` and returns the reward-model score.
 
 from __future__ import annotations
 
-import argparse
 import time
+from dataclasses import dataclass
 
 import gymnasium as gym
 import numpy as np
 import torch
 
-import textenv  # noqa: F401  (registers TextRLHF-v0)
+import textenv  # registers TextRLHF-v0
+from scripts.cli import parse_args
 from textenv.models import load_model
+
+
+@dataclass
+class Config:
+    """Demo rollout: the real SmolLM2-135M-Instruct answers a few prompts through TextRLHF-v0."""
+
+    model: str = textenv.OFFLINE_MODEL
+    """Policy model: smollm2-135m-instruct (offline), tiny, a folder or a hub name."""
+    reward: str = "sentiment"
+    """Reward name (sentiment, length, keywords) or the folder of a trained reward model."""
+    n_prompts: int = 5
+    """Number of episodes to show."""
+    max_new_tokens: int = 24
+    """Response length limit in tokens."""
+    temperature: float = 0.7
+    """Sampling temperature."""
+    seed: int = 0
+    """Seed for prompts and sampling."""
 
 
 @torch.no_grad()
@@ -34,14 +53,7 @@ def sample_token(model, obs: dict, temperature: float, generator: torch.Generato
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=textenv.OFFLINE_MODEL, help="policy model (default: bundled SmolLM2)")
-    parser.add_argument("--reward", default="sentiment", help="reward name or trained reward-model folder")
-    parser.add_argument("--n-prompts", type=int, default=5, help="number of episodes to show")
-    parser.add_argument("--max-new-tokens", type=int, default=24, help="response length limit")
-    parser.add_argument("--temperature", type=float, default=0.7, help="sampling temperature")
-    parser.add_argument("--seed", type=int, default=0, help="seed for prompts and sampling")
-    args = parser.parse_args(argv)
+    args = parse_args(Config, argv)
 
     t0 = time.perf_counter()
     env = gym.make("TextRLHF-v0", model=args.model, reward=args.reward, max_new_tokens=args.max_new_tokens)

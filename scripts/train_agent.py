@@ -3,7 +3,7 @@
     python -m scripts.train_agent --algo ppo --total-timesteps 2048
     python -m scripts.train_agent --algo maskable_ppo --mask reference --top-k 50
 
-Metrics go to stdout, ``progress.csv`` and TensorBoard in ``--output-dir`` (``rlhf/score``,
+Metrics go to stdout, ``progress.csv`` and TensorBoard in ``--run-dir`` (``rlhf/score``,
 ``rlhf/kl``, ``rlhf/beta``, ``rlhf/response_len`` plus SB3's own ``rollout/*`` and ``train/*``); the
 agent is saved as ``agent.zip`` (SB3 format, reload with ``PPO.load``...) and the trained LM as a
 Hugging Face folder ``model/``. Both are written atomically (temporary path, then rename).
@@ -71,10 +71,10 @@ class Config:
     """Random seed (envs, policy sampling, minibatch order)."""
     threads: int | None = None
     """torch threads (default: torch's choice)."""
-    output_dir: Path = Path("runs/agent")
+    run_dir: Path = Path("runs/agent")
     """Where progress.csv, TensorBoard events, agent.zip and model/ go."""
     export: bool = True
-    """Also export the trained LM with save_pretrained to output_dir/model."""
+    """Also export the trained LM with save_pretrained to run_dir/model."""
 
     def __post_init__(self) -> None:
         import agents
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    out = Path(cfg.output_dir)
+    out = Path(cfg.run_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(config_to_dict(cfg), indent=2))
 

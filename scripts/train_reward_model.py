@@ -8,7 +8,7 @@ held-out accuracy and mean margin, fit the normalisation gain/bias on reference-
 
 Example:
     python -m scripts.train_reward_model --pairs runs/preferences/sentiment_pairs.jsonl \\
-        --output-dir runs/reward_model
+        --run-dir runs/reward_model
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ class Config:
 
     pairs: str = "runs/preferences/sentiment_pairs.jsonl"
     """Preference data: a .jsonl/.csv file (prompt/chosen/rejected or hh-rlhf schema) or a hub dataset name."""
-    output_dir: Path = Path("runs/reward_model")
+    run_dir: Path = Path("runs/reward_model")
     """Folder of the trained model (backbone, head, tokenizer, reward_model.json) and its held-out pairs."""
     backbone: str = "minilm"
     """Backbone: "minilm" (offline all-MiniLM-L6-v2), "tiny", "smollm2-135m-instruct", a folder or a hub name."""
@@ -114,14 +114,14 @@ def main(argv=None) -> dict:
 
     # 5. Save the model (atomic), then the held-out pairs and the metrics beside it.
     metrics["seconds_total"] = round(time.perf_counter() - start, 2)
-    model.save_pretrained(cfg.output_dir, metadata={"script_config": config_to_dict(cfg), "pairs_source": cfg.pairs})
+    model.save_pretrained(cfg.run_dir, metadata={"script_config": config_to_dict(cfg), "pairs_source": cfg.pairs})
     if heldout_pairs:
-        save_preferences(heldout_pairs, cfg.output_dir / "heldout_pairs.jsonl")
-    (cfg.output_dir / "train_metrics.json").write_text(json.dumps(metrics, indent=2))
+        save_preferences(heldout_pairs, cfg.run_dir / "heldout_pairs.jsonl")
+    (cfg.run_dir / "train_metrics.json").write_text(json.dumps(metrics, indent=2))
     if heldout_pairs:
         print(f"held-out accuracy {metrics['eval_accuracy']:.3f}, mean margin {metrics['eval_mean_margin']:.3f} "
               f"({metrics['eval_n_pairs']} pairs)")
-    print(f"saved to {cfg.output_dir} in {metrics['seconds_total']:.1f} s "
+    print(f"saved to {cfg.run_dir} in {metrics['seconds_total']:.1f} s "
           f"(training {metrics['train_seconds']:.1f} s, {metrics['steps']} steps)")
     return metrics
 

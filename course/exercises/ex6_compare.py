@@ -18,7 +18,7 @@ Your ``run_comparison`` is graded on what it writes, not on the numbers:
 * ``out_dir / "curves.png"``: a picture of the curves (``course.scaffold.plot_curves(rows, path)``
   draws score and KL against iteration, one line per algorithm).
 
-Run it: ``python -m course.exercises.ex6_compare --out runs/ex6`` (tiny, a few minutes) or add
+Run it: ``python -m course.exercises.ex6_compare --run-dir runs/ex6`` (tiny, a few minutes) or add
 ``--model smollm2-135m-instruct``. How to read the plot: the score curve should rise; the KL curve
 shows what the rise cost (nats of drift from the reference model). A variant that gets the same score
 at a lower KL, or sooner, is better; a flat KL with a flat score means nothing was learned.
@@ -52,8 +52,8 @@ def run_comparison(out_dir: str | Path, cfg: TrainConfig | None = None) -> Path:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="Exercise 6: compare two algorithms")
-    parser.add_argument("--out", default="runs/ex6")
+    parser.add_argument("--run-dir", default="runs/ex6")
     parser.add_argument("--model", default="tiny")
     parser.add_argument("--iterations", type=int)
     args = parser.parse_args()
-    print(run_comparison(args.out, TrainConfig.preset(args.model, iterations=args.iterations)))
+    print(run_comparison(args.run_dir, TrainConfig.preset(args.model, iterations=args.iterations)))

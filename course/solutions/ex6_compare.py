@@ -35,8 +35,8 @@ def run_comparison(out_dir: str | Path, cfg: TrainConfig | None = None) -> Path:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="Exercise 6: compare two algorithms")
-    parser.add_argument("--out", default="runs/ex6")
+    parser.add_argument("--run-dir", default="runs/ex6")
     parser.add_argument("--model", default="tiny")
     parser.add_argument("--iterations", type=int)
     args = parser.parse_args()
-    print(run_comparison(args.out, TrainConfig.preset(args.model, iterations=args.iterations)))
+    print(run_comparison(args.run_dir, TrainConfig.preset(args.model, iterations=args.iterations)))

@@ -15,7 +15,7 @@ import typing
 from pathlib import Path
 from typing import Any, Literal
 
-from scripts.cli import field_docs, help_from_doc, json_object
+from scripts.cli import HelpFormatter, command_name, field_docs, help_from_doc, json_object
 from scripts.stages.config import SECTIONS
 
 
@@ -38,12 +38,19 @@ def _converter(tp: Any, name: str):
     return convert, inner
 
 
+def pipeline_command() -> str:
+    """``python -m scripts.pipeline`` when run that way, else the console script ``textrlhf``."""
+    name = command_name()
+    return name if name == "python -m scripts.pipeline" else "textrlhf"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """One flag per field of every section; defaults are suppressed so only explicit flags override."""
     parser = argparse.ArgumentParser(
-        prog="textrlhf", formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog=pipeline_command(), formatter_class=HelpFormatter,
         description="The whole RLHF pipeline: sft -> preferences -> reward-model -> rl -> evaluate.\n"
-                    "Precedence: defaults < --tiny < --config YAML < flags. See README 'The pipeline'.")
+                    "Precedence: defaults < --tiny < the run folder's config.yaml < --config YAML < flags.\n"
+                    "See README 'The pipeline'.")
     parser.add_argument("--config", type=Path, default=None, help="YAML file with sections " + ", ".join(SECTIONS))
     for section, cls in SECTIONS.items():
         group = parser.add_argument_group(section, inspect_doc(cls))

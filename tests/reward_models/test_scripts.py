@@ -20,7 +20,7 @@ def test_generate_train_evaluate(tmp_path):
     assert meta["counts"]["pairs"] == len(load_preferences(pairs_path)) > 0
     model_dir = tmp_path / "rm"
     metrics = train_reward_model.main([
-        "--pairs", str(pairs_path), "--output-dir", str(model_dir), "--random-init",
+        "--pairs", str(pairs_path), "--run-dir", str(model_dir), "--random-init",
         "--config-overrides", json.dumps(TINY_BERT), "--num-epochs", "1", "--max-length", "32",
         "--eval-fraction", "0.25", "--no-progress"])
     assert metrics["steps"] >= 1 and (model_dir / "reward_model.json").exists()

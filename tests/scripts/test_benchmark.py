@@ -19,7 +19,7 @@ def test_tiny_benchmark_reports_every_method(tmp_path, capsys):
 
     out = tmp_path / "bench"
     rc = main(["--model", "tiny", "--batch-sizes", "2", "--max-new-tokens", "4", "--iterations", "1",
-               "--runs", "1", "--methods", "generic,fast,limits,naive,trl", "--out", str(out)])
+               "--runs", "1", "--methods", "generic,fast,limits,naive,trl", "--run-dir", str(out)])
     assert rc == 0
     data = json.loads((out / "benchmark.json").read_text())
     res = data["results"]["2"]

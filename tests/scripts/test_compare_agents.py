@@ -15,7 +15,7 @@ def test_tiny_comparison_writes_curves_plot_and_summary(tmp_path):
     out = tmp_path / "compare"
     summary = main(["--model", "tiny", "--reward", "length", "--algos", "rlhf_ppo,rloo", "--n-envs", "4",
                     "--max-new-tokens", "4", "--max-prompt-tokens", "16", "--total-timesteps", "48",
-                    "--eval-samples", "1", "--learning-rates", '{"rloo": 1e-3}', "--out", str(out)])
+                    "--eval-samples", "1", "--learning-rates", '{"rloo": 1e-3}', "--run-dir", str(out)])
     assert set(summary) == {"reference", "rlhf_ppo", "rloo"}
     assert summary["rloo"]["learning_rate"] == 1e-3
     for algo in ("rlhf_ppo", "rloo"):

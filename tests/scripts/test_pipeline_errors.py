@@ -131,7 +131,22 @@ def test_help_of_every_entry_point(name, monkeypatch, capsys):
     with pytest.raises(SystemExit) as exc:
         runpy.run_module(f"scripts.{name}", run_name="__main__", alter_sys=True)
     assert exc.value.code in (0, None)
-    assert "usage:" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: python -m scripts.{name}")  # the command the user types, not "{name}.py"
+    assert not re.findall(r"--[a-z0-9-]*_[a-z0-9_-]*", out)  # each option listed once, under its dashed spelling
+
+
+def test_help_lists_one_spelling_and_both_parse():
+    from scripts.cli import build_parser
+
+    @dataclasses.dataclass
+    class Config:
+        n_envs: int = 1
+        """Envs."""
+
+    parser = build_parser(Config, prog="tool")
+    assert "--n-envs" in parser.format_help() and "--n_envs" not in parser.format_help()
+    assert parser.parse_args(["--n_envs", "3"]).n_envs == parser.parse_args(["--n-envs", "3"]).n_envs == 3
 
 
 def test_textrlhf_help_shows_percent_signs(capsys):
