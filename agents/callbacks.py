@@ -1,4 +1,6 @@
-"""The ``rlhf/*`` metrics every agent logs (:data:`RLHF_METRICS`), and ``RLHFHistory``, which keeps them.
+"""The ``rlhf/*`` metrics every agent logs (:data:`RLHF_METRICS`), and the callbacks that use them.
+
+:class:`RLHFHistory` keeps the metrics of every rollout; :class:`ProgressBar` shows generated tokens.
 
 Every path logs the same names with the same meaning, once per rollout, before ``on_rollout_end``: the
 generic SB3 path (PPO, A2C, TRPO, MaskablePPO) from :class:`agents.KLRolloutBuffer`, the sequence-level
@@ -84,3 +86,24 @@ class RLHFHistory(BaseCallback):
     def last(self) -> dict[str, float]:
         """The last rollout's row (empty before the first rollout)."""
         return dict(self.history[-1]) if self.history else {}
+
+
+class ProgressBar(BaseCallback):
+    """Generated tokens so far, as the project's tqdm bar (:func:`textenv.progress.progress_bar`).
+
+    Use instead of SB3's ``learn(progress_bar=True)``, which draws a ``rich`` bar in another style (and
+    warns that ``tqdm.rich`` is experimental). Counts steps of all envs, as SB3's own bar does.
+    """
+
+    def _on_training_start(self) -> None:
+        from textenv.progress import progress_bar
+
+        self.bar = progress_bar(total=self.locals["total_timesteps"] - self.model.num_timesteps, desc="rl",
+                                unit="tok")
+
+    def _on_step(self) -> bool:
+        self.bar.update(self.training_env.num_envs)
+        return True
+
+    def _on_training_end(self) -> None:
+        self.bar.close()

@@ -125,7 +125,7 @@ def sample_responses(model, tokenizer, prompts: Sequence[str], n: int = 2, tempe
     Returns:
         ``responses[i][j]``: the ``j``-th sample for ``prompts[i]`` (special tokens removed).
     """
-    from tqdm.auto import tqdm
+    from textenv.progress import progress_bar
 
     if tokenizer.padding_side != "left" or tokenizer.pad_token_id in (None, tokenizer.eos_token_id):
         raise ValueError("the policy tokenizer must pad on the left with a pad token distinct from EOS; "
@@ -136,8 +136,8 @@ def sample_responses(model, tokenizer, prompts: Sequence[str], n: int = 2, tempe
     out: list[str] = []
     model.eval()
     device = next(model.parameters()).device
-    with torch.random.fork_rng(devices=[]), tqdm(total=len(flat), desc="sampling", unit="resp",
-                                                  disable=not progress) as bar:
+    with torch.random.fork_rng(devices=[]), progress_bar(total=len(flat), desc="sampling", unit="resp",
+                                                          disable=not progress) as bar:
         torch.manual_seed(seed)
         for start in range(0, len(flat), batch_size):
             enc = tokenizer(flat[start:start + batch_size], return_tensors="pt", padding=True,

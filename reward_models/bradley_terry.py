@@ -44,6 +44,7 @@ from reward_models.base import check_scores
 from reward_models.normalization import fit_gain_bias
 from reward_models.preferences import PreferencePair, pairs_to_dataset
 from textenv.atomic import atomic_dir
+from textenv.progress import bar_only
 
 MINILM = "minilm"
 """Alias of the default backbone, the offline all-MiniLM-L6-v2."""
@@ -496,7 +497,7 @@ def train_reward_model(model: BradleyTerryRewardModel, train_pairs: Sequence[Pre
                               eval_dataset=pairs_to_dataset(eval_pairs) if eval_pairs else None,
                               data_collator=_PairCollator(model), compute_metrics=_compute_metrics,
                               margin=cfg.margin)
-        result = trainer.train()
+        result = bar_only(trainer, "reward model").train()  # the logs go to metrics / train_log.csv, not stdout
     finally:
         hf_logging.set_verbosity(verbosity)
         if tmp is not None:

@@ -90,6 +90,7 @@ class Config:
 def train_one(cfg: Config, algo: str):
     """Train ``algo`` on the common task; return ``(history rows, policy, env, seconds)``."""
     import agents
+    from agents.callbacks import ProgressBar
 
     env = agents.make_vec_text_env(
         cfg.n_envs, seed=cfg.seed, model=cfg.model, reward=cfg.reward, prompts=cfg.prompts, prompt_split="train",
@@ -102,7 +103,7 @@ def train_one(cfg: Config, algo: str):
                               adaptive_kl=cfg.adaptive_kl, seed=cfg.seed, **options)
     history = agents.RLHFHistory()
     t0 = time.perf_counter()
-    agent.learn(cfg.total_timesteps, callback=history, progress_bar=True)
+    agent.learn(cfg.total_timesteps, callback=[history, ProgressBar()])
     seconds = time.perf_counter() - t0
     rows = [{"algo": algo, "learning_rate": agent.learning_rate, **row} for row in history.history]
     return rows, agent.policy, env, seconds

@@ -239,12 +239,13 @@ def _run(cfg: PipelineConfig) -> int:
         import torch
 
         torch.set_num_threads(run.threads)
-    if not run.progress:  # --no-progress also silences the libraries' own bars (weights loading, datasets)
-        import datasets
-        from transformers.utils import logging as hf_logging
+    # One progress style (textenv.progress): the libraries' own bars (a "Loading weights" bar per model load,
+    # datasets' map bars) are off; the stages show their own bars unless --no-progress.
+    import datasets
+    from transformers.utils import logging as hf_logging
 
-        hf_logging.disable_progress_bar()
-        datasets.disable_progress_bars()
+    hf_logging.disable_progress_bar()
+    datasets.disable_progress_bars()
     Path(run.run_dir).mkdir(parents=True, exist_ok=True)
     if run.resume:  # a killed process's half-written temporaries; nothing else writes here during a resume
         for line in remove_stale_temporaries(run.run_dir):

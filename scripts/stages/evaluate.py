@@ -21,6 +21,7 @@ from scripts.stages.common import (
     seed_everything,
 )
 from scripts.stages.config import PipelineConfig
+from textenv.progress import progress_bar
 
 POLICIES = ("base", "sft", "rl")
 METRICS = ("rm_score", "annotator_score", "kl", "distinct_1", "distinct_2", "ref_perplexity", "response_len")
@@ -67,12 +68,7 @@ def run_evaluate(cfg: PipelineConfig) -> str:
     annotator = make_reward(run.annotator)
     sources = {"base": run.model, "sft": sft_dir, "rl": rl_dir}
     results = {}
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # pragma: no cover
-        tqdm = None
-    bar = tqdm(POLICIES, desc="evaluate", unit="policy", disable=not run.progress) if tqdm else POLICIES
-    for name in bar:
+    for name in progress_bar(POLICIES, desc="evaluate", unit="policy", disable=not run.progress):
         model = reference if name == "sft" else load_model(sources[name], device=device)
         results[name] = evaluate_policy(name, model, reference, tokenizer, prompts, prompt_ids, reward_fn, annotator,
                                         max_new_tokens=run.max_new_tokens, temperature=run.temperature,

@@ -197,6 +197,7 @@ def _summary(run, agent, rows: list[dict], resuming: bool) -> str:
 def run_rl(cfg: PipelineConfig, resume: bool = False) -> str:
     """Train (or continue training) the agent; export the policy to ``rl/policy``. Returns the summary."""
     import agents
+    from agents.callbacks import ProgressBar
     from agents.registry import get_spec
 
     timer, run, rl = StageTimer("rl"), cfg.run, cfg.rl
@@ -234,8 +235,8 @@ def run_rl(cfg: PipelineConfig, resume: bool = False) -> str:
               + (f"{remaining} steps left" if remaining > 0 else "every step is done: exporting the policy"),
               flush=True)
     if remaining > 0:
-        agent.learn(remaining, callback=checkpointer, progress_bar=run.progress, reset_num_timesteps=not resuming,
-                    log_interval=1)
+        callbacks = [checkpointer, ProgressBar()] if run.progress else [checkpointer]
+        agent.learn(remaining, callback=callbacks, reset_num_timesteps=not resuming, log_interval=1)
     checkpointer.save()
     agent.policy.save_pretrained(out / "policy")
     for fmt_ in agent.logger.output_formats:

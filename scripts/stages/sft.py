@@ -27,6 +27,7 @@ import torch
 from scripts.run_dir import atomic_dir, atomic_write_csv, atomic_write_json, mark_done, stage_dir
 from scripts.stages.common import StageTimer, encode_prompts, fmt, make_text_env, resolve_device, seed_everything
 from scripts.stages.config import PipelineConfig
+from textenv.progress import bar_only
 
 
 def bundled_demonstrations() -> list[dict[str, str]]:
@@ -155,7 +156,7 @@ def run_sft(cfg: PipelineConfig) -> str:
             try:
                 trainer = Trainer(model=model, args=args, train_dataset=datasets.Dataset.from_list(examples),
                                   data_collator=_Collator(tokenizer.pad_token_id))
-                result = trainer.train()
+                result = bar_only(trainer, "sft").train()  # the logs go to train_log.csv, not stdout
             finally:
                 hf_logging.set_verbosity(verbosity)
             log_rows = [{k: h[k] for k in ("step", "epoch", "loss", "learning_rate", "grad_norm") if k in h}
