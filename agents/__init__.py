@@ -13,6 +13,10 @@ Plain SB3 works too::
     PPO(agents.LMActorCriticPolicy, env, policy_kwargs={"model": "smollm2-135m-instruct"},
         rollout_buffer_class=agents.KLRolloutBuffer, gamma=1.0)
 
+The KL penalty comes only from that buffer: an LM policy trained without it warns once, at its first
+update (:class:`NoKLPenaltyWarning`). rl-baselines3-zoo takes the python hyperparameter files
+``configs/zoo/{ppo,a2c,trpo}.py``, which set both (a YAML can name the policy but not the buffer class).
+
 Every agent logs the same ``rlhf/*`` metrics once per rollout; :data:`RLHF_METRICS` lists them.
 
 Hand-written loops use :func:`reference_logprobs`, :func:`kl_estimate`, :func:`shape_rewards` and the
@@ -34,7 +38,7 @@ from agents.evaluation import evaluate_policy, win_rate
 from agents.rlhf_ppo import AgentClassMismatchError, RLHFPPO
 from agents.rollout import EpisodeBatch, collect_round, sample_tokens, sequence_forward
 from agents.masking import ReferenceMaskWrapper, TokenSubsetMaskWrapper, reference_mask
-from agents.policy import LMActorCriticPolicy, MaskableLMActorCriticPolicy
+from agents.policy import LMActorCriticPolicy, MaskableLMActorCriticPolicy, NoKLPenaltyWarning
 from agents.registry import (
     AlgorithmSpec,
     available_algorithms,
@@ -63,6 +67,7 @@ __all__ = [
     "LMActorCriticPolicy",
     "MaskableKLRolloutBuffer",
     "MaskableLMActorCriticPolicy",
+    "NoKLPenaltyWarning",
     "ReferenceMaskWrapper",
     "TokenSubsetMaskWrapper",
     "available_algorithms",

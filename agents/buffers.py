@@ -31,6 +31,10 @@ The buffer needs the policy (for the reference model) and the algorithm's logger
 calls :meth:`bind`; with plain SB3 (``PPO(LMActorCriticPolicy, env, rollout_buffer_class=KLRolloutBuffer)``)
 the buffer finds the algorithm that calls ``compute_returns_and_advantage`` on it. No module is ever
 passed in ``rollout_buffer_kwargs`` (they are saved with the agent): only names and numbers.
+
+Binding marks the policy (``policy.mark_kl_penalty``). An LM policy trained by an SB3 algorithm without
+one of these buffers is never marked, and its first update warns with :class:`agents.NoKLPenaltyWarning`
+instead of silently optimising the score with no KL penalty (issue 17).
 """
 
 from __future__ import annotations
@@ -94,6 +98,8 @@ class _KLShapingMixin:
             )
         self._policy_ref = weakref.ref(policy)
         self._algo_ref = weakref.ref(owner) if owner is not policy else None
+        # The policy warns on its first update unless something adds the KL (NoKLPenaltyWarning).
+        policy.mark_kl_penalty(type(self).__name__)
         beta = float(policy.kl_beta)
         init = beta if np.isfinite(beta) else self.kl_coef  # a loaded agent resumes its adapted beta
         self.controller = (

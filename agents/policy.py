@@ -21,7 +21,11 @@
   (SB3's ``preprocess_obs`` would turn the ``Box`` token ids into floats);
 * ``policy_kwargs`` hold names and numbers only (they are pickled into the saved agent); the
   frozen reference model used for the KL penalty is owned by the policy but kept outside its
-  ``state_dict``, parameters and optimizer.
+  ``state_dict``, parameters and optimizer;
+* nothing in SB3 adds the KL penalty: the KL rollout buffer does (:mod:`agents.buffers`), or a fast
+  agent, through :meth:`reference_logprobs`. Either marks the policy (``kl_penalty_source``); the
+  first training forward of an unmarked policy warns (:class:`NoKLPenaltyWarning`) instead of
+  silently optimising the bare score (issue 17).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from __future__ import annotations
 import copy
 import inspect
 import os
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -45,6 +50,28 @@ from agents.kl import restrict_logits
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 DEFAULT_TEMPERATURE = 0.7  # lm-human-preferences and docs/design.md section 4 sample at 0.7
+
+
+class NoKLPenaltyWarning(UserWarning):
+    """An LM policy is being trained but nothing adds the KL penalty to its reference model.
+
+    Warned once per policy, by the first training forward of an LM policy that no KL rollout buffer
+    has bound to and whose reference model was never consulted: typically
+    ``PPO(agents.LMActorCriticPolicy, env)`` without ``rollout_buffer_class=agents.KLRolloutBuffer``,
+    or an rl-baselines3-zoo YAML, which can name the policy but not the buffer class. Such a run
+    maximises the bare score and drifts from the reference unchecked. To train without a KL penalty
+    on purpose: ``warnings.filterwarnings("ignore", category=agents.NoKLPenaltyWarning)``.
+    """
+
+
+_NO_KL_MESSAGE = (
+    "{cls} is being trained with no KL penalty to its reference model: nothing computes it, so the run "
+    "optimises the bare score. SB3 adds the KL only through the rollout buffer: pass "
+    "rollout_buffer_class=agents.KLRolloutBuffer (MaskablePPO: agents.MaskableKLRolloutBuffer), or build "
+    "the agent with agents.make_agent(...); with rl-baselines3-zoo use the python hyperparameter files "
+    "configs/zoo/<algo>.py (a YAML cannot name the buffer class). If no KL penalty is intended, silence "
+    "this with warnings.filterwarnings('ignore', category=agents.NoKLPenaltyWarning)."
+)
 
 
 class TokenPassthrough(BaseFeaturesExtractor):
@@ -127,6 +154,9 @@ class _LMPolicyMixin:
         self.allowed_tokens = None if allowed_tokens is None else [int(t) for t in allowed_tokens]
         self.ref_batch_size = int(ref_batch_size)
         self.attn_implementation = attn_implementation
+        # Who adds the KL penalty (a KL buffer's class name, or "reference_logprobs"); None: nobody yet.
+        self.kl_penalty_source: str | None = None
+        self._warned_no_kl = False
         super().__init__(  # type: ignore[call-arg]
             observation_space,
             action_space,
@@ -274,6 +304,31 @@ class _LMPolicyMixin:
         """The frozen reference LM (initial weights by default, or ``reference_model``)."""
         return self._reference.module
 
+    # ------------------------------------------------------------------ KL penalty check (issue 17)
+    def mark_kl_penalty(self, source: str) -> None:
+        """Record that ``source`` adds the KL penalty to this policy's reference (no warning then).
+
+        Called by the KL rollout buffers when they bind and by :meth:`reference_logprobs`; a hand-written
+        loop that computes the KL some other way may call it too.
+        """
+        self.kl_penalty_source = str(source)
+
+    def _check_kl_penalty(self) -> None:
+        """Warn once if this is a training forward (train mode, with gradients) and nothing adds the KL.
+
+        SB3 gives a policy no handle on its algorithm or rollout buffer, so the first point where a
+        missing KL buffer is certain is the first update: by then a KL buffer has bound itself (at the
+        end of the first rollout, in ``compute_returns_and_advantage``) and a fast agent has scored its
+        batch with the reference. Rollouts, ``predict`` and evaluation (eval mode or ``no_grad``) never warn.
+        """
+        if self.kl_penalty_source is not None or self._warned_no_kl:
+            return
+        if not (self.training and torch.is_grad_enabled()):
+            return
+        self._warned_no_kl = True
+        # stacklevel 3: the algorithm's train() that called evaluate_actions / get_distribution
+        warnings.warn(_NO_KL_MESSAGE.format(cls=type(self).__name__), NoKLPenaltyWarning, stacklevel=3)
+
     # ------------------------------------------------------------------ forwards
     def extract_features(self, obs, features_extractor=None) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
         """Bypass SB3's extractor: return ``(input_ids, attention_mask)`` as ``long`` tensors."""
@@ -330,7 +385,12 @@ class _LMPolicyMixin:
         return actions.reshape((-1, *self.action_space.shape)), values, log_prob
 
     def evaluate_actions(self, obs, actions: torch.Tensor, action_masks=None):
-        """Full forward with gradients: ``(values (batch, 1), log_prob (batch,), entropy (batch,))``."""
+        """Full forward with gradients: ``(values (batch, 1), log_prob (batch,), entropy (batch,))``.
+
+        PPO, A2C and MaskablePPO call it in every update; the first such call warns
+        (:class:`NoKLPenaltyWarning`) if nothing adds the KL penalty.
+        """
+        self._check_kl_penalty()
         ids, mask = self.extract_features(obs)
         hidden = self._actor_hidden(ids, mask)
         dist = self._distribution(hidden, action_masks)
@@ -338,7 +398,12 @@ class _LMPolicyMixin:
         return self._critic(ids, mask, hidden), log_prob, dist.entropy()
 
     def get_distribution(self, obs, action_masks=None):
-        """The (tempered, optionally masked) next-token distribution."""
+        """The (tempered, optionally masked) next-token distribution.
+
+        sb3-contrib's TRPO trains through this method (not ``evaluate_actions``), so a call in train mode
+        with gradients is checked for a missing KL penalty as well.
+        """
+        self._check_kl_penalty()
         ids, mask = self.extract_features(obs)
         return self._distribution(self._actor_hidden(ids, mask), action_masks)
 
@@ -361,6 +426,9 @@ class _LMPolicyMixin:
         Returns:
             ``(n, L)`` float32, 0 outside ``response_mask``.
         """
+        if self.kl_penalty_source is None:
+            # Scoring with the reference means a KL is being computed (the fast agents, hand-written loops).
+            self.mark_kl_penalty("reference_logprobs")
         ref = self.reference_model
         device = next(ref.parameters()).device
         outs = []
@@ -407,6 +475,11 @@ class LMActorCriticPolicy(_LMPolicyMixin, ActorCriticPolicy):
         attn_implementation: ``None`` (the model's default, SDPA) or e.g. ``"eager"`` (needed by TRPO's
             second derivatives on CPU).
         optimizer_class: torch optimizer (Adam). optimizer_kwargs: its options (SB3 default eps=1e-5).
+
+    Attributes:
+        kl_penalty_source: what adds the KL penalty (the bound KL buffer's class name, or
+            ``"reference_logprobs"``); ``None`` until something does. The first update of a policy for
+            which it is still ``None`` warns with :class:`NoKLPenaltyWarning`.
     """
 
 

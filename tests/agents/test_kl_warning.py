@@ -1,0 +1,83 @@
+"""Issue 17: an LM policy trained with no KL penalty (no KL rollout buffer) warns once, the fixes do not.
+
+``PPO(agents.LMActorCriticPolicy, env)`` without ``rollout_buffer_class=agents.KLRolloutBuffer`` used to
+train on the bare score, with no KL to the reference and no word about it.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import warnings
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))  # --import-mode=importlib: make the helper importable
+from sb3_helpers import small_env_kwargs  # noqa: E402
+
+import agents  # noqa: E402
+
+
+def _env(n_envs: int = 2, **kwargs):
+    return agents.make_vec_text_env(n_envs, seed=0, **small_env_kwargs(max_new_tokens=4, **kwargs))
+
+
+def _no_kl_warnings(record: list[warnings.WarningMessage]) -> list[str]:
+    category = agents.NoKLPenaltyWarning
+    return [str(w.message) for w in record if issubclass(w.category, category)]
+
+
+@pytest.mark.parametrize("algo", ["ppo", "a2c", "trpo"])
+def test_plain_sb3_without_the_kl_buffer_warns_once(algo):
+    """PPO and A2C reach ``evaluate_actions``, TRPO ``get_distribution``: both warn, at the first update only."""
+    from stable_baselines3 import A2C, PPO
+
+    from agents.trpo import LMTRPO  # sb3-contrib's TRPO.train, with faster actor gradients
+
+    policy_kwargs = {"model": "tiny"}
+    options = {"ppo": {"batch_size": 8, "n_epochs": 1}, "a2c": {}, "trpo": {"batch_size": 8, "cg_max_steps": 2}}[algo]
+    if algo == "trpo":
+        policy_kwargs["attn_implementation"] = "eager"  # double backward (see agents.registry)
+    cls = {"ppo": PPO, "a2c": A2C, "trpo": LMTRPO}[algo]
+    agent = cls(agents.LMActorCriticPolicy, _env(), policy_kwargs=policy_kwargs, n_steps=4, seed=0, **options)
+    assert issubclass(agents.NoKLPenaltyWarning, UserWarning)
+    with pytest.warns(agents.NoKLPenaltyWarning) as record:
+        agent.learn(8)  # 2 envs x 4 steps: one rollout, one update
+    messages = _no_kl_warnings(record)
+    assert len(messages) == 1
+    assert "rollout_buffer_class=agents.KLRolloutBuffer" in messages[0] and "make_agent" in messages[0]
+    with warnings.catch_warnings(record=True) as again:
+        warnings.simplefilter("always")
+        agent.learn(8, reset_num_timesteps=False)
+    assert not _no_kl_warnings(again)
+
+
+@pytest.mark.parametrize("name, kwargs", [
+    ("ppo", {"n_steps": 4, "n_epochs": 1}),
+    ("trpo", {"n_steps": 4, "cg_max_steps": 2}),  # LMTRPO: the get_distribution path
+    ("maskable_ppo", {"n_steps": 4, "n_epochs": 1}),
+    ("rlhf_ppo", {"n_epochs": 1}),  # the fast agents add the KL themselves, no rollout buffer
+    ("reinforce", {}),
+])
+def test_agents_with_a_kl_penalty_do_not_warn(name, kwargs):
+    env = _env(mask="reference", mask_kwargs={"top_k": 5}) if name == "maskable_ppo" else _env()
+    agent = agents.make_agent(name, env, seed=0, **kwargs)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        agent.learn(8)
+    assert not _no_kl_warnings(record)
+    assert agent.policy.kl_penalty_source is not None  # marked by the KL buffer or the reference scoring
+
+
+def test_plain_sb3_with_the_kl_buffer_does_not_warn():
+    """The README's plain-SB3 recipe: the buffer binds itself on its first rollout, before any update."""
+    from stable_baselines3 import PPO
+
+    agent = PPO(agents.LMActorCriticPolicy, _env(), policy_kwargs={"model": "tiny"},
+                rollout_buffer_class=agents.KLRolloutBuffer, n_steps=4, batch_size=8, n_epochs=1, seed=0)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        agent.learn(8)
+    assert not _no_kl_warnings(record)
+    assert agent.policy.kl_penalty_source == "KLRolloutBuffer"
+    assert "rlhf/kl" in agent.rollout_buffer.last_stats
