@@ -23,11 +23,13 @@ Hand-written loops use :func:`reference_logprobs`, :func:`kl_estimate`, :func:`s
 KL controllers directly.
 """
 
+from agents.name_clash import PackageNameClashWarning, warn_on_name_clash
 from agents.buffers import KLRolloutBuffer, MaskableKLRolloutBuffer
 from agents.cache import KVCacheRunner, position_ids_from_mask
 from agents.kl import (
     AdaptiveKLController,
     FixedKLController,
+    KLConfig,
     kl_estimate,
     reference_logprobs,
     shape_rewards,
@@ -39,6 +41,7 @@ from agents.rlhf_ppo import AgentClassMismatchError, RLHFPPO
 from agents.rollout import EpisodeBatch, collect_round, sample_tokens, sequence_forward
 from agents.masking import ReferenceMaskWrapper, TokenSubsetMaskWrapper, reference_mask
 from agents.policy import LMActorCriticPolicy, MaskableLMActorCriticPolicy, NoKLPenaltyWarning
+from agents.vec_env import TextRLHFVecEnv, text_vector_env
 from agents.registry import (
     AlgorithmSpec,
     available_algorithms,
@@ -49,6 +52,7 @@ from agents.registry import (
 
 __all__ = [
     "AgentClassMismatchError",
+    "PackageNameClashWarning",
     "CriticFreePG",
     "EpisodeBatch",
     "RLHF_METRICS",
@@ -62,6 +66,7 @@ __all__ = [
     "AdaptiveKLController",
     "AlgorithmSpec",
     "FixedKLController",
+    "KLConfig",
     "KLRolloutBuffer",
     "KVCacheRunner",
     "LMActorCriticPolicy",
@@ -69,6 +74,7 @@ __all__ = [
     "MaskableLMActorCriticPolicy",
     "NoKLPenaltyWarning",
     "ReferenceMaskWrapper",
+    "TextRLHFVecEnv",
     "TokenSubsetMaskWrapper",
     "available_algorithms",
     "kl_estimate",
@@ -77,6 +83,9 @@ __all__ = [
     "position_ids_from_mask",
     "reference_logprobs",
     "reference_mask",
+    "text_vector_env",
     "register_algorithm",
     "shape_rewards",
 ]
+
+warn_on_name_clash()

@@ -49,7 +49,7 @@ from sb3_contrib.common.maskable.buffers import MaskableDictRolloutBuffer
 from stable_baselines3.common.buffers import DictRolloutBuffer
 
 from agents.callbacks import rollout_metrics
-from agents.kl import AdaptiveKLController, FixedKLController, check_kl_options, kl_estimate
+from agents.kl import AdaptiveKLController, FixedKLController, KLConfig, check_kl_options, kl_estimate
 
 
 class _KLShapingMixin:
@@ -58,12 +58,12 @@ class _KLShapingMixin:
     def __init__(
         self,
         *args,
-        kl_coef: float = 0.05,
-        adaptive_kl: bool = True,
-        kl_target: float = 6.0,
-        kl_horizon: float = 10000.0,
-        kl_estimator: str = "k1",
-        kl_mode: str = "terminal",
+        kl_coef: float = KLConfig.kl_coef,
+        adaptive_kl: bool = KLConfig.adaptive_kl,
+        kl_target: float = KLConfig.kl_target,
+        kl_horizon: float = KLConfig.kl_horizon,
+        kl_estimator: str = KLConfig.kl_estimator,
+        kl_mode: str = KLConfig.kl_mode,
         **kwargs,
     ):
         check_kl_options(kl_coef, kl_estimator, kl_mode)
@@ -219,13 +219,14 @@ class _KLShapingMixin:
 class KLRolloutBuffer(_KLShapingMixin, DictRolloutBuffer):
     """``DictRolloutBuffer`` + RLHF KL shaping, for PPO, A2C and TRPO.
 
-    Args (``rollout_buffer_kwargs``, names and numbers only):
-        kl_coef: initial ``beta`` (default 0.05, the value measured in docs/design.md section 5).
-        adaptive_kl: Ziegler et al. (2019) adaptive ``beta`` (default True) or a fixed one.
-        kl_target: target summed KL per episode in nats (default 6, lm-human-preferences).
-        kl_horizon: controller horizon in episodes (default 10000).
-        kl_estimator: ``"k1"`` (default), ``"k2"`` or ``"k3"`` (Schulman 2020).
-        kl_mode: ``"terminal"`` (default: summed at the last token) or ``"per_token"``.
+    Args (``rollout_buffer_kwargs``, names and numbers only): the fields of :class:`agents.kl.KLConfig`,
+    whose defaults (and their reasons) are written there only:
+        kl_coef: initial ``beta``.
+        adaptive_kl: Ziegler et al. (2019) adaptive ``beta`` or a fixed one.
+        kl_target: target summed KL per episode in nats.
+        kl_horizon: controller horizon in episodes.
+        kl_estimator: ``"k1"``, ``"k2"`` or ``"k3"`` (Schulman 2020).
+        kl_mode: ``"terminal"`` (summed at the last token) or ``"per_token"``.
     """
 
 

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from agents.kl import kl_estimate, shape_rewards
+from agents.kl import KLConfig, kl_estimate, shape_rewards
 from agents.losses import masked_mean, masked_whiten
 from agents.rlhf_ppo import RLHFPPO
 from agents.rollout import EpisodeBatch, sequence_forward
@@ -114,7 +114,9 @@ class CriticFreePG(RLHFPPO):
         learning_rate, n_steps, batch_size, n_epochs, clip_range, max_grad_norm, kl_coef, adaptive_kl,
         kl_target, kl_horizon, kl_estimator, kl_mode, target_kl, ...: as :class:`RLHFPPO`
         (``n_epochs`` defaults to 1: on-policy; ``learning_rate`` to 1e-4, docs/design.md section 5's
-        measured scale for one Adam step per batch on this CPU).
+        measured scale for one Adam step per batch on this CPU; ``kl_estimator`` and ``kl_mode``, when
+        None, to the estimator's choice in ``_DEFAULTS`` (GRPO: k3; REINFORCE++: per_token), else to
+        :class:`agents.kl.KLConfig`'s).
     """
 
     def __init__(
@@ -146,12 +148,12 @@ class CriticFreePG(RLHFPPO):
             raise ValueError(f"unknown aggregation {self.aggregation!r}; use one of {list(AGGREGATIONS)}")
         if estimator in ("rloo", "grpo") and self.group_size < 2:
             raise ValueError(f"{estimator} compares responses to the same prompt: group_size must be >= 2")
-        kl_estimator = kl_estimator or defaults.get("kl_estimator", "k1")
+        kl_estimator = kl_estimator or defaults.get("kl_estimator", KLConfig.kl_estimator)
         self.baseline = bool(baseline)
         self.baseline_momentum = float(baseline_momentum)
         self._baseline_value: float | None = None
         super().__init__(policy, env, learning_rate=learning_rate, n_epochs=n_epochs, kl_estimator=kl_estimator,
-                         kl_mode=kl_mode or defaults.get("kl_mode", "terminal"), **kwargs)
+                         kl_mode=kl_mode or defaults.get("kl_mode", KLConfig.kl_mode), **kwargs)
 
     def _setup_model(self) -> None:
         # Checked here, not in __init__: load() builds the agent with the constructor's defaults

@@ -14,11 +14,13 @@ with ``KL_t`` an estimate of ``KL(pi || pi_ref)`` at token ``t``. From the sampl
 
 The controllers follow lm-human-preferences (``lm_human_preferences/train_policy.py``) and TRL:
 :class:`FixedKLController` keeps ``beta``; :class:`AdaptiveKLController` moves it towards a target KL.
+:class:`KLConfig` holds the six KL options and is the only place their defaults are written.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -46,7 +48,45 @@ def check_kl_options(kl_coef: float | None = None, kl_estimator: str | None = No
         raise ValueError(f"kl_coef must be a finite number >= 0, got {kl_coef!r}")
 
 
-def kl_estimate(logp: torch.Tensor, ref_logp: torch.Tensor, kind: str = "k1") -> torch.Tensor:
+@dataclass
+class KLConfig:
+    """The KL options of the RLHF objective: the one place their defaults are written.
+
+    :class:`agents.KLRolloutBuffer`, :class:`agents.RLHFPPO`, the critic-free agents and the controllers
+    take their keyword defaults from these fields (``kl_coef: float = KLConfig.kl_coef``), the scripts
+    and the pipeline theirs too; a script or pipeline default that differs is a named override with
+    its reason (``LIBRARY_OVERRIDES`` in ``scripts/stages/config.py``, tested in
+    ``tests/scripts/test_config_defaults.py``). ``dataclasses.asdict(KLConfig(...))`` gives the keyword
+    arguments of any of them (``make_agent(name, env, **asdict(cfg))``).
+
+    Raises:
+        ValueError: from ``__post_init__``, naming the bad value and the valid ones.
+    """
+
+    kl_coef: float = 0.05
+    """Initial KL coefficient beta. 0.05 is the beta of docs/design.md section 5's measurement (lr 1e-4
+    moved SmolLM2's held-out sentiment 0.03 -> 0.60 at ~11 nats of KL)."""
+    adaptive_kl: bool = True
+    """Adapt beta towards ``kl_target`` (Ziegler et al. 2019) instead of keeping it fixed."""
+    kl_target: float = 6.0
+    """Target summed KL per episode, in nats, of the adaptive controller (lm-human-preferences)."""
+    kl_horizon: float = 10000.0
+    """Adaptive controller horizon, in episodes: beta moves by at most a factor 1 + 0.2 x episodes / horizon
+    per update (lm-human-preferences' value, for runs of ~10^6 episodes; short runs need a lower one)."""
+    kl_estimator: str = "k1"
+    """KL estimator of the penalty: "k1", "k2" or "k3" (Schulman 2020; k1 is the classic one in the reward)."""
+    kl_mode: str = "terminal"
+    """Where beta x KL is subtracted: "terminal" (summed, at the episode's last token) or "per_token"."""
+
+    def __post_init__(self) -> None:
+        check_kl_options(self.kl_coef, self.kl_estimator, self.kl_mode)
+        for name in ("kl_target", "kl_horizon"):
+            value = getattr(self, name)
+            if not (np.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+
+
+def kl_estimate(logp: torch.Tensor, ref_logp: torch.Tensor, kind: str = KLConfig.kl_estimator) -> torch.Tensor:
     """Per-sample KL estimate from log-probs of the *sampled* tokens under ``pi`` and ``pi_ref``.
 
     Args:
@@ -155,8 +195,8 @@ def shape_rewards(
     logp: torch.Tensor,
     ref_logp: torch.Tensor,
     beta: float,
-    mode: str = "terminal",
-    kind: str = "k1",
+    mode: str = KLConfig.kl_mode,
+    kind: str = KLConfig.kl_estimator,
     mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Per-token rewards of the KL-penalised RLHF objective, for hand-written loops.
@@ -231,11 +271,12 @@ class AdaptiveKLController:
 
     Args:
         init: starting ``beta``.
-        target: target KL per episode, in nats (default 6, lm-human-preferences).
-        horizon: how many episodes it takes to move ``beta`` by a factor ~e^{0.2} (default 10000).
+        target: target KL per episode, in nats (default :attr:`KLConfig.kl_target`, lm-human-preferences).
+        horizon: how many episodes it takes to move ``beta`` by a factor ~e^{0.2} (default
+            :attr:`KLConfig.kl_horizon`).
     """
 
-    def __init__(self, init: float, target: float = 6.0, horizon: float = 10000.0):
+    def __init__(self, init: float, target: float = KLConfig.kl_target, horizon: float = KLConfig.kl_horizon):
         if not np.isfinite(init) or init < 0:
             raise ValueError(f"initial KL coefficient must be a finite number >= 0, got {init!r}")
         if not target > 0 or not horizon > 0:

@@ -14,6 +14,7 @@ suited to RLHF. Every default can be overridden by keyword.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,10 +26,11 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.vec_env import VecEnv
 
 from agents.buffers import KLRolloutBuffer, MaskableKLRolloutBuffer
+from agents.kl import KLConfig
 from agents.policy import DEFAULT_TEMPERATURE, LMActorCriticPolicy, MaskableLMActorCriticPolicy
 from agents.trpo import LMTRPO
 
-KL_OPTIONS = ("kl_coef", "adaptive_kl", "kl_target", "kl_horizon", "kl_estimator", "kl_mode")
+KL_OPTIONS = tuple(f.name for f in dataclasses.fields(KLConfig))  # kl_coef, adaptive_kl, ... (one source)
 """KL-shaping options ``make_agent`` accepts directly (they go to ``rollout_buffer_kwargs``)."""
 
 # Defaults shared by all algorithms, and why:
@@ -265,7 +267,7 @@ def make_vec_text_env(
     mask_kwargs: dict[str, Any] | None = None,
     **env_kwargs: Any,
 ) -> VecEnv:
-    """``n_envs`` copies of ``TextRLHF-v0`` in a ``DummyVecEnv`` (each with SB3's ``Monitor``).
+    """``n_envs`` ``TextRLHF-v0`` episodes as an SB3 ``VecEnv``, for :func:`make_agent`.
 
     Args:
         n_envs: number of envs (the policy batches them in one forward).
@@ -275,31 +277,36 @@ def make_vec_text_env(
         mask_kwargs: options of that wrapper (``top_k``, ``top_p``, ``token_ids``...).
         **env_kwargs: ``TextRLHF-v0`` options (``model``, ``reward``, ``prompts``, ``max_new_tokens``...).
 
-    The reward is built once and shared by all envs (one reward model in memory, not ``n_envs``),
-    wrapped in :class:`reward_models.PrefetchReward` so the fast agents' lock-step rollouts can score
-    the episodes that end together in one batch; the env still computes every reward itself.
+    Without a mask: one native :class:`textenv.TextRLHFVectorEnv` (``gym.make_vec``; one tokenizer, one
+    reward, the episodes that end together scored in one call) behind the SB3 adapter
+    :class:`agents.vec_env.TextRLHFVecEnv`, which also writes SB3 ``Monitor``'s episode statistics;
+    the fast agents step the vector env itself. With a mask: SB3's ``DummyVecEnv`` of single envs,
+    each with ``Monitor`` and the mask wrapper (a per-env gym wrapper), sharing one reward object.
     """
     import textenv  # noqa: F401  (registers TextRLHF-v0)
     from stable_baselines3.common.env_util import make_vec_env
 
     from agents.masking import ReferenceMaskWrapper, TokenSubsetMaskWrapper
+    from agents.vec_env import TextRLHFVecEnv
 
     wrappers = {None: None, "reference": ReferenceMaskWrapper, "subset": TokenSubsetMaskWrapper}
     if mask not in wrappers:
         raise ValueError(f"mask must be one of {list(wrappers)}, got {mask!r}")
+    if mask is None:
+        venv = TextRLHFVecEnv(gym.make_vec("TextRLHF-v0", num_envs=n_envs, vectorization_mode="vector_entry_point",
+                                           **env_kwargs))
+        venv.seed(seed)
+        venv.action_space.seed(seed)
+        return venv
     # SB3's make_vec_env asks for render_mode="rgb_array" unless told otherwise; text envs have none.
     env_kwargs.setdefault("render_mode", None)
-    from reward_models import PrefetchReward
+    from reward_models import make_reward
     from textenv import EnvConfig
 
     base = EnvConfig.from_kwargs(env_kwargs.get("config"),
                                  **{k: env_kwargs[k] for k in ("reward", "reward_kwargs") if k in env_kwargs})
-    if isinstance(base.reward, PrefetchReward):
-        if base.reward_kwargs:
-            raise TypeError(f"reward options {sorted(base.reward_kwargs)} given with a ready-made reward object")
-    else:
-        env_kwargs["reward"] = PrefetchReward(base.reward, **base.reward_kwargs)
-        env_kwargs["reward_kwargs"] = {}
+    env_kwargs["reward"] = make_reward(base.reward, **base.reward_kwargs)  # one reward model in memory
+    env_kwargs["reward_kwargs"] = {}
     return make_vec_env(
         "TextRLHF-v0", n_envs=n_envs, seed=seed, env_kwargs=env_kwargs,
         wrapper_class=wrappers[mask], wrapper_kwargs=mask_kwargs,

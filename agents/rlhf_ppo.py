@@ -37,7 +37,7 @@ from stable_baselines3.common.save_util import open_path
 from stable_baselines3.common.utils import FloatSchedule, explained_variance
 
 from agents.callbacks import rollout_metrics
-from agents.kl import AdaptiveKLController, FixedKLController, check_kl_options, kl_estimate, shape_rewards
+from agents.kl import AdaptiveKLController, FixedKLController, KLConfig, check_kl_options, kl_estimate, shape_rewards
 from agents.losses import gae, masked_mean, masked_whiten, ppo_policy_loss, value_loss
 from agents.policy import LMActorCriticPolicy
 from agents.rollout import EpisodeBatch, _check_env, collect_round, sequence_forward
@@ -148,6 +148,7 @@ class RLHFPPO(PPO):
         kl_target, kl_horizon: the adaptive controller's target summed KL (nats) and horizon (episodes).
         kl_estimator: ``"k1"``, ``"k2"`` or ``"k3"`` (Schulman 2020) for the penalty.
         kl_mode: ``"terminal"`` (the summed penalty at the last token) or ``"per_token"``.
+            The six KL options' defaults are :class:`agents.kl.KLConfig`'s.
         stats_window_size, tensorboard_log, policy_kwargs, verbose, seed, device: as SB3.
 
     ``env=None`` is accepted only with ``_init_setup_model=False``: that is how SB3's ``load`` builds an
@@ -174,12 +175,12 @@ class RLHFPPO(PPO):
         vf_coef: float = 0.1,
         max_grad_norm: float = 1.0,
         target_kl: float | None = None,
-        kl_coef: float = 0.05,
-        adaptive_kl: bool = True,
-        kl_target: float = 6.0,
-        kl_horizon: float = 10000.0,
-        kl_estimator: str = "k1",
-        kl_mode: str = "terminal",
+        kl_coef: float = KLConfig.kl_coef,
+        adaptive_kl: bool = KLConfig.adaptive_kl,
+        kl_target: float = KLConfig.kl_target,
+        kl_horizon: float = KLConfig.kl_horizon,
+        kl_estimator: str = KLConfig.kl_estimator,
+        kl_mode: str = KLConfig.kl_mode,
         stats_window_size: int = 100,
         tensorboard_log: str | None = None,
         policy_kwargs: dict[str, Any] | None = None,

@@ -1,14 +1,16 @@
 """Lock-step, KV-cached rollouts of whole episodes through the ``TextRLHF-v0`` env API.
 
 The fast agents (:class:`agents.rlhf_ppo.RLHFPPO` and the critic-free ones) collect *rounds*: every
-env of a VecEnv runs exactly one episode, all envs in lock-step. Each step is one batched forward of
-one new token per env against a KV cache (prefilled once with the prompts), so a rollout costs what
-Hugging Face ``generate`` costs (docs/design.md section 4), while every token still goes through
-``env.step``: the env stays the source of truth for termination and reward.
+row of a :class:`textenv.TextRLHFVectorEnv` runs exactly one episode, all rows in lock-step. Each step
+is one batched forward of one new token per row against a KV cache (prefilled once with the prompts),
+so a rollout costs what Hugging Face ``generate`` costs (docs/design.md section 4), and ONE
+``vector_env.step`` call per token moves every row: the env stays the source of truth for termination
+and reward, and scores the episodes that end at a step in one batched reward call.
 
-The sub-envs are stepped individually (``VecEnv.env_method``), because envs that finished early
-must not be auto-reset into a new episode while the others are still generating. Finished rows stay
-in the batch (fed a pad token, like ``generate`` does) so the cache never needs re-packing.
+The vector env never auto-resets (``AutoresetMode.DISABLED``): rows that finished early stay finished
+(idle) while the others generate, and the next round resets them all. Finished rows stay in the batch
+(fed a pad token, like ``generate`` does) so the cache never needs re-packing. Whatever VecEnv an agent
+holds, :func:`agents.vec_env.text_vector_env` gives the vector env to step.
 
 Everything is returned right-aligned: column ``j`` of a ``(n, T)`` tensor is position ``L - T + j``
 of the final observation (``L`` = window length, ``T`` = ``max_new_tokens``), because the final
@@ -17,14 +19,16 @@ observation of an episode is exactly ``[padding, prompt, response]`` with the re
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
+from stable_baselines3.common.vec_env import VecEnv
 
 from agents.cache import cache_kwargs, output_cache, position_ids_from_mask
+from agents.vec_env import merge_row_options, monitor_info, row_infos, text_vector_env
 
 
 @dataclass
@@ -119,13 +123,10 @@ class _TrunkStepper:
 
 
 def _check_env(env) -> None:
+    """Refuse, with a ``TypeError``, an env the fast agents cannot step as a ``TextRLHFVectorEnv``."""
     if not isinstance(env, VecEnv):
         raise TypeError(f"fast agents need a VecEnv of TextRLHF-v0 envs (agents.make_vec_text_env), got {type(env).__name__}")
-    if isinstance(env, VecEnvWrapper):
-        raise TypeError(
-            f"fast agents step the sub-envs directly, so VecEnv wrappers ({type(env).__name__}) would be "
-            f"bypassed; pass the plain DummyVecEnv/SubprocVecEnv (env wrappers such as Monitor are fine)"
-        )
+    text_vector_env(env)
 
 
 def sample_tokens(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -144,134 +145,137 @@ def sample_tokens(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return tokens, logp.gather(-1, tokens[:, None]).squeeze(-1)
 
 
-def _shared_prefetch_reward(env: VecEnv):
-    """The :class:`reward_models.PrefetchReward` every sub-env scores with, if they share one in this
-    process (``make_vec_text_env`` does); ``None`` otherwise (sub-processes score on their own)."""
-    from reward_models import PrefetchReward
+def _reset_round(venv, reset_options: list[dict | None] | None, group_size: int) -> dict[str, np.ndarray]:
+    """Reset every row for a new round; rows ``[g*k, (g+1)*k)`` get the prompt their group's first row drew.
 
-    fns = env.get_attr("reward_fn")
-    if isinstance(fns[0], PrefetchReward) and all(f is fns[0] for f in fns):
-        fns[0].clear()
-        return fns[0]
-    return None
+    Returns the observation, ``(n, L)`` arrays.
+    """
+    n = venv.num_envs
+    if group_size < 1 or n % group_size:
+        raise ValueError(f"group_size {group_size} must divide the number of envs ({n})")
+    options = list(reset_options or [None] * n)
+    if len(options) != n:
+        raise ValueError(f"reset_options has {len(options)} entries for {n} envs; give one per env (or None)")
+    followers = np.array([group_size > 1 and i % group_size > 0 and options[i] is None for i in range(n)])
+    first = {"reset_mask": ~followers} if followers.any() else {}
+    obs, infos = venv.reset(options={**first, **merge_row_options(options)} if any(options) or first else None)
+    if followers.any():  # the group's first rows drew their prompts: reset the others onto them
+        lead = row_infos(infos, n)
+        for i in np.flatnonzero(followers):
+            info = lead[i - i % group_size]
+            options[i] = {"prompt_index": info["prompt_index"]} if info["prompt_index"] >= 0 else {"prompt": info["prompt"]}
+        row_options = merge_row_options([o if f else None for o, f in zip(options, followers)])
+        obs, _ = venv.reset(options={"reset_mask": followers, **row_options})
+    return obs
 
 
 @torch.no_grad()
 def collect_round(
     policy,
-    env: VecEnv,
+    env,
     reset_options: list[dict | None] | None = None,
     on_step: Callable[[int, list[dict]], bool] | None = None,
     group_size: int = 1,
 ) -> tuple[EpisodeBatch, bool]:
-    """Run one episode in every env of ``env`` in lock-step, sampling from ``policy``.
+    """Run one episode in every row of ``env`` in lock-step, sampling from ``policy``.
 
     Args:
         policy: an LM policy (:class:`agents.LMActorCriticPolicy`): its ``lm`` trunk, ``action_logits``
             (temperature and allowed tokens) and value head are used.
-        env: a VecEnv of ``TextRLHF-v0`` envs.
-        reset_options: per-env ``reset(options=...)`` (e.g. ``{"prompt_index": i}`` to sample groups).
-        on_step: called after every lock-step step with ``(n_active_envs_stepped, finished_infos)``;
-            returning ``False`` stops the rollout (SB3 callback semantics).
-        group_size: envs ``[g*k, (g+1)*k)`` answer the same prompt: the first env of each group
-            draws it with its own ``np_random``, the others are reset onto it
+        env: a :class:`textenv.TextRLHFVectorEnv`, or a VecEnv holding one (:func:`agents.make_vec_text_env`);
+            see :func:`agents.vec_env.text_vector_env`.
+        reset_options: per-row ``reset`` options (e.g. ``{"prompt_index": i}`` to sample groups).
+        on_step: called after every lock-step step with ``(n_rows_stepped, finished_infos)`` (each
+            finished episode's ``info`` with SB3 ``Monitor``'s ``"episode"``); returning ``False``
+            stops the rollout (SB3 callback semantics).
+        group_size: rows ``[g*k, (g+1)*k)`` answer the same prompt: the first row of each group
+            draws it with its own generator, the others are reset onto it
             (``reset(options={"prompt_index": ...})``), so groups are sampled through the env API.
 
     Returns:
         ``(batch, keep_going)``.
     """
-    _check_env(env)
-    n = env.num_envs
+    venv = text_vector_env(env)
+    obs = _reset_round(venv, reset_options, group_size)
     device = policy.device
-    if group_size < 1 or n % group_size:
-        raise ValueError(f"group_size {group_size} must divide the number of envs ({n})")
-    options = list(reset_options or [None] * n)
-    resets: list[tuple] = []
-    for i in range(n):
-        if group_size > 1 and i % group_size and options[i] is None:
-            lead = resets[i - i % group_size][1]  # info of the group's first env
-            options[i] = {"prompt_index": lead["prompt_index"]} if lead["prompt_index"] >= 0 else {"prompt": lead["prompt"]}
-        resets.append(env.env_method("reset", indices=[i], options=options[i])[0])
-    ids = torch.as_tensor(np.stack([o["input_ids"] for o, _ in resets])).long().to(device)  # (n, L)
-    mask = torch.as_tensor(np.stack([o["attention_mask"] for o, _ in resets])).long().to(device)  # (n, L)
+    ids = torch.as_tensor(obs["input_ids"]).long().to(device)  # (n, L)
+    mask = torch.as_tensor(obs["attention_mask"]).long().to(device)  # (n, L)
     # A reset window is [padding, prompt], with at least max_new_tokens padding columns that every row
     # shares: they carry nothing, and prefilling them tripled the prefill's cost (34 columns instead of
     # 10 in the benchmark's 10 + 24 window), so the cache starts at the first column any row uses.
     first = int(mask.any(0).to(torch.int8).argmax())
-    ids, mask = ids[:, first:], mask[:, first:]  # (n, C)
-    T = int(env.get_attr("config", indices=[0])[0].max_new_tokens)
-    pad = int(env.get_attr("pad_token_id", indices=[0])[0])
+    steps, keep_going = _generate(policy, venv, ids[:, first:], mask[:, first:], on_step)
+    return _assemble(steps, venv.config.max_new_tokens), keep_going
 
-    scorer = _shared_prefetch_reward(env)
+
+def _generate(policy, venv, ids: torch.Tensor, mask: torch.Tensor, on_step) -> tuple[dict, bool]:
+    """The lock-step loop: one batched KV-cached forward and ONE ``venv.step`` per token."""
+    n, T, pad, device = venv.num_envs, int(venv.config.max_new_tokens), int(venv.pad_token_id), policy.device
     actor = _TrunkStepper(policy.lm.base_model)
     critic = _TrunkStepper(policy.value_model) if policy.value_model is not None else None
-    hidden = actor.prefill(ids, mask)
+    hidden = actor.prefill(ids, mask)  # (n, hidden)
     v_hidden = critic.prefill(ids, mask) if critic is not None else hidden
-
     tokens = torch.full((n, T), pad, dtype=torch.long)  # left-aligned during the loop
-    logps = torch.zeros((n, T))
-    values = torch.zeros((n, T))
+    logps, values = torch.zeros((n, T)), torch.zeros((n, T))
     lengths = np.zeros(n, dtype=np.int64)
     finals: list[tuple | None] = [None] * n
     active = np.ones(n, dtype=bool)
-    keep_going = True
+    keep_going, t_start = True, time.time()
     for t in range(T):
         action, logp = sample_tokens(policy.action_logits(hidden))  # (n,), (n,); tempered logits
         value = policy.value_head(v_hidden.float()).squeeze(-1)
-        if scorer is not None:  # score the episodes this step ends in one batch (the env still decides)
-            ends = [env.env_method("preview_end", int(action[i]), indices=[i])[0] for i in np.flatnonzero(active)]
-            ends = [e for e in ends if e is not None]
-            if ends:
-                scorer.prefetch([p for p, _ in ends], [r for _, r in ends])
-        finished_infos = []
-        for i in np.flatnonzero(active):
-            obs, reward, terminated, truncated, info = env.env_method("step", int(action[i]), indices=[i])[0]
-            tokens[i, t], logps[i, t], values[i, t] = action[i], logp[i], value[i]
-            lengths[i] += 1
-            if terminated or truncated:
-                active[i] = False
-                finals[i] = (obs, float(reward), info)
-                finished_infos.append(info)
-        if on_step is not None and on_step(int(len(finished_infos) + active.sum()), finished_infos) is False:
+        rows = np.flatnonzero(active)
+        obs, reward, terminated, truncated, infos = venv.step(action.cpu().numpy())  # finished rows idle
+        tokens[rows, t], logps[rows, t], values[rows, t] = action.cpu()[rows], logp.cpu()[rows], value.cpu()[rows]
+        lengths[rows] += 1
+        ended = np.flatnonzero((terminated | truncated) & active)
+        per_row = row_infos(infos, n) if len(ended) else []
+        for i in ended:
+            info = {**per_row[i], "episode": monitor_info(reward[i], lengths[i], t_start)}
+            finals[i] = ({k: v[i] for k, v in obs.items()}, float(reward[i]), info)
+        active[ended] = False
+        if on_step is not None and on_step(len(rows), [finals[i][2] for i in ended]) is False:
             keep_going = False
         if not active.any() or not keep_going:
             break
         feed = torch.where(torch.as_tensor(active, device=device), action.to(device), torch.full_like(action, pad))
         hidden = actor.extend(feed)
         v_hidden = critic.extend(feed) if critic is not None else hidden
-    if active.any():
-        if keep_going:
-            raise RuntimeError(f"envs {np.flatnonzero(active).tolist()} did not end within max_new_tokens={T}")
-        done = ~active
-        if not done.any():
-            return None, False
-        keep = np.flatnonzero(done)
-    else:
-        keep = np.arange(n)
+    if active.any() and keep_going:
+        raise RuntimeError(f"envs {np.flatnonzero(active).tolist()} did not end within max_new_tokens={T}")
+    return {"tokens": tokens, "logps": logps, "values": values, "lengths": lengths, "finals": finals}, keep_going
+
+
+def _assemble(steps: dict, T: int) -> EpisodeBatch | None:
+    """The finished episodes of a round as a right-aligned :class:`EpisodeBatch` (``None`` if none)."""
+    finals, lengths = steps["finals"], steps["lengths"]
+    keep = np.array([i for i, f in enumerate(finals) if f is not None], dtype=np.int64)
+    if not len(keep):
+        return None
 
     # Right-align: column j <-> position L - T + j of the final observation.
     def right(x: torch.Tensor) -> torch.Tensor:
-        out = torch.zeros_like(x)
+        out = torch.zeros((len(keep), T), dtype=x.dtype)
         for row, i in enumerate(keep):
             out[row, T - lengths[i]:] = x[i, : lengths[i]]
-        return out[: len(keep)]
+        return out
 
-    final_ids = torch.as_tensor(np.stack([finals[i][0]["input_ids"] for i in keep])).long()
-    final_mask = torch.as_tensor(np.stack([finals[i][0]["attention_mask"] for i in keep])).long()
     resp_mask = torch.zeros((len(keep), T))
     for row, i in enumerate(keep):
         resp_mask[row, T - lengths[i]:] = 1.0
     batch = EpisodeBatch(
-        input_ids=final_ids, attention_mask=final_mask, mask=resp_mask, logp=right(logps), values=right(values),
+        input_ids=torch.as_tensor(np.stack([finals[i][0]["input_ids"] for i in keep])).long(),
+        attention_mask=torch.as_tensor(np.stack([finals[i][0]["attention_mask"] for i in keep])).long(),
+        mask=resp_mask, logp=right(steps["logps"]), values=right(steps["values"]),
         scores=torch.tensor([finals[i][1] for i in keep], dtype=torch.float32),
         prompts=[finals[i][2]["prompt"] for i in keep], responses=[finals[i][2]["response"] for i in keep],
         prompt_index=np.array([finals[i][2]["prompt_index"] for i in keep]), env_index=keep.copy(),
     )
     # The env is the source of truth: its final window must end with exactly the tokens we sampled.
     tail = batch.input_ids[:, -T:]
-    if not torch.equal(tail[batch.mask.bool()], right(tokens)[batch.mask.bool()]):
+    if not torch.equal(tail[batch.mask.bool()], right(steps["tokens"])[batch.mask.bool()]):
         raise RuntimeError("the env's observations disagree with the sampled tokens; is a wrapper changing actions?")
-    return batch, keep_going
+    return batch
 
 
 def sequence_forward(policy, input_ids: torch.Tensor, attention_mask: torch.Tensor, horizon: int, entropy: bool = True,

@@ -1,8 +1,8 @@
 """Everything that scores text: the batched reward protocol, rule rewards, preference reward models.
 
-The light parts (protocol, rule rewards, normalisation, preference data) import eagerly; the parts
-that need ``torch``/``transformers`` (the Bradley-Terry reward model, the simulated annotator) are
-imported on first attribute access, so ``import reward_models`` stays fast.
+The light parts (protocol, rule rewards, normalisation, preference data, the reward-model configs)
+import eagerly; the parts that need ``torch``/``transformers`` (the Bradley-Terry reward model, the
+simulated annotator) are imported on first attribute access, so ``import reward_models`` stays fast.
 """
 
 from reward_models.base import (
@@ -13,7 +13,7 @@ from reward_models.base import (
     make_reward,
     register_reward,
 )
-from reward_models.batching import PrefetchReward
+from reward_models.config import RewardModelConfig, RewardTrainingConfig
 from reward_models.normalization import NormalizedReward, fit_gain_bias
 from reward_models.preferences import PreferencePair, load_preferences, save_preferences, split_by_prompt
 from reward_models.rules import KeywordReward, LengthReward, SentimentReward, WeightedSumReward
@@ -21,8 +21,6 @@ from reward_models.rules import KeywordReward, LengthReward, SentimentReward, We
 _LAZY = {
     "BradleyTerryRewardModel": "reward_models.bradley_terry",
     "BradleyTerryTrainer": "reward_models.bradley_terry",
-    "RewardModelConfig": "reward_models.bradley_terry",
-    "RewardTrainingConfig": "reward_models.bradley_terry",
     "bradley_terry_loss": "reward_models.bradley_terry",
     "evaluate_preferences": "reward_models.bradley_terry",
     "train_reward_model": "reward_models.bradley_terry",
@@ -50,7 +48,6 @@ __all__ = [
     "LengthReward",
     "NormalizedReward",
     "PreferencePair",
-    "PrefetchReward",
     "RewardFunction",
     "RewardModelConfig",
     "RewardTrainingConfig",

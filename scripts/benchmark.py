@@ -56,6 +56,7 @@ from typing import Literal, Optional
 import numpy as np
 import torch
 
+from agents.kl import KLConfig
 from scripts.bench_utils import PeakRSS, Timer, fmt, median, ratio, sync
 from scripts.cli import config_to_dict, parse_args
 
@@ -84,7 +85,7 @@ class Config:
     """Response length (episode horizon, TRL response_length, generate max_new_tokens)."""
     temperature: float = 0.7
     """Sampling temperature for everyone."""
-    kl_coef: float = 0.05
+    kl_coef: float = KLConfig.kl_coef
     """Fixed KL coefficient for every trainer (no adaptive controller)."""
     learning_rate: float = 3e-5
     """Adam(W) learning rate for every trainer (does not affect speed)."""
@@ -178,7 +179,7 @@ def make_env(cfg: Config, n_envs: int, seed: int, prompts: list[str], reward):
             n_envs=n_envs, seed=seed, model=cfg.model, prompts=prompts, max_prompt_tokens=cfg.max_prompt_tokens,
             max_new_tokens=cfg.max_new_tokens, reward=reward,
         )
-    shared = {id(f.reward) for f in env.get_attr("reward_fn")}  # make_vec_text_env wraps it in PrefetchReward
+    shared = {id(f) for f in env.get_attr("reward_fn")}  # one reward object for every row of the vector env
     assert shared == {id(reward)}, "the envs must use the shared reward module"
     return env
 

@@ -1,4 +1,12 @@
-"""Dataclass -> argparse: one config dataclass per script, its field docstrings are the ``--help``.
+"""Dataclass -> argparse: the one command-line engine of every script and of the pipeline.
+
+One config dataclass per script (the pipeline: one per section), its field docstrings are the
+``--help``. :func:`add_options` is the one place where fields become options; :func:`build_parser`
+/ :func:`parse_args` use it for a script, :mod:`scripts.stages.config_cli` for the pipeline's
+sections (``--rl.kl-coef``). A maintained library (tyro, simple-parsing) was considered: the pipeline
+layers defaults < ``--tiny`` < the run folder's saved config < YAML < flags, which needs to know which
+flags were *given* (``argparse.SUPPRESS``), and the saved config depends on ``--run-dir`` itself; the
+~250 lines here do that with the standard library and keep the help format of every script.
 
 Every script in ``scripts/`` declares its options as a dataclass whose fields carry a docstring
 right below them (the attribute-docstring convention that Sphinx and IDEs understand)::
@@ -134,44 +142,72 @@ def _scalar_converter(tp: Any, optional: bool, name: str):
     return convert
 
 
-def _add_field(parser: argparse.ArgumentParser, f: dataclasses.Field, tp: Any, help_text: str) -> None:
-    flag = "--" + f.name.replace("_", "-")
-    inner_type, _ = _unwrap_optional(tp)
-    # The underscore spelling is accepted too (not for bools: "--no-chat_template" reads badly).
-    flags = [flag] if "_" not in f.name or inner_type is bool else [flag, "--" + f.name]
+def _field_default(f: dataclasses.Field) -> Any:
+    """A field's default (calling its ``default_factory``), or ``dataclasses.MISSING`` if it has none."""
     if f.default is not dataclasses.MISSING:
-        default = f.default
-    elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
-        default = f.default_factory()  # type: ignore[misc]
-    else:
-        default = dataclasses.MISSING
-    required = default is dataclasses.MISSING
-    kwargs: dict[str, Any] = {"dest": f.name, "required": required}
-    if not required:
-        kwargs["default"] = default
-    kwargs["help"] = help_from_doc(help_text, dataclasses.MISSING if required else default)
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+        return f.default_factory()  # type: ignore[misc]
+    return dataclasses.MISSING
 
+
+def _type_kwargs(tp: Any, name: str) -> dict[str, Any]:
+    """The ``add_argument`` keywords (``type``/``action``/``nargs``/``choices``/``metavar``) for a field type."""
     inner, optional = _unwrap_optional(tp)
     origin = typing.get_origin(inner)
     if inner is bool:
-        kwargs["action"] = argparse.BooleanOptionalAction
-    elif origin is typing.Literal:
+        return {"action": argparse.BooleanOptionalAction}
+    if origin is typing.Literal:
         choices = list(typing.get_args(inner))
-        kwargs["type"] = type(choices[0])
-        kwargs["choices"] = choices
-    elif origin in (list, tuple, Sequence) or inner in (list, tuple):
+        return {"type": type(choices[0]), "choices": choices}
+    if origin in (list, tuple, Sequence) or inner in (list, tuple):
         args = [a for a in typing.get_args(inner) if a is not Ellipsis]
         item = args[0] if args else str
-        kwargs["nargs"] = "*"
-        kwargs["type"] = _scalar_converter(item, False, f.name)
-        kwargs["metavar"] = getattr(item, "__name__", "VALUE").upper()
-    elif inner is dict or origin is dict:
-        kwargs["type"] = json_object(f.name)
-        kwargs["metavar"] = "JSON"
-    else:
-        kwargs["type"] = _scalar_converter(inner, optional, f.name)
-        kwargs["metavar"] = getattr(inner, "__name__", "VALUE").upper()
-    parser.add_argument(*flags, **kwargs)
+        return {"nargs": "*", "type": _scalar_converter(item, False, name),
+                "metavar": getattr(item, "__name__", "VALUE").upper()}
+    if inner is dict or origin is dict:
+        return {"type": json_object(name), "metavar": "JSON"}
+    return {"type": _scalar_converter(inner, optional, name), "metavar": getattr(inner, "__name__", "VALUE").upper()}
+
+
+def add_options(container: Any, cls: type, prefix: str = "", only_given: bool = False) -> None:
+    """Add one option per field of the dataclass ``cls`` to a parser or argument group.
+
+    The one place where config fields become options, for the scripts (:func:`build_parser`) and the
+    pipeline's sections (``--rl.total-timesteps``, :mod:`scripts.stages.config_cli`).
+
+    Args:
+        container: an :class:`argparse.ArgumentParser` or an argument group of one.
+        cls: the config dataclass; field docstrings (or ``field(metadata={"help": ...})``) are the help,
+            ``field(metadata={"metavar": ...})`` names the value in it.
+        prefix: prepended to option names and destinations (``"rl."`` gives ``--rl.kl-coef``, dest ``rl.kl_coef``).
+        only_given: leave options that are not on the command line out of the namespace
+            (``argparse.SUPPRESS``), for configs layered from several sources; the help still shows the
+            field's default.
+    """
+    hints = typing.get_type_hints(cls, include_extras=False)
+    docs = field_docs(cls)
+    for f in dataclasses.fields(cls):
+        if not f.init:
+            continue
+        tp = hints.get(f.name, str)
+        flag = "--" + (prefix + f.name).replace("_", "-")
+        # The underscore spelling is accepted too (not for bools: "--no-chat_template" reads badly);
+        # HelpFormatter leaves it out of --help.
+        underscore = "_" in prefix + f.name and _unwrap_optional(tp)[0] is not bool
+        flags = [flag, f"--{prefix}{f.name}"] if underscore else [flag]
+        default = _field_default(f)
+        required = default is dataclasses.MISSING and not only_given
+        kwargs: dict[str, Any] = {"dest": prefix + f.name, "required": required,
+                                  "help": help_from_doc(f.metadata.get("help") or docs.get(f.name, ""), default)}
+        if only_given:
+            kwargs["default"] = argparse.SUPPRESS
+        elif not required:
+            kwargs["default"] = default
+        kwargs.update(_type_kwargs(tp, prefix + f.name))
+        if "metavar" in f.metadata:
+            kwargs["metavar"] = f.metadata["metavar"]
+        container.add_argument(*flags, **kwargs)
 
 
 def json_object(name: str):
@@ -225,16 +261,10 @@ def build_parser(cls: type, description: str | None = None, **parser_kwargs: Any
     """
     if not (isinstance(cls, type) and dataclasses.is_dataclass(cls)):
         raise TypeError(f"build_parser needs a dataclass type, got {cls!r}")
-    hints = typing.get_type_hints(cls, include_extras=False)
-    docs = field_docs(cls)
     parser_kwargs.setdefault("formatter_class", HelpFormatter)
     parser_kwargs.setdefault("prog", command_name())
     parser = argparse.ArgumentParser(description=description or inspect.getdoc(cls), **parser_kwargs)
-    for f in dataclasses.fields(cls):
-        if not f.init:
-            continue
-        help_text = f.metadata.get("help") or docs.get(f.name, "")
-        _add_field(parser, f, hints.get(f.name, str), help_text)
+    add_options(parser, cls)
     return parser
 
 

@@ -31,7 +31,17 @@ from pathlib import Path
 
 import numpy as np
 
+from agents.kl import KLConfig
 from scripts.cli import config_to_dict, parse_args
+
+LIBRARY_OVERRIDES: dict[str, str] = {
+    "adaptive_kl": "a comparison needs one fixed price per nat of KL for every agent: an adaptive beta would "
+                   "move differently for each one and confound the curves (the README's comparison is at a "
+                   "fixed beta)",
+}
+"""``{field: reason}``: the defaults of :class:`Config` that differ, on purpose, from the field of the same
+name of :class:`agents.kl.KLConfig` (every other such field takes the library's default;
+tests/scripts/test_config_defaults.py checks both)."""
 
 
 @dataclass
@@ -56,9 +66,9 @@ class Config:
     """Generated tokens per agent (the common budget: 16 envs x 24 tokens x 20 full-length rounds)."""
     temperature: float = 0.7
     """Sampling temperature, for rollouts, log-probs and the evaluation."""
-    kl_coef: float = 0.05
+    kl_coef: float = KLConfig.kl_coef
     """KL coefficient beta, the same for every agent (in the reward, or GRPO's loss)."""
-    adaptive_kl: bool = False
+    adaptive_kl: bool = False  # a named override: LIBRARY_OVERRIDES
     """Adapt beta (Ziegler et al. 2019); off by default so every agent pays the same price per nat."""
     learning_rates: dict = field(default_factory=dict)
     """Per-agent learning rates as JSON, e.g. '{"grpo": 2e-4}' (default: the registry's)."""
@@ -113,9 +123,10 @@ def evaluate_held_out(cfg: Config, lm, reference, env) -> dict[str, float]:
     """Mean reward of ``lm`` and its KL to ``reference`` on the test-split prompts (``eval_samples`` each),
     by the pipeline's own :func:`agents.evaluation.evaluate_policy` (the env's reward as the judge)."""
     from agents.evaluation import evaluate_policy
+    from agents.vec_env import text_vector_env
     from textenv import load_prompts
 
-    base = env.envs[0].unwrapped
+    base = text_vector_env(env)  # tokenizer, prompts and reward, shared by every row
     prompts = load_prompts(cfg.prompts, split="test") * cfg.eval_samples
     result = evaluate_policy("held_out", lm, reference, base.tokenizer, prompts, [base.encode_prompt(p) for p in prompts],
                              base.reward_fn, base.reward_fn, cfg.max_new_tokens, cfg.temperature, cfg.seed)

@@ -11,14 +11,18 @@ Hugging Face folder ``model/``. Both are written atomically (temporary path, the
 
 from __future__ import annotations
 
-import json
 import os
-import time
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Literal
 
-from scripts.cli import config_to_dict, parse_args
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before agents (huggingface_hub reads it once, on import)
+
+import json  # noqa: E402
+import time  # noqa: E402
+from dataclasses import asdict, dataclass, fields  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Literal  # noqa: E402
+
+from agents.kl import KLConfig  # noqa: E402
+from scripts.cli import config_to_dict, parse_args  # noqa: E402
 
 
 @dataclass
@@ -51,15 +55,17 @@ class Config:
     """More options of the algorithm class as JSON, e.g. '{"n_epochs": 1, "batch_size": 192}'."""
     temperature: float = 0.7
     """Sampling temperature (also divides the logits of every log-prob)."""
-    kl_coef: float = 0.05
+    kl_coef: float = KLConfig.kl_coef
     """Initial KL coefficient beta."""
-    adaptive_kl: bool = True
+    adaptive_kl: bool = KLConfig.adaptive_kl
     """Adaptive beta (Ziegler et al. 2019); --no-adaptive-kl for a fixed one."""
-    kl_target: float = 6.0
+    kl_target: float = KLConfig.kl_target
     """Target summed KL per episode (nats) of the adaptive controller."""
-    kl_estimator: Literal["k1", "k2", "k3"] = "k1"
+    kl_horizon: float = KLConfig.kl_horizon
+    """Horizon of the adaptive controller, in episodes (lower it for short runs: see the pipeline's 128)."""
+    kl_estimator: Literal["k1", "k2", "k3"] = KLConfig.kl_estimator
     """KL estimator in the reward (Schulman 2020)."""
-    kl_mode: Literal["terminal", "per_token"] = "terminal"
+    kl_mode: Literal["terminal", "per_token"] = KLConfig.kl_mode
     """Subtract beta*KL summed at the last token, or at every token."""
     mask: Literal["none", "reference"] = "none"
     """maskable_ppo only: 'reference' restricts actions to the reference model's top-k/top-p (NLPO)."""
@@ -87,12 +93,16 @@ class Config:
         for name in ("n_envs", "max_new_tokens", "max_prompt_tokens", "total_timesteps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        self.kl_options()  # checks the KL flags at start-up
+
+    def kl_options(self) -> dict:
+        """The KL flags as :class:`agents.kl.KLConfig` keyword arguments (checked by it)."""
+        return asdict(KLConfig(**{f.name: getattr(self, f.name) for f in fields(KLConfig)}))
 
 
 def main(argv: list[str] | None = None) -> dict:
     """Run the training; returns the last ``rlhf/*`` stats."""
     cfg = parse_args(Config, argv)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
     from stable_baselines3.common.logger import configure
 
@@ -110,16 +120,13 @@ def main(argv: list[str] | None = None) -> dict:
         model=cfg.model, reward=cfg.reward, prompts=cfg.prompts, chat_template=cfg.chat_template,
         max_new_tokens=cfg.max_new_tokens, max_prompt_tokens=cfg.max_prompt_tokens,
     )
-    options = {"seed": cfg.seed, "verbose": 0}
+    options = {**cfg.kl_options(), "seed": cfg.seed, "verbose": 0}  # --algo-kwargs may still override a KL option
     if cfg.n_steps is not None:
         options["n_steps"] = cfg.n_steps
     if cfg.learning_rate is not None:
         options["learning_rate"] = cfg.learning_rate
     options.update(cfg.algo_kwargs or {})
-    agent = agents.make_agent(
-        cfg.algo, env, temperature=cfg.temperature, kl_coef=cfg.kl_coef, adaptive_kl=cfg.adaptive_kl,
-        kl_target=cfg.kl_target, kl_estimator=cfg.kl_estimator, kl_mode=cfg.kl_mode, **options,
-    )
+    agent = agents.make_agent(cfg.algo, env, temperature=cfg.temperature, **options)
     agent.set_logger(configure(str(out), ["stdout", "csv", "tensorboard"]))
     history = agents.RLHFHistory()
     start = time.time()

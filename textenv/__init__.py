@@ -1,6 +1,8 @@
 """textenv: token generation as a Gymnasium environment (``TextRLHF-v0``).
 
-``import textenv; gym.make("TextRLHF-v0")`` or, without the import, ``gym.make("textenv:TextRLHF-v0")``.
+``import textenv; gym.make("TextRLHF-v0")`` or, without the import, ``gym.make("textenv:TextRLHF-v0")``;
+``gym.make_vec("TextRLHF-v0", num_envs=N)`` builds the native :class:`TextRLHFVectorEnv` (its
+``vector_entry_point``), ``vectorization_mode="sync"``/``"async"`` Gymnasium's wrappers of ``N`` single envs.
 """
 
 import gymnasium as gym
@@ -16,9 +18,11 @@ from textenv.models import (
     load_tokenizer,
 )
 from textenv.prompts import PromptTruncatedWarning, load_prompts
+from textenv.vector_env import TextRLHFVectorEnv
 
 __version__ = "0.1.0"
-"""The textrlhf release; ``setup.cfg`` reads it from here (statically, without importing) as the package version."""
+"""The textrlhf release; ``pyproject.toml`` (``[tool.setuptools.dynamic]``) reads it from here, statically,
+without importing, as the package version."""
 
 __all__ = [
     "__version__",
@@ -29,6 +33,7 @@ __all__ = [
     "OfflineModelMissingError",
     "PromptTruncatedWarning",
     "TextRLHFEnv",
+    "TextRLHFVectorEnv",
     "load_model",
     "load_prompts",
     "load_tokenizer",
@@ -37,4 +42,5 @@ __all__ = [
 if "TextRLHF-v0" not in gym.registry:
     # No max_episode_steps: a TimeLimit wrapper would report the horizon as `truncated`, and the
     # horizon is part of this task (docs/design.md section 3).
-    gym.register(id="TextRLHF-v0", entry_point="textenv.env:TextRLHFEnv")
+    gym.register(id="TextRLHF-v0", entry_point="textenv.env:TextRLHFEnv",
+                 vector_entry_point="textenv.vector_env:TextRLHFVectorEnv")

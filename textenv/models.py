@@ -129,9 +129,21 @@ def _gguf_path() -> Path:
     return Path(files[0].locate())
 
 
+def offline_cache_name() -> str:
+    """Name of the offline model's cache folder: layout version and transformers' major version.
+
+    A folder written by transformers 5 does not load in transformers 4 (its config and tokenizer files
+    changed format), so each major version gets its own copy instead of a load error.
+    """
+    import transformers
+
+    major = transformers.__version__.split(".", 1)[0]
+    return f"smollm2-135m-instruct-{_CACHE_VERSION}-transformers{major}"
+
+
 def offline_model_dir() -> Path:
     """Folder of the de-quantized offline model, created on first use (atomically)."""
-    target = cache_dir() / f"smollm2-135m-instruct-{_CACHE_VERSION}"
+    target = cache_dir() / offline_cache_name()
     if (target / "config.json").exists() and (target / "model.safetensors").exists():
         return target
     gguf = _gguf_path()

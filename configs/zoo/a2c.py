@@ -9,8 +9,10 @@ policy to the random test model.
 """
 
 import os
+from dataclasses import asdict
 
 from agents.buffers import KLRolloutBuffer
+from agents.kl import KLConfig
 
 # Env and policy must use the same LM (the policy's head is the action space): one switch sets both.
 MODEL = os.environ.get("TEXTRLHF_ZOO_MODEL", "smollm2-135m-instruct")
@@ -23,7 +25,7 @@ hyperparams = {
         policy="agents.LMActorCriticPolicy",  # the zoo imports dotted names
         policy_kwargs=dict(model=MODEL, temperature=0.7),
         rollout_buffer_class=KLRolloutBuffer,  # the KL penalty; a class, which a YAML cannot give
-        rollout_buffer_kwargs=dict(kl_coef=0.05, adaptive_kl=True, kl_target=6.0),
+        rollout_buffer_kwargs=asdict(KLConfig()),  # the library's KL options (beta, adaptive controller, ...)
         n_steps=24,  # 2 x max_new_tokens: every rollout ends at least one episode per env
         learning_rate=1e-4,  # one Adam step per rollout (docs/design.md section 5)
         use_rms_prop=False,  # SB3's A2C defaults to RMSprop; Adam is the standard for LM fine-tuning

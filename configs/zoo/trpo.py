@@ -11,8 +11,10 @@ choice on a CPU. ``TEXTRLHF_ZOO_MODEL=tiny`` switches env and policy to the rand
 """
 
 import os
+from dataclasses import asdict
 
 from agents.buffers import KLRolloutBuffer
+from agents.kl import KLConfig
 
 # Env and policy must use the same LM (the policy's head is the action space): one switch sets both.
 MODEL = os.environ.get("TEXTRLHF_ZOO_MODEL", "smollm2-135m-instruct")
@@ -27,7 +29,7 @@ hyperparams = {
         # CPU attention kernel lacks.
         policy_kwargs=dict(model=MODEL, temperature=0.7, attn_implementation="eager"),
         rollout_buffer_class=KLRolloutBuffer,  # the KL penalty; a class, which a YAML cannot give
-        rollout_buffer_kwargs=dict(kl_coef=0.05, adaptive_kl=True, kl_target=6.0),
+        rollout_buffer_kwargs=asdict(KLConfig()),  # the library's KL options (beta, adaptive controller, ...)
         n_steps=24,  # 2 x max_new_tokens: every rollout ends at least one episode per env
         learning_rate=1e-4,  # the critic's only: the actor step is set by target_kl
         target_kl=0.01,

@@ -22,6 +22,13 @@ Every section validates itself when built (``__post_init__``): each value must m
 type (``seed: abc`` in a YAML file is rejected; an integer is accepted for a float) and its rule in
 ``RULES`` (``--rl.n-envs 0``, ``--temperature 0``), so a bad option stops the pipeline at start-up
 with the flag / YAML key to fix, before any stage has run.
+
+Library defaults. The reward-model and RL sections keep flat fields (flags and YAML keys), but a field
+that is also a field of a library config (:class:`reward_models.config.RewardModelConfig`,
+:class:`reward_models.config.RewardTrainingConfig`, :class:`agents.kl.KLConfig`) takes its default from
+there; where the pipeline needs another value, the field's default is written here and
+:data:`LIBRARY_OVERRIDES` names it with its reason (``tests/scripts/test_config_defaults.py`` checks
+both directions, so neither a silent drift nor a stale override survives).
 """
 
 from __future__ import annotations
@@ -33,6 +40,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Optional
 
+from agents.kl import KLConfig
+from reward_models.config import RewardModelConfig, RewardTrainingConfig
 from scripts.cli import check_field_types
 
 DEFAULT_ALGO = "rlhf_ppo"
@@ -50,6 +59,25 @@ def fix_hint(section: str, name: str) -> str:
     """Where a value comes from: its flag and its YAML key (the fix part of config error messages)."""
     flag = "--" + (name if section == "run" else f"{section}.{name}").replace("_", "-")
     return f"set {flag} or key {name!r} of section {section!r} in the YAML config"
+
+
+LIBRARY_OVERRIDES: dict[tuple[str, str], str] = {
+    ("reward_model", "logging_steps"):
+        "train_log.csv is the report's reward-model loss plot; the default run takes ~80 optimiser steps "
+        "(624 pairs / 16 x 2 epochs), which the library's 10 would draw as 8 points",
+    ("rl", "kl_coef"):
+        "the pipeline's reward is the normalised reward model (std 1 on SFT samples, ~2.5x the spread of "
+        "VADER, for which docs/design.md section 5 measured 0.05); at 0.1 session 1's run gained all its "
+        "RM score in 4 rollouts, then drifted to 15 nats of KL; the README's default-run results use 0.2",
+    ("rl", "kl_horizon"):
+        "the horizon counts episodes: the library's 10000 is lm-human-preferences' for ~10^6-episode runs, "
+        "and never moved beta in the default run's ~600-800 episodes; 128 lets beta move up to ~2.5% per "
+        "16-episode rollout (README results: beta 0.20 -> 0.37)",
+}
+"""``{(section, field): reason}``: the defaults of this module that differ, on purpose, from the library
+config field of the same name (:class:`reward_models.config.RewardModelConfig`,
+:class:`reward_models.config.RewardTrainingConfig`, :class:`agents.kl.KLConfig`); every other such
+field takes the library's default."""
 
 
 class _Section:
@@ -80,11 +108,12 @@ class RunConfig(_Section):
     RULES: ClassVar[dict[str, Rule]] = {
         "run_dir": NON_EMPTY, "seed": ("an integer >= 0", lambda v: v >= 0), "algo": NON_EMPTY, "model": NON_EMPTY,
         "annotator": NON_EMPTY, "max_new_tokens": COUNT, "max_prompt_tokens": COUNT, "temperature": POSITIVE,
-        "threads": COUNT}
+        "threads": COUNT, "stages": ("a non-empty list of stage names", bool)}
 
     run_dir: str = "runs/default"
     """Run directory (config, checkpoints, metrics, plots, report)."""
-    stages: list[str] = field(default_factory=lambda: ["sft", "preferences", "reward-model", "rl", "evaluate"])
+    stages: list[str] = field(default_factory=lambda: ["sft", "preferences", "reward-model", "rl", "evaluate"],
+                              metadata={"metavar": "STAGE"})
     """Stages to run, in pipeline order: sft preferences reward-model rl evaluate (also comma-separated)."""
     resume: bool = False
     """Delete temporaries of a killed run, skip finished stages and continue RL from its last checkpoint."""
@@ -192,27 +221,27 @@ class RewardModelStageConfig(_Section):
         "learning_rate": POSITIVE, "num_epochs": POSITIVE, "batch_size": COUNT, "warmup_ratio": FRACTION,
         "logging_steps": COUNT}
 
-    backbone: str = "minilm"
+    backbone: str = RewardModelConfig.backbone
     """Backbone: "minilm" (offline all-MiniLM-L6-v2), "tiny", "smollm2-135m-instruct", a folder or a hub name."""
-    pooling: Literal["auto", "mean", "last", "cls"] = "auto"
+    pooling: Literal["auto", "mean", "last", "cls"] = RewardModelConfig.pooling
     """Hidden state read by the head: auto, mean, last or cls."""
-    max_length: int = 128
-    """Tokens of prompt + response kept."""
-    random_init: bool = False
+    max_length: int = RewardModelConfig.max_length
+    """Tokens of prompt + response kept (the bundled prompts and responses stay far below it)."""
+    random_init: bool = RewardModelConfig.random_init
     """Random backbone weights from its config (tests)."""
     config_overrides: dict = field(default_factory=dict)
     """Backbone config overrides, e.g. {"num_hidden_layers": 2, "hidden_size": 32} (with random_init)."""
     eval_fraction: float = 0.15
     """Share of prompts held out for accuracy (split by prompt)."""
-    learning_rate: float = 1e-4
-    """AdamW learning rate (1e-4 reached the best held-out accuracy in the reward-model measurements)."""
-    num_epochs: float = 2.0
+    learning_rate: float = RewardTrainingConfig.learning_rate
+    """AdamW learning rate (the reward-model library's default, measured on the sentiment pairs)."""
+    num_epochs: float = RewardTrainingConfig.num_epochs
     """Passes over the training pairs."""
-    batch_size: int = 16
+    batch_size: int = RewardTrainingConfig.batch_size
     """Pairs per optimiser step."""
-    warmup_ratio: float = 0.1
+    warmup_ratio: float = RewardTrainingConfig.warmup_ratio
     """Share of steps with linear warm-up."""
-    logging_steps: int = 5
+    logging_steps: int = 5  # a named override: LIBRARY_OVERRIDES
     """Log the training loss every this many steps (the loss plot's resolution)."""
     normalize: bool = True
     """Fit gain/bias so SFT-policy samples score mean 0, std 1 (Stiennon et al. 2020)."""
@@ -243,14 +272,14 @@ class RLConfig(_Section):
     learning_rate: Optional[float] = 1e-4
     """Learning rate (none = the algorithm's RLHF default). docs/design.md section 5 measured that one Adam step
     per batch at 1e-4 moves SmolLM2's sentiment in minutes on this CPU, and 1e-5 does not."""
-    kl_coef: float = 0.2
+    kl_coef: float = 0.2  # a named override: LIBRARY_OVERRIDES
     """Initial KL coefficient beta (the normalised reward-model score has std 1, about 2.5x VADER's).
     At 0.1 the session-1 run gained all its RM score in 4 rollouts, then drifted to 15 nats of KL."""
-    adaptive_kl: bool = True
+    adaptive_kl: bool = KLConfig.adaptive_kl
     """Adaptive beta (Ziegler et al. 2019) instead of a fixed one."""
-    kl_target: float = 6.0
+    kl_target: float = KLConfig.kl_target
     """Target summed KL per episode, nats (adaptive controller)."""
-    kl_horizon: float = 128.0
+    kl_horizon: float = 128.0  # a named override: LIBRARY_OVERRIDES
     """Adaptive controller horizon, episodes. Ziegler et al. use 10000 over ~10^6 episodes; this run has
     ~600, so a horizon of 10000 never moved beta; 128 lets it change ~2.5% per 16-episode rollout."""
     algo_kwargs: dict = field(default_factory=dict)

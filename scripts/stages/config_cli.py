@@ -9,33 +9,11 @@ the defaults, the ``--tiny`` preset and the YAML file.
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import types
-import typing
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from scripts.cli import HelpFormatter, command_name, field_docs, help_from_doc, json_object
+from scripts.cli import HelpFormatter, add_options, command_name
 from scripts.stages.config import SECTIONS
-
-
-def _converter(tp: Any, name: str):
-    """An argparse ``type=`` for a field type (``none``/``null`` for Optional ones, JSON for dicts)."""
-    inner = tp
-    optional = False
-    if typing.get_origin(tp) in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        inner, optional = args[0], len(args) < len(typing.get_args(tp))
-
-    def convert(text: str):
-        if optional and text.lower() in ("none", "null"):
-            return None
-        if inner is dict:
-            return json_object(name)(text)
-        return inner(text)
-
-    convert.__name__ = getattr(inner, "__name__", "value")
-    return convert, inner
 
 
 def pipeline_command() -> str:
@@ -45,7 +23,8 @@ def pipeline_command() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """One flag per field of every section; defaults are suppressed so only explicit flags override."""
+    """One flag per field of every section (the scripts' engine, :func:`scripts.cli.add_options`); flags
+    not given stay out of the namespace, so only explicit flags override the other layers."""
     parser = argparse.ArgumentParser(
         prog=pipeline_command(), formatter_class=HelpFormatter,
         description="The whole RLHF pipeline: sft -> preferences -> reward-model -> rl -> evaluate.\n"
@@ -54,25 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", type=Path, default=None, help="YAML file with sections " + ", ".join(SECTIONS))
     for section, cls in SECTIONS.items():
         group = parser.add_argument_group(section, inspect_doc(cls))
-        docs = field_docs(cls)
-        hints = typing.get_type_hints(cls)
-        for f in dataclasses.fields(cls):
-            dest = f.name if section == "run" else f"{section}.{f.name}"
-            flag = "--" + dest.replace("_", "-")
-            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-            tp = hints[f.name]
-            kwargs: dict[str, Any] = {"dest": dest, "default": argparse.SUPPRESS,
-                                      "help": help_from_doc(docs.get(f.name, ""), default)}
-            if tp is bool:
-                kwargs["action"] = argparse.BooleanOptionalAction
-            elif typing.get_origin(tp) is list:
-                kwargs.update(nargs="+", metavar="STAGE")
-            elif typing.get_origin(tp) is Literal:
-                kwargs.update(choices=list(typing.get_args(tp)))
-            else:
-                kwargs["type"], inner = _converter(tp, dest)
-                kwargs["metavar"] = "JSON" if inner is dict else getattr(inner, "__name__", "X").upper()
-            group.add_argument(flag, **kwargs)
+        add_options(group, cls, prefix="" if section == "run" else f"{section}.", only_given=True)
     return parser
 
 

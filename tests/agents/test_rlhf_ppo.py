@@ -118,7 +118,7 @@ def test_constructor_errors():
     with pytest.raises(ValueError, match="batch_size counts episodes"):
         make_agent(env, batch_size=0)
     with pytest.raises(TypeError, match="VecEnv"):
-        make_agent(env.envs[0])
+        make_agent(env.vector_env)  # a Gymnasium VectorEnv, not an SB3 VecEnv
 
 
 def test_fast_agent_learns_the_rule_reward_like_generic_ppo():

@@ -129,7 +129,7 @@ def test_sigkill_during_rl_then_resume(tiny_run, tmp_path):
     saved = json.loads(ckpt.read_text())
     assert saved["iteration"] == 2 and not is_done(run_dir, "rl")
     assert len(read_csv(csv_path)) > 2  # rows after the checkpoint: they must be dropped, then redone once
-    assert saved["beta"] != TINY_PRESET["rl"].get("kl_coef", 0.05)  # the adaptive controller has moved beta
+    assert saved["beta"] != TINY_PRESET["rl"].get("kl_coef", RLConfig.kl_coef)  # the adaptive controller has moved beta
 
     out = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=400)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
@@ -165,8 +165,10 @@ def test_unknown_yaml_key_exits_from_the_command_line(tmp_path, capsys):
     assert "valid keys" in capsys.readouterr().err
 
 
-def test_precedence_defaults_tiny_yaml_cli(tmp_path):
+def test_precedence_defaults_tiny_yaml_cli(tmp_path, monkeypatch):
     from scripts.pipeline import resolve_config
+
+    monkeypatch.chdir(tmp_path)  # the default --run-dir is relative: a runs/default/config.yaml there is a layer
 
     path = tmp_path / "c.yaml"
     path.write_text("run:\n  seed: 7\nrl:\n  n_envs: 3\n  total_timesteps: 32\nsft:\n  epochs: 5\n")

@@ -36,6 +36,16 @@ def test_cache_dir_honours_xdg_cache_home(monkeypatch, tmp_path):
     assert str(models.cache_dir()).endswith(".cache/textrlhf")
 
 
+def test_offline_cache_is_per_transformers_major_version(monkeypatch):
+    """A cache written by transformers 5 does not load in 4.x: each major version has its own folder."""
+    import transformers
+
+    major = transformers.__version__.split(".")[0]
+    assert models.offline_cache_name().endswith(f"-transformers{major}")
+    monkeypatch.setattr(transformers, "__version__", "4.56.0")
+    assert models.offline_cache_name().endswith("-transformers4")
+
+
 def test_missing_offline_package_names_the_install_command(monkeypatch, tmp_path):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))  # no cached copy to fall back on
 

@@ -112,7 +112,8 @@ def test_sft_stage_model_folder_pads_left(tmp_path, umask):
     _assert_pads_like_the_project(folder)
 
 
-def test_vector_env_copies_the_tokenizer_once_per_env_and_copies_stay_independent(monkeypatch):
+def test_vector_env_copies_the_tokenizer_once_and_the_copy_stays_independent(monkeypatch):
+    """Issue 17: the N rows of the native vector env share ONE tokenizer copy (it was one per env)."""
     from transformers import PreTrainedTokenizerBase
 
     import agents
@@ -129,9 +130,13 @@ def test_vector_env_copies_the_tokenizer_once_per_env_and_copies_stay_independen
     env = agents.make_vec_text_env(4, model="tiny", prompts=PROMPTS, max_new_tokens=2, max_prompt_tokens=12,
                                    reward="length")
     monkeypatch.setattr(copy, "deepcopy", real_deepcopy)
-    assert len(copies) == 4  # one per env (env.tokenizer is public and may be modified); none for sizes
+    assert len(copies) == 1  # one for all rows (env.tokenizer is public and may be modified); none for sizes
+    tokenizers = env.get_attr("tokenizer")
+    assert all(t is tokenizers[0] for t in tokenizers)
 
-    first, second = (e.unwrapped.tokenizer for e in env.envs[:2])
+    other_env = agents.make_vec_text_env(2, model="tiny", prompts=PROMPTS, max_new_tokens=2, max_prompt_tokens=12,
+                                         reward="length")
+    first, second = tokenizers[0], other_env.get_attr("tokenizer")[0]
     n_tokens = len(second)
     first.padding_side = "right"
     first.chat_template = "{{ messages }}"
@@ -139,8 +144,9 @@ def test_vector_env_copies_the_tokenizer_once_per_env_and_copies_stay_independen
     for other in (second, load_tokenizer("tiny")):
         assert other.padding_side == "left" and other.chat_template != "{{ messages }}"
         assert len(other) == n_tokens
-    assert vocab_size("tiny") == env.envs[1].unwrapped.vocab_size
+    assert vocab_size("tiny") == env.get_attr("vocab_size", indices=[1])[0]
     env.close()
+    other_env.close()
 
 
 def test_version_is_the_installed_distributions():

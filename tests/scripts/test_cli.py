@@ -70,3 +70,22 @@ def test_help_text_and_errors(capsys):
         parse_args(Demo, ["--unknown", "1"])
     with pytest.raises(TypeError):
         build_parser(int)
+
+
+def test_the_pipeline_parses_with_the_same_engine(capsys):
+    """One engine: a section's options behave like a script's (types, choices, none, underscore spelling),
+    and only the flags given reach the pipeline's command-line layer."""
+    from scripts.stages.config_cli import build_parser as pipeline_parser
+    from scripts.stages.config_cli import cli_layer
+
+    parser = pipeline_parser()
+    ns = parser.parse_args(["--rl.kl_coef", "0.1", "--reward-model.max-length", "64", "--threads", "none",
+                            "--stages", "rl,evaluate", "--no-progress"])
+    assert cli_layer(ns) == {"rl": {"kl_coef": 0.1}, "reward_model": {"max_length": 64},
+                             "run": {"threads": None, "stages": ["rl", "evaluate"], "progress": False}}
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--device", "tpu"])  # a Literal field: choices, as in the scripts
+    assert "invalid choice" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--rl.n-envs", "two"])
+    assert "invalid int value" in capsys.readouterr().err
