@@ -19,15 +19,21 @@ def _check_timings(r: dict) -> None:
     assert r["tokens_per_iteration"] <= 2 * 4
 
 
-def test_tiny_benchmark_reports_every_method(tmp_path, capsys):
-    """Every method but TRL's (the bench extra; next test), with the dev install of `make test`."""
+def _run_tiny(tmp_path, methods: str) -> dict:
+    """One toy-scale benchmark run (batch 2, 4 tokens, 1 iteration); its benchmark.json."""
     from scripts.benchmark import main
 
     out = tmp_path / "bench"
     rc = main(["--model", "tiny", "--batch-sizes", "2", "--max-new-tokens", "4", "--iterations", "1",
-               "--runs", "1", "--methods", "generic,fast,limits,naive", "--run-dir", str(out)])
+               "--runs", "1", "--methods", methods, "--run-dir", str(out)])
     assert rc == 0
-    data = json.loads((out / "benchmark.json").read_text())
+    assert (out / "tokens_per_s.png").stat().st_size > 1000
+    return json.loads((out / "benchmark.json").read_text())
+
+
+def test_tiny_benchmark_reports_every_method(tmp_path, capsys):
+    """Every method but TRL's (the bench extra; next test), with the dev install of `make test`."""
+    data = _run_tiny(tmp_path, "generic,fast,limits,naive")
     res = data["results"]["2"]
     assert set(res) == {"generic", "fast", "limits", "naive"}
     for method in ("generic", "fast"):
@@ -43,20 +49,13 @@ def test_tiny_benchmark_reports_every_method(tmp_path, capsys):
     ratios = data["ratios"]["2"]
     for key in ("fast_rollout_vs_generate", "generic_rollout_vs_naive"):
         assert _positive(ratios[key]), key
-    assert (out / "tokens_per_s.png").stat().st_size > 1000
     assert "| batch | method |" in capsys.readouterr().out
 
 
 @pytest.mark.bench
 def test_tiny_benchmark_against_trl(tmp_path, capsys):
     """TRL 1.12's PPOTrainer next to the fast agent (`make test-bench`: needs the bench extra)."""
-    from scripts.benchmark import main
-
-    out = tmp_path / "bench"
-    rc = main(["--model", "tiny", "--batch-sizes", "2", "--max-new-tokens", "4", "--iterations", "1",
-               "--runs", "1", "--methods", "generic,fast,trl", "--run-dir", str(out)])
-    assert rc == 0
-    data = json.loads((out / "benchmark.json").read_text())
+    data = _run_tiny(tmp_path, "generic,fast,trl")
     res = data["results"]["2"]
     assert set(res) == {"generic", "fast", "trl"}
     _check_timings(res["trl"])
