@@ -23,9 +23,11 @@ Hand-written loops use :func:`reference_logprobs`, :func:`kl_estimate`, :func:`s
 KL controllers directly.
 """
 
-from agents.name_clash import PackageNameClashWarning, warn_on_name_clash
 from agents.buffers import KLRolloutBuffer, MaskableKLRolloutBuffer
 from agents.cache import KVCacheRunner, position_ids_from_mask
+from agents.callbacks import RLHF_METRICS, RLHFHistory
+from agents.critic_free import CriticFreePG
+from agents.evaluation import evaluate_policy, win_rate
 from agents.kl import (
     AdaptiveKLController,
     FixedKLController,
@@ -34,14 +36,9 @@ from agents.kl import (
     reference_logprobs,
     shape_rewards,
 )
-from agents.callbacks import RLHF_METRICS, RLHFHistory
-from agents.critic_free import CriticFreePG
-from agents.evaluation import evaluate_policy, win_rate
-from agents.rlhf_ppo import AgentClassMismatchError, RLHFPPO
-from agents.rollout import EpisodeBatch, collect_round, sample_tokens, sequence_forward
 from agents.masking import ReferenceMaskWrapper, TokenSubsetMaskWrapper, reference_mask
+from agents.name_clash import PackageNameClashWarning, warn_on_name_clash
 from agents.policy import LMActorCriticPolicy, MaskableLMActorCriticPolicy, NoKLPenaltyWarning
-from agents.vec_env import TextRLHFVecEnv, text_vector_env
 from agents.registry import (
     AlgorithmSpec,
     available_algorithms,
@@ -49,6 +46,9 @@ from agents.registry import (
     make_vec_text_env,
     register_algorithm,
 )
+from agents.rlhf_ppo import RLHFPPO, AgentClassMismatchError
+from agents.rollout import EpisodeBatch, collect_round, sample_tokens, sequence_forward
+from agents.vec_env import TextRLHFVecEnv, text_vector_env
 
 __all__ = [
     "AgentClassMismatchError",

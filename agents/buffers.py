@@ -174,10 +174,12 @@ class _KLShapingMixin:
                 )
             seq_ids[k, :-1], seq_ids[k, -1] = ids[s1, e, 1:], actions[s1, e]
             seq_mask[k, :-1], seq_mask[k, -1] = masks[s1, e, 1:], 1
-            resp[k, L - (s1 - s0 + 1):] = True
-        ref_logp = policy.reference_logprobs(
-            torch.as_tensor(seq_ids), torch.as_tensor(seq_mask), torch.as_tensor(resp)
-        ).cpu().numpy()  # (S, L)
+            resp[k, L - (s1 - s0 + 1) :] = True
+        ref_logp = (
+            policy.reference_logprobs(torch.as_tensor(seq_ids), torch.as_tensor(seq_mask), torch.as_tensor(resp))
+            .cpu()
+            .numpy()
+        )  # (S, L)
 
         beta = float(self.controller.value)
         finished_score, finished_kl, finished_len = [], [], []
@@ -187,8 +189,11 @@ class _KLShapingMixin:
                 self._carry_kl[e], self._carry_len[e], self._carry_known[e] = 0.0, 0, True
             elif s0 == 0 and not self._carry_known[e] and not self._warned_partial:
                 self._warned_partial = True
-                warnings.warn("a rollout began inside an episode this buffer never saw start; only its "
-                              "visible tokens are KL-penalised", stacklevel=2)
+                warnings.warn(
+                    "a rollout began inside an episode this buffer never saw start; only its "
+                    "visible tokens are KL-penalised",
+                    stacklevel=2,
+                )
             logp = torch.as_tensor(self.log_probs[s0 : s1 + 1, e], dtype=torch.float64)
             kl = kl_estimate(logp, torch.as_tensor(ref_logp[k, L - n :], dtype=torch.float64), self.kl_estimator)
             kl = kl.numpy()  # (n,)

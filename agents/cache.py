@@ -191,8 +191,11 @@ class KVCacheRunner:
     def _prefill(self, ids, mask):
         cache = _cache_from(None)
         out = self.trunk(
-            input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask),
-            use_cache=True, **cache_kwargs(cache),
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=position_ids_from_mask(mask),
+            use_cache=True,
+            **cache_kwargs(cache),
         )
         self.stats["full"] += ids.shape[0]
         return out.last_hidden_state[:, -1], _cache_to_list(output_cache(out)), mask.clone()
@@ -201,8 +204,11 @@ class KVCacheRunner:
         new_full = torch.cat([full_mask, torch.ones_like(full_mask[:, :1])], dim=1)  # (batch, C+1)
         pos = mask.sum(-1, keepdim=True) - 1  # (batch, 1): real tokens before the new one
         out = self.trunk(
-            input_ids=ids[:, -1:], attention_mask=new_full, position_ids=pos,
-            use_cache=True, **cache_kwargs(_cache_from(kv)),
+            input_ids=ids[:, -1:],
+            attention_mask=new_full,
+            position_ids=pos,
+            use_cache=True,
+            **cache_kwargs(_cache_from(kv)),
         )
         self.stats["incremental"] += ids.shape[0]
         return out.last_hidden_state[:, -1], _cache_to_list(output_cache(out)), new_full

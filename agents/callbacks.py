@@ -20,11 +20,11 @@ from stable_baselines3.common.callbacks import BaseCallback
 RLHF_METRICS: dict[str, str] = {
     "rlhf/score": "mean reward-model score of the episodes that ended in this rollout (before the KL penalty)",
     "rlhf/kl": "mean summed KL estimate (nats) of those episodes, policy vs reference, with the configured "
-               "estimator (k1: can be slightly negative when policy == reference)",
+    "estimator (k1: can be slightly negative when policy == reference)",
     "rlhf/kl_penalty": "`beta * rlhf/kl`, the mean KL penalty per episode",
     "rlhf/shaped_score": "`rlhf/score - rlhf/kl_penalty`, the mean KL-regularised RLHF objective; with the KL "
-                         "in the reward (every agent but GRPO's default `kl_in=\"loss\"`) it is the mean "
-                         "episode return the agent maximises",
+    'in the reward (every agent but GRPO\'s default `kl_in="loss"`) it is the mean '
+    "episode return the agent maximises",
     "rlhf/beta": "the KL coefficient used for this rollout (after it, the adaptive controller updates it)",
     "rlhf/response_len": "mean response length in tokens (EOS included)",
     "rlhf/episodes": "episodes that ended in this rollout",
@@ -32,8 +32,9 @@ RLHF_METRICS: dict[str, str] = {
 """``rlhf/*`` metric name -> meaning: what every agent logs once per rollout (the one list of them)."""
 
 
-def rollout_metrics(scores: Sequence[float], kls: Sequence[float], lengths: Sequence[float],
-                    beta: float) -> dict[str, float]:
+def rollout_metrics(
+    scores: Sequence[float], kls: Sequence[float], lengths: Sequence[float], beta: float
+) -> dict[str, float]:
     """The :data:`RLHF_METRICS` of one rollout, from the episodes that ended in it.
 
     Args:
@@ -48,8 +49,15 @@ def rollout_metrics(scores: Sequence[float], kls: Sequence[float], lengths: Sequ
     stats = {"rlhf/beta": float(beta), "rlhf/episodes": float(len(scores))}
     if len(scores):
         score, kl = float(np.mean(scores)), float(np.mean(kls))
-        stats.update({"rlhf/score": score, "rlhf/kl": kl, "rlhf/kl_penalty": beta * kl,
-                      "rlhf/shaped_score": score - beta * kl, "rlhf/response_len": float(np.mean(lengths))})
+        stats.update(
+            {
+                "rlhf/score": score,
+                "rlhf/kl": kl,
+                "rlhf/kl_penalty": beta * kl,
+                "rlhf/shaped_score": score - beta * kl,
+                "rlhf/response_len": float(np.mean(lengths)),
+            }
+        )
     return stats
 
 
@@ -77,8 +85,11 @@ class RLHFHistory(BaseCallback):
         return True
 
     def _on_rollout_end(self) -> None:
-        row = {"rollout": len(self.history) + 1, "timesteps": int(self.num_timesteps),
-               "seconds": time.perf_counter() - self._t0}
+        row = {
+            "rollout": len(self.history) + 1,
+            "timesteps": int(self.num_timesteps),
+            "seconds": time.perf_counter() - self._t0,
+        }
         row.update({k: float(v) for k, v in self.model.logger.name_to_value.items() if k.startswith("rlhf/")})
         self.history.append(row)
 
@@ -98,8 +109,7 @@ class ProgressBar(BaseCallback):
     def _on_training_start(self) -> None:
         from textenv.progress import progress_bar
 
-        self.bar = progress_bar(total=self.locals["total_timesteps"] - self.model.num_timesteps, desc="rl",
-                                unit="tok")
+        self.bar = progress_bar(total=self.locals["total_timesteps"] - self.model.num_timesteps, desc="rl", unit="tok")
 
     def _on_step(self) -> bool:
         self.bar.update(self.training_env.num_envs)

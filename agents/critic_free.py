@@ -152,8 +152,15 @@ class CriticFreePG(RLHFPPO):
         self.baseline = bool(baseline)
         self.baseline_momentum = float(baseline_momentum)
         self._baseline_value: float | None = None
-        super().__init__(policy, env, learning_rate=learning_rate, n_epochs=n_epochs, kl_estimator=kl_estimator,
-                         kl_mode=kl_mode or defaults.get("kl_mode", KLConfig.kl_mode), **kwargs)
+        super().__init__(
+            policy,
+            env,
+            learning_rate=learning_rate,
+            n_epochs=n_epochs,
+            kl_estimator=kl_estimator,
+            kl_mode=kl_mode or defaults.get("kl_mode", KLConfig.kl_mode),
+            **kwargs,
+        )
 
     def _setup_model(self) -> None:
         # Checked here, not in __init__: load() builds the agent with the constructor's defaults
@@ -170,8 +177,9 @@ class CriticFreePG(RLHFPPO):
         beta = self._score_reference(batch)
         mask = batch.mask
         reward_beta = beta if self.kl_in == "reward" else 0.0
-        batch.rewards = shape_rewards(batch.scores, batch.logp, batch.ref_logp, reward_beta, self.kl_mode,
-                                      self.kl_estimator, mask.bool())
+        batch.rewards = shape_rewards(
+            batch.scores, batch.logp, batch.ref_logp, reward_beta, self.kl_mode, self.kl_estimator, mask.bool()
+        )
         returns = batch.rewards.sum(-1)  # (n,) undiscounted return of each episode
         if self.estimator == "reinforce":
             b = self._baseline_value if (self.baseline and self._baseline_value is not None) else 0.0
@@ -179,7 +187,9 @@ class CriticFreePG(RLHFPPO):
             if self.baseline:
                 mean = float(returns.mean())
                 m = self.baseline_momentum
-                self._baseline_value = mean if self._baseline_value is None else m * self._baseline_value + (1 - m) * mean
+                self._baseline_value = (
+                    mean if self._baseline_value is None else m * self._baseline_value + (1 - m) * mean
+                )
         elif self.estimator == "reinforce_pp":
             # Hu 2025, REINFORCE++ eq. 6-7: token-level return-to-go, normalised over the global batch.
             adv = masked_whiten(reward_to_go(batch.rewards, mask), mask)
@@ -193,9 +203,14 @@ class CriticFreePG(RLHFPPO):
         """The loss of one minibatch of episodes ``idx`` and its statistics."""
         dev = self.device
         mask = batch.mask[idx].to(dev)
-        logp, _, entropy = sequence_forward(self.policy, batch.input_ids[idx].to(dev),
-                                            batch.attention_mask[idx].to(dev), batch.horizon, entropy=True,
-                                            entropy_grad=self.ent_coef != 0)
+        logp, _, entropy = sequence_forward(
+            self.policy,
+            batch.input_ids[idx].to(dev),
+            batch.attention_mask[idx].to(dev),
+            batch.horizon,
+            entropy=True,
+            entropy_grad=self.ent_coef != 0,
+        )
         old = batch.logp[idx].to(dev)
         adv = batch.advantages[idx].to(dev)
         ratio = torch.exp(logp - old)
@@ -204,15 +219,20 @@ class CriticFreePG(RLHFPPO):
         kl_loss = torch.zeros((), device=dev)
         if self.kl_in == "loss":
             # Shao et al. 2024, eq. 4: k3 KL to the reference, per token, in the loss.
-            kl_loss = aggregate(kl_estimate(logp, batch.ref_logp[idx].to(dev), self.kl_estimator), mask, self.aggregation)
+            kl_loss = aggregate(
+                kl_estimate(logp, batch.ref_logp[idx].to(dev), self.kl_estimator), mask, self.aggregation
+            )
             loss = loss + self._controller().value * kl_loss
         if self.ent_coef:
             loss = loss - self.ent_coef * masked_mean(entropy, mask)
         with torch.no_grad():
             log_ratio = logp - old
-            stats = {"approx_kl": float(masked_mean(torch.expm1(log_ratio) - log_ratio, mask)),
-                     "clip_fraction": float(masked_mean(((ratio - 1).abs() > clip_range).float(), mask)),
-                     "kl_loss": float(kl_loss), "entropy": float(masked_mean(entropy, mask))}
+            stats = {
+                "approx_kl": float(masked_mean(torch.expm1(log_ratio) - log_ratio, mask)),
+                "clip_fraction": float(masked_mean(((ratio - 1).abs() > clip_range).float(), mask)),
+                "kl_loss": float(kl_loss),
+                "entropy": float(masked_mean(entropy, mask)),
+            }
         return loss, stats
 
     def train(self) -> None:

@@ -54,10 +54,10 @@ def _pack(prompt_ids: Sequence[Sequence[int]], response_ids: Sequence[Sequence[i
     mask = torch.zeros((len(rows), length), dtype=torch.long)
     resp = torch.zeros((len(rows), length), dtype=torch.bool)
     for i, (row, r) in enumerate(zip(rows, response_ids)):
-        ids[i, length - len(row):] = torch.tensor(row, dtype=torch.long)
-        mask[i, length - len(row):] = 1
+        ids[i, length - len(row) :] = torch.tensor(row, dtype=torch.long)
+        mask[i, length - len(row) :] = 1
         if len(r):
-            resp[i, length - len(r):] = True
+            resp[i, length - len(r) :] = True
     return ids, mask, resp
 
 
@@ -90,13 +90,20 @@ def sample_responses(
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
         for start in range(0, len(prompt_ids), batch_size):
-            chunk = prompt_ids[start:start + batch_size]
+            chunk = prompt_ids[start : start + batch_size]
             ids, mask, _ = _pack(chunk, [[] for _ in chunk], pad)
             out = model.generate(
-                input_ids=ids.to(device), attention_mask=mask.to(device), do_sample=True,
-                temperature=temperature, top_k=0, top_p=1.0, max_new_tokens=max_new_tokens,
-                min_new_tokens=1, eos_token_id=eos, pad_token_id=pad,
-            )[:, ids.shape[1]:].cpu()
+                input_ids=ids.to(device),
+                attention_mask=mask.to(device),
+                do_sample=True,
+                temperature=temperature,
+                top_k=0,
+                top_p=1.0,
+                max_new_tokens=max_new_tokens,
+                min_new_tokens=1,
+                eos_token_id=eos,
+                pad_token_id=pad,
+            )[:, ids.shape[1] :].cpu()
             for row in out.tolist():
                 cut = row.index(eos) + 1 if eos in row else len(row)  # keep EOS, as the env does
                 responses.append(row[:cut])
@@ -112,8 +119,11 @@ def sequence_logprobs(model, samples: Samples, temperature: float = 1.0, batch_s
     sums = []
     for s in range(0, len(samples.prompts), batch_size):
         lp = reference_logprobs(
-            model, samples.input_ids[s:s + batch_size].to(device), samples.attention_mask[s:s + batch_size].to(device),
-            samples.response_mask[s:s + batch_size].to(device), temperature=temperature,
+            model,
+            samples.input_ids[s : s + batch_size].to(device),
+            samples.attention_mask[s : s + batch_size].to(device),
+            samples.response_mask[s : s + batch_size].to(device),
+            temperature=temperature,
         )
         sums.append(lp.sum(-1).cpu())
     return torch.cat(sums)
@@ -121,7 +131,7 @@ def sequence_logprobs(model, samples: Samples, temperature: float = 1.0, batch_s
 
 def distinct_n(texts: Sequence[str], n: int) -> float:
     """Unique word n-grams over all texts divided by their total count (0 if there are none)."""
-    grams = [tuple(words[i:i + n]) for t in texts for words in [t.split()] for i in range(len(words) - n + 1)]
+    grams = [tuple(words[i : i + n]) for t in texts for words in [t.split()] for i in range(len(words) - n + 1)]
     return len(set(grams)) / len(grams) if grams else 0.0
 
 
@@ -177,9 +187,13 @@ def evaluate_policy(
     judge = annotator.score(samples.prompts, samples.responses)
     kl = (logp - ref_logp_t).numpy()
     result = EvalResult(
-        name=name, prompts=samples.prompts, responses=samples.responses,
-        rm_scores=[float(x) for x in rm], annotator_scores=[float(x) for x in judge],
-        kl=[float(x) for x in kl], response_lengths=[int(x) for x in samples.response_lengths],
+        name=name,
+        prompts=samples.prompts,
+        responses=samples.responses,
+        rm_scores=[float(x) for x in rm],
+        annotator_scores=[float(x) for x in judge],
+        kl=[float(x) for x in kl],
+        response_lengths=[int(x) for x in samples.response_lengths],
     )
     result.metrics = {
         "rm_score": float(np.mean(rm)),

@@ -156,18 +156,24 @@ def reference_logprobs(
     first -= lead
     keep = ids.shape[1] - first + 1
     try:
-        logits = ref_model(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask),
-                           use_cache=False, logits_to_keep=keep).logits
+        logits = ref_model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=position_ids_from_mask(mask),
+            use_cache=False,
+            logits_to_keep=keep,
+        ).logits
     except TypeError:  # models without `logits_to_keep`
-        logits = ref_model(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask),
-                           use_cache=False).logits
+        logits = ref_model(
+            input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask), use_cache=False
+        ).logits
     logits = logits[:, -keep:-1].float() / temperature  # (batch, keep - 1): predictions of positions first..end
     if allowed_tokens is not None:
         logits = restrict_logits(logits, allowed_tokens)
     targets = ids[:, first:]  # (batch, keep - 1)
     logp = torch.log_softmax(logits, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
     out = torch.zeros(input_ids.shape, dtype=torch.float32, device=ids.device)
-    out[:, lead + first:] = logp
+    out[:, lead + first :] = logp
     return out * response_mask
 
 

@@ -164,7 +164,9 @@ class TokenSubsetMaskWrapper(gym.Wrapper):
         subset = np.zeros(env.action_space.n, dtype=bool)
         ids = np.asarray(list(token_ids), dtype=np.int64)
         if ids.size == 0 or ids.min() < 0 or ids.max() >= env.action_space.n:
-            raise ValueError(f"token_ids must be a non-empty list of ids in [0, {env.action_space.n}), got {token_ids!r}")
+            raise ValueError(
+                f"token_ids must be a non-empty list of ids in [0, {env.action_space.n}), got {token_ids!r}"
+            )
         subset[ids] = True
         self._mask = subset & _inner_masks(env)
         if not self._mask.any():

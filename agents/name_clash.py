@@ -41,4 +41,7 @@ def warn_on_name_clash(lookup: Callable[[str], object] = importlib.metadata.dist
         warnings.warn(
             f"{', '.join(found)} is installed in this environment and also provides the package `agents`; "
             "the two overwrite each other's files. Install textrlhf in its own virtual environment "
-            "(python -m venv .venv), without it.", PackageNameClashWarning, stacklevel=3)
+            "(python -m venv .venv), without it.",
+            PackageNameClashWarning,
+            stacklevel=3,
+        )

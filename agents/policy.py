@@ -122,7 +122,9 @@ class _LMPolicyMixin:
         **unsupported: Any,
     ):
         if unsupported:
-            valid = [p for p in inspect.signature(_LMPolicyMixin.__init__).parameters if p not in ("self", "unsupported")]
+            valid = [
+                p for p in inspect.signature(_LMPolicyMixin.__init__).parameters if p not in ("self", "unsupported")
+            ]
             raise TypeError(
                 f"{type(self).__name__} got unsupported policy_kwargs {sorted(unsupported)} (LM policies have "
                 f"no MLP, net_arch or feature extractor); valid: {valid[3:]}"
@@ -434,10 +436,16 @@ class _LMPolicyMixin:
         outs = []
         for start in range(0, input_ids.shape[0], self.ref_batch_size):
             sl = slice(start, start + self.ref_batch_size)
-            outs.append(_reference_logprobs(
-                ref, input_ids[sl].to(device), attention_mask[sl].to(device), response_mask[sl].to(device),
-                temperature=self.temperature, allowed_tokens=self.allowed_tokens,
-            ))
+            outs.append(
+                _reference_logprobs(
+                    ref,
+                    input_ids[sl].to(device),
+                    attention_mask[sl].to(device),
+                    response_mask[sl].to(device),
+                    temperature=self.temperature,
+                    allowed_tokens=self.allowed_tokens,
+                )
+            )
         return torch.cat(outs) if outs else torch.zeros(input_ids.shape)
 
     def save_pretrained(self, path: str | os.PathLike) -> None:
@@ -452,7 +460,9 @@ class _LMPolicyMixin:
         with atomic_dir(path) as tmp:
             self.lm.save_pretrained(tmp, safe_serialization=True)
             load_tokenizer(self.model_name).save_pretrained(tmp)
-            torch.save({k: v.cpu() for k, v in self.value_head.state_dict().items()}, os.path.join(tmp, "value_head.pt"))
+            torch.save(
+                {k: v.cpu() for k, v in self.value_head.state_dict().items()}, os.path.join(tmp, "value_head.pt")
+            )
 
 
 class LMActorCriticPolicy(_LMPolicyMixin, ActorCriticPolicy):
@@ -492,4 +502,3 @@ class MaskableLMActorCriticPolicy(_LMPolicyMixin, MaskableActorCriticPolicy):
     distribution is exactly what is sampled, stored and optimised. Arguments as
     :class:`LMActorCriticPolicy`.
     """
-

@@ -46,8 +46,15 @@ KL_OPTIONS = tuple(f.name for f in dataclasses.fields(KLConfig))  # kl_coef, ada
 # per-step learning rate is lower (3e-5); A2C takes one step per rollout (1e-4). TRPO's learning rate
 # only drives the critic (the actor step is set by target_kl).
 _COMMON: dict[str, Any] = {"gamma": 1.0, "gae_lambda": 0.95, "normalize_advantage": True}
-_PPO: dict[str, Any] = {**_COMMON, "learning_rate": 3e-5, "n_epochs": 4, "clip_range": 0.2, "ent_coef": 0.0,
-                        "vf_coef": 0.1, "max_grad_norm": 1.0}
+_PPO: dict[str, Any] = {
+    **_COMMON,
+    "learning_rate": 3e-5,
+    "n_epochs": 4,
+    "clip_range": 0.2,
+    "ent_coef": 0.0,
+    "vf_coef": 0.1,
+    "max_grad_norm": 1.0,
+}
 
 
 @dataclass
@@ -75,15 +82,36 @@ class AlgorithmSpec:
 
 _REGISTRY: dict[str, AlgorithmSpec] = {
     "ppo": AlgorithmSpec(PPO, LMActorCriticPolicy, KLRolloutBuffer, dict(_PPO), minibatches=4),
-    "a2c": AlgorithmSpec(A2C, LMActorCriticPolicy, KLRolloutBuffer, {
-        **_COMMON, "learning_rate": 1e-4, "ent_coef": 0.0, "vf_coef": 0.1, "max_grad_norm": 1.0,
-        "use_rms_prop": False,  # SB3's A2C defaults to RMSprop; Adam is the standard for LM fine-tuning
-    }),
-    "trpo": AlgorithmSpec(LMTRPO, LMActorCriticPolicy, KLRolloutBuffer, {
-        **_COMMON, "learning_rate": 1e-4, "target_kl": 0.01, "n_critic_updates": 3, "cg_max_steps": 10,
-    }, minibatches=4, policy_defaults={"attn_implementation": "eager"}),  # CG needs double backward
-    "maskable_ppo": AlgorithmSpec(MaskablePPO, MaskableLMActorCriticPolicy, MaskableKLRolloutBuffer, dict(_PPO),
-                                  minibatches=4),
+    "a2c": AlgorithmSpec(
+        A2C,
+        LMActorCriticPolicy,
+        KLRolloutBuffer,
+        {
+            **_COMMON,
+            "learning_rate": 1e-4,
+            "ent_coef": 0.0,
+            "vf_coef": 0.1,
+            "max_grad_norm": 1.0,
+            "use_rms_prop": False,  # SB3's A2C defaults to RMSprop; Adam is the standard for LM fine-tuning
+        },
+    ),
+    "trpo": AlgorithmSpec(
+        LMTRPO,
+        LMActorCriticPolicy,
+        KLRolloutBuffer,
+        {
+            **_COMMON,
+            "learning_rate": 1e-4,
+            "target_kl": 0.01,
+            "n_critic_updates": 3,
+            "cg_max_steps": 10,
+        },
+        minibatches=4,
+        policy_defaults={"attn_implementation": "eager"},
+    ),  # CG needs double backward
+    "maskable_ppo": AlgorithmSpec(
+        MaskablePPO, MaskableLMActorCriticPolicy, MaskableKLRolloutBuffer, dict(_PPO), minibatches=4
+    ),
 }
 _ALIASES = {"maskableppo": "maskable_ppo", "ppo_mask": "maskable_ppo", "nlpo": "maskable_ppo"}
 _REFUSED = {
@@ -105,13 +133,20 @@ def _register_sequence_agents() -> None:
     _REGISTRY["rlhf_ppo"] = AlgorithmSpec(RLHFPPO, LMActorCriticPolicy, None, {"learning_rate": 3e-5, "n_epochs": 4})
     # docs/design.md section 5: a leave-one-out policy gradient with ONE Adam step per batch needs lr ~1e-4 on CPU.
     for name in ("reinforce", "rloo", "grpo", "reinforce_pp"):
-        _REGISTRY[name] = AlgorithmSpec(CriticFreePG, LMActorCriticPolicy, None,
-                                        {"estimator": name, "learning_rate": 1e-4, "n_epochs": 1})
+        _REGISTRY[name] = AlgorithmSpec(
+            CriticFreePG, LMActorCriticPolicy, None, {"estimator": name, "learning_rate": 1e-4, "n_epochs": 1}
+        )
 
 
 _register_sequence_agents()
-_ALIASES.update({"fast_ppo": "rlhf_ppo", "rlhfppo": "rlhf_ppo", "reinforce++": "reinforce_pp",
-                 "reinforce_plus_plus": "reinforce_pp"})
+_ALIASES.update(
+    {
+        "fast_ppo": "rlhf_ppo",
+        "rlhfppo": "rlhf_ppo",
+        "reinforce++": "reinforce_pp",
+        "reinforce_plus_plus": "reinforce_pp",
+    }
+)
 
 
 def _init_params(cls: type) -> set[str]:
@@ -200,8 +235,9 @@ def make_agent(
     env = _as_vec_env(spec, env, kwargs.get("verbose", 0))
     cfg = env_config(env)
     if spec.buffer_class is None:
-        return _make_sequence_agent(name, spec, env, model or cfg.model, temperature, policy_kwargs,
-                                    rollout_buffer_kwargs, kwargs)
+        return _make_sequence_agent(
+            name, spec, env, model or cfg.model, temperature, policy_kwargs, rollout_buffer_kwargs, kwargs
+        )
     buffer_kwargs = dict(rollout_buffer_kwargs or {})
     for key in KL_OPTIONS:
         if key in kwargs:
@@ -225,8 +261,12 @@ def make_agent(
         options["batch_size"] = max([d for d in range(2, target + 1) if total % d == 0] or [total])
     pkw = {"model": model or cfg.model, "temperature": temperature, **spec.policy_defaults, **(policy_kwargs or {})}
     agent = spec.algo_class(
-        spec.policy_class, env, policy_kwargs=pkw, rollout_buffer_class=spec.buffer_class,
-        rollout_buffer_kwargs=buffer_kwargs, **options,
+        spec.policy_class,
+        env,
+        policy_kwargs=pkw,
+        rollout_buffer_class=spec.buffer_class,
+        rollout_buffer_kwargs=buffer_kwargs,
+        **options,
     )
     agent.rollout_buffer.bind(agent)
     return agent
@@ -249,13 +289,16 @@ def _as_vec_env(spec: AlgorithmSpec, env: gym.Env | VecEnv, verbose: int) -> Vec
 def _make_sequence_agent(name, spec, env, model, temperature, policy_kwargs, rollout_buffer_kwargs, kwargs):
     """``make_agent`` for agents that own their rollouts (KL options are constructor arguments)."""
     if rollout_buffer_kwargs:
-        raise TypeError(f"{name!r} keeps episodes, not a rollout buffer: pass the KL options "
-                        f"{list(KL_OPTIONS)} directly, not in rollout_buffer_kwargs")
+        raise TypeError(
+            f"{name!r} keeps episodes, not a rollout buffer: pass the KL options "
+            f"{list(KL_OPTIONS)} directly, not in rollout_buffer_kwargs"
+        )
     valid = _init_params(spec.algo_class)
     unknown = sorted(set(kwargs) - valid)
     if unknown:
-        raise TypeError(f"unknown option(s) {unknown} for {name!r}; valid: {sorted(valid)} "
-                        f"plus model, temperature, policy_kwargs")
+        raise TypeError(
+            f"unknown option(s) {unknown} for {name!r}; valid: {sorted(valid)} plus model, temperature, policy_kwargs"
+        )
     pkw = {"model": model, "temperature": temperature, **spec.policy_defaults, **(policy_kwargs or {})}
     return spec.algo_class(spec.policy_class, env, policy_kwargs=pkw, **{**spec.defaults, **kwargs})
 
@@ -283,9 +326,9 @@ def make_vec_text_env(
     the fast agents step the vector env itself. With a mask: SB3's ``DummyVecEnv`` of single envs,
     each with ``Monitor`` and the mask wrapper (a per-env gym wrapper), sharing one reward object.
     """
-    import textenv  # noqa: F401  (registers TextRLHF-v0)
     from stable_baselines3.common.env_util import make_vec_env
 
+    import textenv  # noqa: F401  (registers TextRLHF-v0)
     from agents.masking import ReferenceMaskWrapper, TokenSubsetMaskWrapper
     from agents.vec_env import TextRLHFVecEnv
 
@@ -293,8 +336,9 @@ def make_vec_text_env(
     if mask not in wrappers:
         raise ValueError(f"mask must be one of {list(wrappers)}, got {mask!r}")
     if mask is None:
-        venv = TextRLHFVecEnv(gym.make_vec("TextRLHF-v0", num_envs=n_envs, vectorization_mode="vector_entry_point",
-                                           **env_kwargs))
+        venv = TextRLHFVecEnv(
+            gym.make_vec("TextRLHF-v0", num_envs=n_envs, vectorization_mode="vector_entry_point", **env_kwargs)
+        )
         venv.seed(seed)
         venv.action_space.seed(seed)
         return venv
@@ -303,11 +347,16 @@ def make_vec_text_env(
     from reward_models import make_reward
     from textenv import EnvConfig
 
-    base = EnvConfig.from_kwargs(env_kwargs.get("config"),
-                                 **{k: env_kwargs[k] for k in ("reward", "reward_kwargs") if k in env_kwargs})
+    base = EnvConfig.from_kwargs(
+        env_kwargs.get("config"), **{k: env_kwargs[k] for k in ("reward", "reward_kwargs") if k in env_kwargs}
+    )
     env_kwargs["reward"] = make_reward(base.reward, **base.reward_kwargs)  # one reward model in memory
     env_kwargs["reward_kwargs"] = {}
     return make_vec_env(
-        "TextRLHF-v0", n_envs=n_envs, seed=seed, env_kwargs=env_kwargs,
-        wrapper_class=wrappers[mask], wrapper_kwargs=mask_kwargs,
+        "TextRLHF-v0",
+        n_envs=n_envs,
+        seed=seed,
+        env_kwargs=env_kwargs,
+        wrapper_class=wrappers[mask],
+        wrapper_kwargs=mask_kwargs,
     )

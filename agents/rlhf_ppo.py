@@ -66,8 +66,10 @@ def _use_instead(saved_by: str) -> str:
 
 def _refuse_load(saved_by: str):
     """Unpickling hook of :class:`_LoadGuard`: reached only by a loader that is not the saving class's."""
-    raise AgentClassMismatchError(f"this file was saved by {saved_by}; {_use_instead(saved_by)}, not with another "
-                                  f"algorithm's load (e.g. stable_baselines3.PPO.load)")
+    raise AgentClassMismatchError(
+        f"this file was saved by {saved_by}; {_use_instead(saved_by)}, not with another "
+        f"algorithm's load (e.g. stable_baselines3.PPO.load)"
+    )
 
 
 class _LoadGuard:
@@ -196,8 +198,10 @@ class RLHFPPO(PPO):
         if env is not None:
             _check_env(env)
         elif _init_setup_model:
-            raise TypeError(f"{type(self).__name__} needs a VecEnv of TextRLHF-v0 envs (agents.make_vec_text_env); "
-                            f"without one, use {type(self).__name__}.load(path) to predict with a saved agent")
+            raise TypeError(
+                f"{type(self).__name__} needs a VecEnv of TextRLHF-v0 envs (agents.make_vec_text_env); "
+                f"without one, use {type(self).__name__}.load(path) to predict with a saved agent"
+            )
         check_kl_options(kl_coef, kl_estimator, kl_mode)
         if batch_size is not None and batch_size < 1:
             raise ValueError(f"batch_size counts episodes and must be >= 1 (or None for all), got {batch_size}")
@@ -221,11 +225,28 @@ class RLHFPPO(PPO):
         self.agent_class = class_path(type(self))
         setattr(self, _GUARD_KEY, _LoadGuard(self.agent_class))  # saved with the agent; see load()
         super().__init__(
-            policy, env, learning_rate=learning_rate, n_steps=n_steps, batch_size=max(2, n_steps * n_envs),
-            n_epochs=n_epochs, gamma=gamma, gae_lambda=gae_lambda, clip_range=clip_range, clip_range_vf=clip_range_vf,
-            normalize_advantage=normalize_advantage, ent_coef=ent_coef, vf_coef=vf_coef, max_grad_norm=max_grad_norm,
-            target_kl=target_kl, stats_window_size=stats_window_size, tensorboard_log=tensorboard_log,
-            policy_kwargs=policy_kwargs, verbose=verbose, seed=seed, device=device, _init_setup_model=False,
+            policy,
+            env,
+            learning_rate=learning_rate,
+            n_steps=n_steps,
+            batch_size=max(2, n_steps * n_envs),
+            n_epochs=n_epochs,
+            gamma=gamma,
+            gae_lambda=gae_lambda,
+            clip_range=clip_range,
+            clip_range_vf=clip_range_vf,
+            normalize_advantage=normalize_advantage,
+            ent_coef=ent_coef,
+            vf_coef=vf_coef,
+            max_grad_norm=max_grad_norm,
+            target_kl=target_kl,
+            stats_window_size=stats_window_size,
+            tensorboard_log=tensorboard_log,
+            policy_kwargs=policy_kwargs,
+            verbose=verbose,
+            seed=seed,
+            device=device,
+            _init_setup_model=False,
         )
         if _init_setup_model:
             self._setup_model()
@@ -234,8 +255,9 @@ class RLHFPPO(PPO):
         # No transition-level RolloutBuffer: episodes live in an EpisodeBatch.
         self._setup_lr_schedule()
         self.set_random_seed(self.seed)
-        self.policy = self.policy_class(self.observation_space, self.action_space, self.lr_schedule,
-                                        **self.policy_kwargs).to(self.device)
+        self.policy = self.policy_class(
+            self.observation_space, self.action_space, self.lr_schedule, **self.policy_kwargs
+        ).to(self.device)
         self.rollout_buffer = None
         self.clip_range = FloatSchedule(self.clip_range)
         if self.clip_range_vf is not None:
@@ -245,8 +267,16 @@ class RLHFPPO(PPO):
         return [*super()._excluded_save_params(), "_batch"]
 
     @classmethod
-    def load(cls, path, env=None, device: torch.device | str = "auto", custom_objects: dict[str, Any] | None = None,
-             print_system_info: bool = False, force_reset: bool = True, **kwargs) -> RLHFPPO:
+    def load(
+        cls,
+        path,
+        env=None,
+        device: torch.device | str = "auto",
+        custom_objects: dict[str, Any] | None = None,
+        print_system_info: bool = False,
+        force_reset: bool = True,
+        **kwargs,
+    ) -> RLHFPPO:
         """SB3's ``load``, once the file is known to hold an agent of exactly this class.
 
         As in SB3, ``env`` may be omitted to only ``predict`` (give one, or call ``set_env``, to train);
@@ -272,8 +302,15 @@ class RLHFPPO(PPO):
         """
         check_saved_class(path, cls)
         custom_objects = {**(custom_objects or {}), _GUARD_KEY: _LoadGuard(class_path(cls))}
-        return super().load(path, env=env, device=device, custom_objects=custom_objects,
-                            print_system_info=print_system_info, force_reset=force_reset, **kwargs)
+        return super().load(
+            path,
+            env=env,
+            device=device,
+            custom_objects=custom_objects,
+            print_system_info=print_system_info,
+            force_reset=force_reset,
+            **kwargs,
+        )
 
     # ------------------------------------------------------------------ KL coefficient
     @property
@@ -285,8 +322,11 @@ class RLHFPPO(PPO):
         if self.kl_controller is None:
             saved = float(self.policy.kl_beta)
             init = saved if np.isfinite(saved) else self.kl_coef
-            self.kl_controller = (AdaptiveKLController(init, self.kl_target, self.kl_horizon) if self.adaptive_kl
-                                  else FixedKLController(init))
+            self.kl_controller = (
+                AdaptiveKLController(init, self.kl_target, self.kl_horizon)
+                if self.adaptive_kl
+                else FixedKLController(init)
+            )
         return self.kl_controller
 
     # ------------------------------------------------------------------ rollouts
@@ -329,16 +369,18 @@ class RLHFPPO(PPO):
     def _finish_batch(self, batch: EpisodeBatch) -> None:
         """Reference log-probs in batched forwards, KL-shaped rewards, GAE, the KL controller."""
         beta = self._score_reference(batch)
-        batch.rewards = shape_rewards(batch.scores, batch.logp, batch.ref_logp, beta, self.kl_mode,
-                                      self.kl_estimator, batch.mask.bool())
+        batch.rewards = shape_rewards(
+            batch.scores, batch.logp, batch.ref_logp, beta, self.kl_mode, self.kl_estimator, batch.mask.bool()
+        )
         batch.advantages, batch.returns = gae(batch.rewards, batch.values, batch.mask, self.gamma, self.gae_lambda)
         self._update_kl_and_log(batch, beta)
 
     def _score_reference(self, batch: EpisodeBatch) -> float:
         """Fill ``batch.ref_logp`` (one batched teacher-forced pass); return the current ``beta``."""
         T = batch.horizon
-        ref = self.policy.reference_logprobs(batch.input_ids.to(self.device), batch.attention_mask.to(self.device),
-                                             batch.response_mask.to(self.device)).cpu()
+        ref = self.policy.reference_logprobs(
+            batch.input_ids.to(self.device), batch.attention_mask.to(self.device), batch.response_mask.to(self.device)
+        ).cpu()
         batch.ref_logp = ref[:, -T:]
         return self._controller().value
 
@@ -368,8 +410,12 @@ class RLHFPPO(PPO):
             for idx in torch.randperm(n).split(bs):
                 mask = batch.mask[idx].to(dev)
                 logp, values, entropy = sequence_forward(
-                    self.policy, batch.input_ids[idx].to(dev), batch.attention_mask[idx].to(dev), T,
-                    entropy=True, entropy_grad=self.ent_coef != 0,
+                    self.policy,
+                    batch.input_ids[idx].to(dev),
+                    batch.attention_mask[idx].to(dev),
+                    T,
+                    entropy=True,
+                    entropy_grad=self.ent_coef != 0,
                 )
                 adv = batch.advantages[idx].to(dev)
                 if self.normalize_advantage and mask.sum() > 1:

@@ -76,7 +76,7 @@ class EpisodeBatch:
     def response_mask(self) -> torch.Tensor:
         """``(n, L)`` bool: True on response tokens of ``input_ids``."""
         out = torch.zeros_like(self.attention_mask, dtype=torch.bool)
-        out[:, -self.horizon:] = self.mask.bool()
+        out[:, -self.horizon :] = self.mask.bool()
         return out
 
     @property
@@ -84,15 +84,22 @@ class EpisodeBatch:
         return self.mask.sum(-1)
 
     @staticmethod
-    def concat(batches: list["EpisodeBatch"]) -> "EpisodeBatch":
+    def concat(batches: list[EpisodeBatch]) -> EpisodeBatch:
         """Join rounds into one batch (tensors concatenated along episodes)."""
         if len(batches) == 1:
             return batches[0]
         cat = lambda name: torch.cat([getattr(b, name) for b in batches])  # noqa: E731
         return EpisodeBatch(
-            cat("input_ids"), cat("attention_mask"), cat("mask"), cat("logp"), cat("values"), cat("scores"),
-            [p for b in batches for p in b.prompts], [r for b in batches for r in b.responses],
-            np.concatenate([b.prompt_index for b in batches]), np.concatenate([b.env_index for b in batches]),
+            cat("input_ids"),
+            cat("attention_mask"),
+            cat("mask"),
+            cat("logp"),
+            cat("values"),
+            cat("scores"),
+            [p for b in batches for p in b.prompts],
+            [r for b in batches for r in b.responses],
+            np.concatenate([b.prompt_index for b in batches]),
+            np.concatenate([b.env_index for b in batches]),
             extras={k: np.concatenate([b.extras[k] for b in batches]) for k in batches[0].extras},
         )
 
@@ -108,15 +115,25 @@ class _TrunkStepper:
 
         self.mask = mask  # (n, L)
         self.next_pos = mask.sum(-1, keepdim=True)  # (n, 1): position of the next token
-        out = self.trunk(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask),
-                         use_cache=True, **cache_kwargs(DynamicCache()))
+        out = self.trunk(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=position_ids_from_mask(mask),
+            use_cache=True,
+            **cache_kwargs(DynamicCache()),
+        )
         self.cache = output_cache(out)
         return out.last_hidden_state[:, -1]  # (n, hidden)
 
     def extend(self, tokens: torch.Tensor) -> torch.Tensor:
         self.mask = torch.cat([self.mask, torch.ones_like(self.mask[:, :1])], dim=1)  # (n, C + 1)
-        out = self.trunk(input_ids=tokens[:, None], attention_mask=self.mask, position_ids=self.next_pos,
-                         use_cache=True, **cache_kwargs(self.cache))
+        out = self.trunk(
+            input_ids=tokens[:, None],
+            attention_mask=self.mask,
+            position_ids=self.next_pos,
+            use_cache=True,
+            **cache_kwargs(self.cache),
+        )
         self.cache = output_cache(out)
         self.next_pos = self.next_pos + 1
         return out.last_hidden_state[:, -1]
@@ -125,7 +142,9 @@ class _TrunkStepper:
 def _check_env(env) -> None:
     """Refuse, with a ``TypeError``, an env the fast agents cannot step as a ``TextRLHFVectorEnv``."""
     if not isinstance(env, VecEnv):
-        raise TypeError(f"fast agents need a VecEnv of TextRLHF-v0 envs (agents.make_vec_text_env), got {type(env).__name__}")
+        raise TypeError(
+            f"fast agents need a VecEnv of TextRLHF-v0 envs (agents.make_vec_text_env), got {type(env).__name__}"
+        )
     text_vector_env(env)
 
 
@@ -163,7 +182,9 @@ def _reset_round(venv, reset_options: list[dict | None] | None, group_size: int)
         lead = row_infos(infos, n)
         for i in np.flatnonzero(followers):
             info = lead[i - i % group_size]
-            options[i] = {"prompt_index": info["prompt_index"]} if info["prompt_index"] >= 0 else {"prompt": info["prompt"]}
+            options[i] = (
+                {"prompt_index": info["prompt_index"]} if info["prompt_index"] >= 0 else {"prompt": info["prompt"]}
+            )
         row_options = merge_row_options([o if f else None for o, f in zip(options, followers)])
         obs, _ = venv.reset(options={"reset_mask": followers, **row_options})
     return obs
@@ -257,19 +278,23 @@ def _assemble(steps: dict, T: int) -> EpisodeBatch | None:
     def right(x: torch.Tensor) -> torch.Tensor:
         out = torch.zeros((len(keep), T), dtype=x.dtype)
         for row, i in enumerate(keep):
-            out[row, T - lengths[i]:] = x[i, : lengths[i]]
+            out[row, T - lengths[i] :] = x[i, : lengths[i]]
         return out
 
     resp_mask = torch.zeros((len(keep), T))
     for row, i in enumerate(keep):
-        resp_mask[row, T - lengths[i]:] = 1.0
+        resp_mask[row, T - lengths[i] :] = 1.0
     batch = EpisodeBatch(
         input_ids=torch.as_tensor(np.stack([finals[i][0]["input_ids"] for i in keep])).long(),
         attention_mask=torch.as_tensor(np.stack([finals[i][0]["attention_mask"] for i in keep])).long(),
-        mask=resp_mask, logp=right(steps["logps"]), values=right(steps["values"]),
+        mask=resp_mask,
+        logp=right(steps["logps"]),
+        values=right(steps["values"]),
         scores=torch.tensor([finals[i][1] for i in keep], dtype=torch.float32),
-        prompts=[finals[i][2]["prompt"] for i in keep], responses=[finals[i][2]["response"] for i in keep],
-        prompt_index=np.array([finals[i][2]["prompt_index"] for i in keep]), env_index=keep.copy(),
+        prompts=[finals[i][2]["prompt"] for i in keep],
+        responses=[finals[i][2]["response"] for i in keep],
+        prompt_index=np.array([finals[i][2]["prompt_index"] for i in keep]),
+        env_index=keep.copy(),
     )
     # The env is the source of truth: its final window must end with exactly the tokens we sampled.
     tail = batch.input_ids[:, -T:]
@@ -278,8 +303,14 @@ def _assemble(steps: dict, T: int) -> EpisodeBatch | None:
     return batch
 
 
-def sequence_forward(policy, input_ids: torch.Tensor, attention_mask: torch.Tensor, horizon: int, entropy: bool = True,
-                     entropy_grad: bool = True):
+def sequence_forward(
+    policy,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    horizon: int,
+    entropy: bool = True,
+    entropy_grad: bool = True,
+):
     """Log-probs, values (and entropies) of the last ``horizon`` tokens of each row, in ONE forward.
 
     The sequence-level counterpart of SB3's per-transition ``evaluate_actions``: one teacher-forced
@@ -300,13 +331,13 @@ def sequence_forward(policy, input_ids: torch.Tensor, attention_mask: torch.Tens
     L = ids.shape[1]
     pos = position_ids_from_mask(mask)
     h = policy.lm.base_model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False).last_hidden_state
-    h = h[:, L - horizon - 1: L - 1]  # (batch, horizon, hidden): states before each response slot
+    h = h[:, L - horizon - 1 : L - 1]  # (batch, horizon, hidden): states before each response slot
     logits = policy.action_logits(h)  # (batch, horizon, V)
     logp_all = torch.log_softmax(logits, dim=-1)
-    logp = logp_all.gather(-1, ids[:, L - horizon:, None]).squeeze(-1)
+    logp = logp_all.gather(-1, ids[:, L - horizon :, None]).squeeze(-1)
     if policy.value_model is not None:
         vh = policy.value_model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False).last_hidden_state
-        vh = vh[:, L - horizon - 1: L - 1]
+        vh = vh[:, L - horizon - 1 : L - 1]
     else:
         vh = h
     values = policy.value_head(vh.float()).squeeze(-1)

@@ -126,8 +126,10 @@ class TextRLHFVecEnv(VecEnv):
         ``reset``/``step`` are refused (``TypeError``): they move every row, not the requested ones.
         """
         if method_name in ("reset", "step"):
-            raise TypeError(f"env_method({method_name!r}) would move every row; call {method_name}() on the "
-                            f"VecEnv, or step its vector_env directly")
+            raise TypeError(
+                f"env_method({method_name!r}) would move every row; call {method_name}() on the "
+                f"VecEnv, or step its vector_env directly"
+            )
         result = getattr(self.vector_env, method_name)(*method_args, **method_kwargs)
         rows = list(self._get_indices(indices))
         return [result[i] for i in rows] if method_name in _PER_ROW_METHODS else [result for _ in rows]
@@ -168,16 +170,22 @@ def text_vector_env(env: Any) -> TextRLHFVectorEnv:
     if isinstance(env, TextRLHFVecEnv):
         return env.vector_env
     if isinstance(env, VecEnvWrapper):
-        raise TypeError(f"fast agents step the rows directly, so VecEnv wrappers ({type(env).__name__}) would be "
-                        f"bypassed; pass agents.make_vec_text_env(...) unwrapped")
+        raise TypeError(
+            f"fast agents step the rows directly, so VecEnv wrappers ({type(env).__name__}) would be "
+            f"bypassed; pass agents.make_vec_text_env(...) unwrapped"
+        )
     if isinstance(env, DummyVecEnv):
         allowed = (*_TRANSPARENT_WRAPPERS, ReferenceMaskWrapper, TokenSubsetMaskWrapper)
         for sub in env.envs:
             layer = sub
             while isinstance(layer, gym.Wrapper):
                 if not isinstance(layer, allowed):
-                    raise TypeError(f"fast agents step TextRLHF-v0 rows directly and would bypass the env wrapper "
-                                    f"{type(layer).__name__}; pass agents.make_vec_text_env(...) or unwrapped envs")
+                    raise TypeError(
+                        f"fast agents step TextRLHF-v0 rows directly and would bypass the env wrapper "
+                        f"{type(layer).__name__}; pass agents.make_vec_text_env(...) or unwrapped envs"
+                    )
                 layer = layer.env
         return TextRLHFVectorEnv.from_envs(env.envs)
-    raise TypeError(f"fast agents need a VecEnv of TextRLHF-v0 envs (agents.make_vec_text_env), got {type(env).__name__}")
+    raise TypeError(
+        f"fast agents need a VecEnv of TextRLHF-v0 envs (agents.make_vec_text_env), got {type(env).__name__}"
+    )

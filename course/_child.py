@@ -139,8 +139,10 @@ def _run_probe(c: Check, module, ctx: dict, directory: Path, verbose: bool) -> d
     try:
         return {"ok": True, "data": encode(outputs)}
     except Exception as exc:
-        return {"ok": False, "reason": _safe(lambda e: f"returned something the grader cannot read "
-                                                       f"({type(e).__name__}: {e})", exc)}
+        return {
+            "ok": False,
+            "reason": _safe(lambda e: f"returned something the grader cannot read ({type(e).__name__}: {e})", exc),
+        }
 
 
 def reason(exc: BaseException, directory: Path) -> str:

@@ -46,8 +46,9 @@ def rloo_update(model, optimizer, batch, cfg, allowed_tokens=None) -> dict[str, 
     kl = ((batch.logp - batch.ref_logp) * mask).sum(-1)
     rewards = batch.scores - cfg.beta * kl
     advantages = rloo_advantages(rewards, cfg.group_size)
-    logp = token_logprobs(model, batch.input_ids, batch.attention_mask, batch.response_mask,
-                          cfg.temperature, allowed_tokens)
+    logp = token_logprobs(
+        model, batch.input_ids, batch.attention_mask, batch.response_mask, cfg.temperature, allowed_tokens
+    )
     loss = reinforce_loss(logp, advantages, mask)
     optimizer.zero_grad()
     loss.backward()

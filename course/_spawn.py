@@ -71,8 +71,11 @@ def run_child(exercise: str, directory: Path, timeout: float, verbose: bool) -> 
     with tempfile.TemporaryDirectory(prefix=f"course-{exercise}-", ignore_cleanup_errors=True) as tmp:
         report, output = Path(tmp) / "report.json", Path(tmp) / "output.txt"
         start = time.perf_counter()
-        proc = _context().Process(target=child_main, name=f"course-grade-{exercise}",
-                                  args=(exercise, str(directory), str(report), str(output), verbose))
+        proc = _context().Process(
+            target=child_main,
+            name=f"course-grade-{exercise}",
+            args=(exercise, str(directory), str(report), str(output), verbose),
+        )
         try:
             with _LOCK:  # one start at a time: multiprocessing does not promise thread-safe starts
                 proc.start()
@@ -98,8 +101,10 @@ def run_child(exercise: str, directory: Path, timeout: float, verbose: bool) -> 
 def _outcome(read: tuple[dict | None, str], exercise: str, status: int) -> tuple[dict, str | None]:
     payload, problem = read
     if payload is None:
-        return {}, (f"the grading process of {exercise} ended ({_describe(status)}) before reporting its "
-                    f"results{problem}; does the file call sys.exit() or os._exit(), or crash Python?")
+        return {}, (
+            f"the grading process of {exercise} ended ({_describe(status)}) before reporting its "
+            f"results{problem}; does the file call sys.exit() or os._exit(), or crash Python?"
+        )
     if payload["import_error"] is not None:
         return {}, f"could not import the exercise file: {payload['import_error']}"
     return payload["checks"], None
@@ -146,8 +151,12 @@ def _read_report(path: Path, exercise: str) -> tuple[dict | None, str]:
         payload = json.loads(path.read_bytes())
     except (ValueError, RecursionError) as exc:  # a half-written or hand-made report
         return None, f" (its report is not valid JSON: {str(exc)[:200]})"
-    if (type(payload) is not dict or payload.get("exercise") != exercise or type(payload.get("checks")) is not dict
-            or type(payload.get("import_error")) not in (str, type(None))):
+    if (
+        type(payload) is not dict
+        or payload.get("exercise") != exercise
+        or type(payload.get("checks")) is not dict
+        or type(payload.get("import_error")) not in (str, type(None))
+    ):
         return None, " (its report is malformed)"
     return payload, ""
 

@@ -26,7 +26,7 @@ def _prefix_mask(lengths, T):
 
 
 def _suffix_mask(lengths, T):
-    return (torch.arange(T)[None, :] >= T - torch.tensor(lengths)[:, None])
+    return torch.arange(T)[None, :] >= T - torch.tensor(lengths)[:, None]
 
 
 def _logps(*shape, seed=0):
@@ -56,6 +56,7 @@ def _kl_reference():
 
 
 for _kind in KINDS:
+
     @check("ex1", f"kl_estimate[{_kind}]", reference=_kl_reference)
     def _kl_kind(m, ctx, kind=_kind):
         logp, ref = _logps(3, 5)
@@ -83,8 +84,11 @@ def _kl_props(m, ctx):
     return out
 
 
-_CATEGORICAL = ("KL([.5,.5] || [.9,.1])", "KL of random categoricals (batch of 4)",
-                "KL after shifting the logits (must not change)")
+_CATEGORICAL = (
+    "KL([.5,.5] || [.9,.1])",
+    "KL of random categoricals (batch of 4)",
+    "KL after shifting the logits (must not change)",
+)
 
 
 def _categoricals():
@@ -94,8 +98,9 @@ def _categoricals():
 
 def _categorical_expected():
     a, b = _categoricals()
-    exact = torch.distributions.kl_divergence(torch.distributions.Categorical(logits=a),
-                                              torch.distributions.Categorical(logits=b))
+    exact = torch.distributions.kl_divergence(
+        torch.distributions.Categorical(logits=a), torch.distributions.Categorical(logits=b)
+    )
     closed = 0.5 * math.log(0.5 / 0.9) + 0.5 * math.log(0.5 / 0.1)  # 0.5108 nats
     return dict(zip(_CATEGORICAL, (torch.tensor(closed), exact, exact)))
 
@@ -122,8 +127,10 @@ def _mc_exact() -> float:
 def _judge_mc(got, exact: float) -> None:
     for kind in ("k1", "k3"):
         est = number(entry(got, kind), f"mean {kind}")
-        require(abs(est - exact) < 0.02 + 0.03 * exact,
-                f"mean {kind} over 200000 samples is {est:.4f}, but the exact KL is {exact:.4f} (it is unbiased)")
+        require(
+            abs(est - exact) < 0.02 + 0.03 * exact,
+            f"mean {kind} over 200000 samples is {est:.4f}, but the exact KL is {exact:.4f} (it is unbiased)",
+        )
 
 
 @check("ex1", "kl_estimate[Monte Carlo: mean k1 and k3 -> exact KL]", expect=_mc_exact, judge=_judge_mc)
@@ -139,20 +146,26 @@ def _shaped(m, ctx):
     logp, ref = _logps(4, 6, seed=4)
     scores = torch.tensor([1.0, -0.5, 0.25, 2.0])
     out = {}
-    for name, mask in (("left-aligned", _prefix_mask([6, 3, 1, 4], 6).bool()),
-                       ("right-aligned", _suffix_mask([6, 3, 1, 4], 6))):
+    for name, mask in (
+        ("left-aligned", _prefix_mask([6, 3, 1, 4], 6).bool()),
+        ("right-aligned", _suffix_mask([6, 3, 1, 4], 6)),
+    ):
         for kind in ("k1", "k3"):
             out[f"rewards ({name} responses, {kind})"] = fn(scores, logp, ref, 0.1, mask, kind)
     return out
 
 
-@check("ex1", "kl_penalized_reward[beta=0 gives the score on the last token]",
-       expect=lambda: {"rewards with beta=0": torch.tensor([[0, 0, 0, 0.7], [0, -0.3, 0, 0]])})
+@check(
+    "ex1",
+    "kl_penalized_reward[beta=0 gives the score on the last token]",
+    expect=lambda: {"rewards with beta=0": torch.tensor([[0, 0, 0, 0.7], [0, -0.3, 0, 0]])},
+)
 def _shaped_beta0(m, ctx):
     logp, ref = _logps(2, 4, seed=5)
     mask = _prefix_mask([4, 2], 4).bool()
-    return {"rewards with beta=0": func(m, "kl_penalized_reward")(torch.tensor([0.7, -0.3]), logp, ref, 0.0, mask,
-                                                                  "k1")}
+    return {
+        "rewards with beta=0": func(m, "kl_penalized_reward")(torch.tensor([0.7, -0.3]), logp, ref, 0.0, mask, "k1")
+    }
 
 
 # ---------------------------------------------------------------------------------------- ex2
@@ -179,9 +192,13 @@ def _terminal_rewards():
     return rewards, _prefix_mask([5, 2], 5)
 
 
-@check("ex2", "discounted_returns[one terminal reward]",
-       expect=lambda: {"returns (gamma=0.9)": torch.tensor([[0.9 ** 4, 0.9 ** 3, 0.9 ** 2, 0.9, 1.0],
-                                                            [-2 * 0.9, -2.0, 0, 0, 0]])})
+@check(
+    "ex2",
+    "discounted_returns[one terminal reward]",
+    expect=lambda: {
+        "returns (gamma=0.9)": torch.tensor([[0.9**4, 0.9**3, 0.9**2, 0.9, 1.0], [-2 * 0.9, -2.0, 0, 0, 0]])
+    },
+)
 def _ret_terminal(m, ctx):
     return {"returns (gamma=0.9)": func(m, "discounted_returns")(*_terminal_rewards(), 0.9)}
 
@@ -238,5 +255,5 @@ def _gae_l0(m, ctx):
 
 
 # ex3-ex4 and ex5-ex6 live in modules of their own.
-import course.checks_losses  # noqa: E402,F401
-import course.checks_rl  # noqa: E402,F401
+import course.checks_losses  # noqa: E402,F401  (registers ex3-ex4; last, as it imports `check` from here)
+import course.checks_rl  # noqa: E402,F401  (registers ex5-ex6; last, as it imports `check` from here)

@@ -144,12 +144,18 @@ _PAIR = (torch.tensor([0.3, -1.0, 2.0]), torch.tensor([0.0, 0.5, -1.0]))
 def _judge_bt_closed(got, expected) -> None:
     compare_all(got, expected)
     big = number(entry(got, "big"), "loss of a pair with r_chosen - r_rejected = -200")
-    require(math.isfinite(big) and abs(big - 200) < 1e-3,
-            f"loss of a pair with r_chosen - r_rejected = -200 is {big}, expected 200 (use logsigmoid)")
+    require(
+        math.isfinite(big) and abs(big - 200) < 1e-3,
+        f"loss of a pair with r_chosen - r_rejected = -200 is {big}, expected 200 (use logsigmoid)",
+    )
 
 
-@check("ex4", "bradley_terry_loss[closed forms: ties, gradient, stability]", judge=_judge_bt_closed,
-       expect=lambda: {_TIES: torch.tensor(math.log(2)), _GRAD: -torch.sigmoid(-(_PAIR[0] - _PAIR[1])) / 3})
+@check(
+    "ex4",
+    "bradley_terry_loss[closed forms: ties, gradient, stability]",
+    judge=_judge_bt_closed,
+    expect=lambda: {_TIES: torch.tensor(math.log(2)), _GRAD: -torch.sigmoid(-(_PAIR[0] - _PAIR[1])) / 3},
+)
 def _bt_closed(m, ctx):
     fn = func(m, "bradley_terry_loss")
     ties = fn(torch.zeros(5), torch.zeros(5))
@@ -168,8 +174,12 @@ def _judge_acc(got, expected) -> None:
     assert_close(value, expected, _ACC)
 
 
-@check("ex4", "preference_accuracy[vs reference, ties are errors]", judge=_judge_acc,
-       expect=lambda: R.preference_accuracy(*_ACC_PAIRS))
+@check(
+    "ex4",
+    "preference_accuracy[vs reference, ties are errors]",
+    judge=_judge_acc,
+    expect=lambda: R.preference_accuracy(*_ACC_PAIRS),
+)
 def _acc(m, ctx):
     got = func(m, "preference_accuracy")(*_ACC_PAIRS)
     require(isinstance(got, float), f"accuracy must be a Python float, got {type(got).__name__}")
@@ -193,8 +203,13 @@ def _judge_linear_rm(got, held_out) -> None:
     require(acc >= 0.85, f"held-out accuracy {acc:.3f} < 0.85 after 300 steps (is the sign of the loss right?)")
 
 
-@check("ex4", "train_linear_reward_model[>= 85% held-out accuracy]", points=2, judge=_judge_linear_rm,
-       expect=lambda: tuple(x[400:] for x in _preferences()))
+@check(
+    "ex4",
+    "train_linear_reward_model[>= 85% held-out accuracy]",
+    points=2,
+    judge=_judge_linear_rm,
+    expect=lambda: tuple(x[400:] for x in _preferences()),
+)
 def _linear_rm(m, ctx):
     chosen, rejected = _preferences()
     return {"weights": func(m, "train_linear_reward_model")(chosen[:400], rejected[:400], steps=300, lr=0.05, seed=0)}

@@ -49,12 +49,22 @@ def main(argv=None) -> int:
     defaults = ", ".join(f"{ex} {s:g}" for ex, s in TIMEOUTS.items())
     parser = argparse.ArgumentParser(prog="python -m course.grade", description="Grade the course exercises.")
     parser.add_argument("exercises", nargs="*", help="ex1 ... ex6 (or 1 ... 6); default: all")
-    parser.add_argument("--solutions", metavar="DIR", default=None,
-                        help=f"folder of exercise files to grade (default ${ENV_VAR} or {DEFAULT_DIR})")
-    parser.add_argument("--timeout", metavar="SECONDS", type=_positive(float), default=None,
-                        help=f"time limit of each exercise, imports included (default: {defaults})")
-    parser.add_argument("-j", "--jobs", metavar="N", type=_positive(int), default=1,
-                        help="grade N exercises at once (default 1)")
+    parser.add_argument(
+        "--solutions",
+        metavar="DIR",
+        default=None,
+        help=f"folder of exercise files to grade (default ${ENV_VAR} or {DEFAULT_DIR})",
+    )
+    parser.add_argument(
+        "--timeout",
+        metavar="SECONDS",
+        type=_positive(float),
+        default=None,
+        help=f"time limit of each exercise, imports included (default: {defaults})",
+    )
+    parser.add_argument(
+        "-j", "--jobs", metavar="N", type=_positive(int), default=1, help="grade N exercises at once (default 1)"
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="print tracebacks of failed checks")
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -64,8 +74,9 @@ def main(argv=None) -> int:
     exercises = [_normalise(e) for e in args.exercises] or list(EXERCISES)
     print(f"Grading {directory}", flush=True)
     try:
-        results = grade(exercises, directory, args.verbose, timeout=args.timeout, jobs=args.jobs,
-                        on_result=_print_result)
+        results = grade(
+            exercises, directory, args.verbose, timeout=args.timeout, jobs=args.jobs, on_result=_print_result
+        )
     except KeyboardInterrupt:  # Ctrl-C: the children are already killed (see course.grading.grade)
         print("interrupted", file=sys.stderr)
         return 130

@@ -47,9 +47,25 @@ import torch
 
 from course.judging import CheckFailed, assert_close, compare_all, func, require
 
-__all__ = ["CHECKS", "DEFAULT_DIR", "ENV_VAR", "EXERCISES", "SOLUTIONS_DIR", "TIMEOUTS", "Check", "CheckFailed",
-           "ExerciseResult", "assert_close", "check", "expectations", "func", "grade", "load_exercise",
-           "require", "run_exercise"]
+__all__ = [
+    "CHECKS",
+    "DEFAULT_DIR",
+    "ENV_VAR",
+    "EXERCISES",
+    "SOLUTIONS_DIR",
+    "TIMEOUTS",
+    "Check",
+    "CheckFailed",
+    "ExerciseResult",
+    "assert_close",
+    "check",
+    "expectations",
+    "func",
+    "grade",
+    "load_exercise",
+    "require",
+    "run_exercise",
+]
 
 COURSE_DIR = Path(__file__).resolve().parent
 DEFAULT_DIR = COURSE_DIR / "exercises"
@@ -102,8 +118,15 @@ class ExerciseResult:
 CHECKS: dict[str, list[Check]] = {ex: [] for ex in EXERCISES}
 
 
-def check(exercise: str, name: str, points: int = 1, *, reference: Callable[[], Any] | None = None,
-          expect: Callable[[], Any] | None = None, judge: Callable[[Any, Any], None] | None = None):
+def check(
+    exercise: str,
+    name: str,
+    points: int = 1,
+    *,
+    reference: Callable[[], Any] | None = None,
+    expect: Callable[[], Any] | None = None,
+    judge: Callable[[Any, Any], None] | None = None,
+):
     """Register ``probe(module, ctx)`` as a check of ``exercise`` worth ``points``.
 
     The probe runs in the student's process: it calls the student's functions (``func(module, name)``) on
@@ -125,8 +148,10 @@ def check(exercise: str, name: str, points: int = 1, *, reference: Callable[[], 
     def register(probe):
         expected = expect
         if reference is not None:
+
             def expected():
                 return probe(reference(), {})
+
         CHECKS[exercise].append(Check(exercise, f"{exercise}.{name}", probe, points, expected, judge or compare_all))
         return probe
 
@@ -174,9 +199,11 @@ def expectations(exercise: str) -> dict[str, Expected]:
             try:
                 out[c.name] = Expected(c.expect() if c.expect is not None else None)
             except Exception as exc:  # a broken reference must cost marks with a reason, not stop the grading
-                out[c.name] = Expected(error=f"the grader could not compute the expected values "
-                                             f"({type(exc).__name__}: {exc}); this is a bug in the grader or the "
-                                             f"project, not in your file")
+                out[c.name] = Expected(
+                    error=f"the grader could not compute the expected values "
+                    f"({type(exc).__name__}: {exc}); this is a bug in the grader or the "
+                    f"project, not in your file"
+                )
         _EXPECTED[exercise] = out
     return _EXPECTED[exercise]
 
@@ -194,8 +221,9 @@ def _time_limit(exercise: str, timeout: float | None) -> float:
     return seconds
 
 
-def run_exercise(exercise: str, directory: str | Path, verbose: bool = False,
-                 timeout: float | None = None) -> ExerciseResult:
+def run_exercise(
+    exercise: str, directory: str | Path, verbose: bool = False, timeout: float | None = None
+) -> ExerciseResult:
     """Grade one exercise in a child process, killed after ``timeout`` seconds (default :data:`TIMEOUTS`).
 
     Never raises for anything the student's file does: a file that hangs, exits, crashes or reports nothing
@@ -241,9 +269,14 @@ def _verdict(c: Check, reported: Any, expected: Any) -> str | None:
     return None
 
 
-def grade(exercises: Iterable[str] | None = None, directory: str | Path | None = None, verbose: bool = False,
-          timeout: float | None = None, jobs: int = 1,
-          on_result: Callable[[ExerciseResult], None] | None = None) -> list[ExerciseResult]:
+def grade(
+    exercises: Iterable[str] | None = None,
+    directory: str | Path | None = None,
+    verbose: bool = False,
+    timeout: float | None = None,
+    jobs: int = 1,
+    on_result: Callable[[ExerciseResult], None] | None = None,
+) -> list[ExerciseResult]:
     """Grade ``exercises`` (default all) in ``directory`` (default: ``$TEXTRLHF_COURSE_DIR`` or ``course/exercises``).
 
     The children are :mod:`multiprocessing` processes, which import the caller's ``__main__`` module: in a

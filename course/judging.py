@@ -91,14 +91,18 @@ def assert_close(got: Any, expected: Any, what: str, atol: float = 1e-5, rtol: f
         idx = [int(i) for i in np.unravel_index(flat, got_a.shape)] if got_a.ndim else []
         g, e = got_a.reshape(-1)[flat], exp_a.reshape(-1)[flat]
         where = f" at {idx}" if idx else ""
-        raise CheckFailed(f"{what} differ from the reference{where}: got {g:.6g}, expected {e:.6g} "
-                          f"({int(bad.sum())} of {bad.size} entries off)")
+        raise CheckFailed(
+            f"{what} differ from the reference{where}: got {g:.6g}, expected {e:.6g} "
+            f"({int(bad.sum())} of {bad.size} entries off)"
+        )
 
 
 def compare_all(got: Any, expected: dict) -> None:
     """The default judge: ``assert_close(got[what], value, what)`` for each ``what: value`` of ``expected``."""
     if not isinstance(expected, dict):
-        raise TypeError(f"compare_all needs a dict of expected outputs, got {type(expected).__name__} "
-                        f"(give the check a judge= of its own)")
+        raise TypeError(
+            f"compare_all needs a dict of expected outputs, got {type(expected).__name__} "
+            f"(give the check a judge= of its own)"
+        )
     for what, value in expected.items():
         assert_close(entry(got, what), value, what)

@@ -86,9 +86,19 @@ class TrainConfig:
         if model == "tiny":
             base = cls()
         else:  # lr 1e-4 at 32 samples x 24 tokens raised held-out VADER sentiment in docs/design.md section 5
-            base = cls(model=model, vocabulary="all", n_prompts=8, group_size=4, max_new_tokens=20,
-                       max_prompt_tokens=24, temperature=0.7, lr=1e-4, beta=0.05, iterations=12,
-                       eval_prompts=24)
+            base = cls(
+                model=model,
+                vocabulary="all",
+                n_prompts=8,
+                group_size=4,
+                max_new_tokens=20,
+                max_prompt_tokens=24,
+                temperature=0.7,
+                lr=1e-4,
+                beta=0.05,
+                iterations=12,
+                eval_prompts=24,
+            )
         names = {f.name for f in fields(cls)}
         unknown = sorted(set(overrides) - names)
         if unknown:
@@ -126,14 +136,27 @@ def allowed_token_ids(cfg: TrainConfig, tokenizer) -> list[int] | None:
 
 def make_envs(cfg: TrainConfig, n: int, split: str = "train") -> list[gym.Env]:
     """``n`` independent ``TextRLHF-v0`` envs (one built, the rest deep copies sharing its tokenizer)."""
-    env = gym.make("TextRLHF-v0", model=cfg.model, reward=cfg.reward, prompts=cfg.prompts, prompt_split=split,
-                   max_prompt_tokens=cfg.max_prompt_tokens, max_new_tokens=cfg.max_new_tokens)
+    env = gym.make(
+        "TextRLHF-v0",
+        model=cfg.model,
+        reward=cfg.reward,
+        prompts=cfg.prompts,
+        prompt_split=split,
+        max_prompt_tokens=cfg.max_prompt_tokens,
+        max_new_tokens=cfg.max_new_tokens,
+    )
     tokenizer = env.unwrapped.tokenizer  # read-only in the env (decoding); copying it costs ~0.2 s per env
     return [env] + [copy.deepcopy(env, memo={id(tokenizer): tokenizer}) for _ in range(n - 1)]
 
 
-def token_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, response_mask: torch.Tensor,
-                   temperature: float = 1.0, allowed_tokens: Sequence[int] | None = None) -> torch.Tensor:
+def token_logprobs(
+    model,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    response_mask: torch.Tensor,
+    temperature: float = 1.0,
+    allowed_tokens: Sequence[int] | None = None,
+) -> torch.Tensor:
     """``log pi(x_j | x_<j)`` of every response token in one teacher-forced forward (keeps gradients).
 
     Args:
@@ -150,8 +173,18 @@ def token_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
     ids, mask, resp = input_ids.long(), attention_mask.long(), response_mask.bool()
     first = int(resp.any(0).nonzero()[0])  # first column holding a response token
     keep = ids.shape[1] - first + 1
-    logits = model(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask),
-                   use_cache=False, logits_to_keep=keep).logits[:, -keep:-1].float() / temperature
+    logits = (
+        model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=position_ids_from_mask(mask),
+            use_cache=False,
+            logits_to_keep=keep,
+        )
+        .logits[:, -keep:-1]
+        .float()
+        / temperature
+    )
     if allowed_tokens is not None:
         logits = restrict_logits(logits, allowed_tokens)
     logp = torch.log_softmax(logits, -1).gather(-1, ids[:, first:].unsqueeze(-1)).squeeze(-1)
@@ -161,8 +194,15 @@ def token_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
 
 
 @torch.no_grad()
-def collect(model, ref_model, envs: Sequence[gym.Env], prompt_indices: Sequence[int], cfg: TrainConfig,
-            generator: torch.Generator, allowed_tokens: Sequence[int] | None = None) -> Batch:
+def collect(
+    model,
+    ref_model,
+    envs: Sequence[gym.Env],
+    prompt_indices: Sequence[int],
+    cfg: TrainConfig,
+    generator: torch.Generator,
+    allowed_tokens: Sequence[int] | None = None,
+) -> Batch:
     """Play one episode per env through the Gymnasium API and return them as a :class:`Batch`.
 
     Every step: one batched forward of the policy over all envs' observations (KV-cached), sample a
@@ -201,24 +241,36 @@ def collect(model, ref_model, envs: Sequence[gym.Env], prompt_indices: Sequence[
     response_mask = torch.zeros((n, length), dtype=torch.bool)
     logp = torch.zeros((n, length))
     for i, (p, t) in enumerate(zip(prompt_ids, tokens)):
-        input_ids[i, length - len(p) - len(t):] = torch.tensor(p + t)
-        attention_mask[i, length - len(p) - len(t):] = 1
-        response_mask[i, length - len(t):] = True
-        logp[i, length - len(t):] = torch.tensor(logps[i])
+        input_ids[i, length - len(p) - len(t) :] = torch.tensor(p + t)
+        attention_mask[i, length - len(p) - len(t) :] = 1
+        response_mask[i, length - len(t) :] = True
+        logp[i, length - len(t) :] = torch.tensor(logps[i])
     ref_logp = token_logprobs(ref_model, input_ids, attention_mask, response_mask, cfg.temperature, allowed_tokens)
-    return Batch(prompts, responses, input_ids, attention_mask, response_mask, logp, ref_logp,
-                 torch.tensor(scores, dtype=torch.float32))
+    return Batch(
+        prompts,
+        responses,
+        input_ids,
+        attention_mask,
+        response_mask,
+        logp,
+        ref_logp,
+        torch.tensor(scores, dtype=torch.float32),
+    )
 
 
 def evaluate(model, ref_model, envs: Sequence[gym.Env], cfg: TrainConfig, allowed_tokens=None) -> dict[str, float]:
     """Mean score and mean summed KL (k1, nats) of one sample per held-out prompt (fixed seed)."""
     n_prompts = len(envs[0].unwrapped.prompts)
     indices = [i % n_prompts for i in range(len(envs))]
-    batch = collect(model, ref_model, envs, indices, cfg, torch.Generator().manual_seed(10_000 + cfg.seed),
-                    allowed_tokens)
+    batch = collect(
+        model, ref_model, envs, indices, cfg, torch.Generator().manual_seed(10_000 + cfg.seed), allowed_tokens
+    )
     kl = ((batch.logp - batch.ref_logp) * batch.response_mask).sum(-1)
-    return {"score": float(batch.scores.mean()), "kl": float(kl.mean()),
-            "example": f"{batch.prompts[0]!r} -> {batch.responses[0]!r}"}
+    return {
+        "score": float(batch.scores.mean()),
+        "kl": float(kl.mean()),
+        "example": f"{batch.prompts[0]!r} -> {batch.responses[0]!r}",
+    }
 
 
 class Timer:

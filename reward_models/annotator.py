@@ -71,14 +71,19 @@ class AnnotatorConfig:
         if self.samples_per_prompt < 2:
             raise ValueError(f"samples_per_prompt must be >= 2 to form a pair, got {self.samples_per_prompt}")
         if not self.temperature > 0 or self.noise_temperature < 0 or self.min_gap < 0:
-            raise ValueError("temperature must be > 0, noise_temperature and min_gap >= 0; got "
-                             f"{self.temperature}, {self.noise_temperature}, {self.min_gap}")
+            raise ValueError(
+                "temperature must be > 0, noise_temperature and min_gap >= 0; got "
+                f"{self.temperature}, {self.noise_temperature}, {self.min_gap}"
+            )
         if self.max_new_tokens < 1 or self.batch_size < 1:
-            raise ValueError(f"max_new_tokens and batch_size must be >= 1, got {self.max_new_tokens}, {self.batch_size}")
+            raise ValueError(
+                f"max_new_tokens and batch_size must be >= 1, got {self.max_new_tokens}, {self.batch_size}"
+            )
 
 
-def load_prompt_file(path: str | os.PathLike | None = None, task: str | None = "review",
-                     split: str | None = "train") -> list[str]:
+def load_prompt_file(
+    path: str | os.PathLike | None = None, task: str | None = "review", split: str | None = "train"
+) -> list[str]:
     """Prompts from a jsonl file of rows ``{"prompt", "task", "split"}`` (default: the bundled file).
 
     Args:
@@ -114,9 +119,18 @@ def load_prompt_file(path: str | os.PathLike | None = None, task: str | None = "
 
 
 @torch.no_grad()
-def sample_responses(model, tokenizer, prompts: Sequence[str], n: int = 2, temperature: float = 1.0,
-                     max_new_tokens: int = 24, batch_size: int = 32, seed: int = 0,
-                     chat_template: bool = False, progress: bool = True) -> list[list[str]]:
+def sample_responses(
+    model,
+    tokenizer,
+    prompts: Sequence[str],
+    n: int = 2,
+    temperature: float = 1.0,
+    max_new_tokens: int = 24,
+    batch_size: int = 32,
+    seed: int = 0,
+    chat_template: bool = False,
+    progress: bool = True,
+) -> list[list[str]]:
     """``n`` sampled continuations of each prompt, batched with left padding, seeded.
 
     The global torch RNG of the caller is left untouched (``fork_rng``). The same seed, prompts and
@@ -128,29 +142,54 @@ def sample_responses(model, tokenizer, prompts: Sequence[str], n: int = 2, tempe
     from textenv.progress import progress_bar
 
     if tokenizer.padding_side != "left" or tokenizer.pad_token_id in (None, tokenizer.eos_token_id):
-        raise ValueError("the policy tokenizer must pad on the left with a pad token distinct from EOS; "
-                         "load it with textenv.models.load_tokenizer")
-    texts = [tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
-                                           add_generation_prompt=True) if chat_template else p for p in prompts]
+        raise ValueError(
+            "the policy tokenizer must pad on the left with a pad token distinct from EOS; "
+            "load it with textenv.models.load_tokenizer"
+        )
+    texts = [
+        tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
+        if chat_template
+        else p
+        for p in prompts
+    ]
     flat = [t for t in texts for _ in range(n)]
     out: list[str] = []
     model.eval()
     device = next(model.parameters()).device
-    with torch.random.fork_rng(devices=[]), progress_bar(total=len(flat), desc="sampling", unit="resp",
-                                                          disable=not progress) as bar:
+    with (
+        torch.random.fork_rng(devices=[]),
+        progress_bar(total=len(flat), desc="sampling", unit="resp", disable=not progress) as bar,
+    ):
         torch.manual_seed(seed)
         for start in range(0, len(flat), batch_size):
-            enc = tokenizer(flat[start:start + batch_size], return_tensors="pt", padding=True,
-                            add_special_tokens=not chat_template).to(device)
-            gen = model.generate(**enc, do_sample=True, temperature=temperature, top_k=0, top_p=1.0,
-                                 max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id)
-            out += tokenizer.batch_decode(gen[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+            enc = tokenizer(
+                flat[start : start + batch_size],
+                return_tensors="pt",
+                padding=True,
+                add_special_tokens=not chat_template,
+            ).to(device)
+            gen = model.generate(
+                **enc,
+                do_sample=True,
+                temperature=temperature,
+                top_k=0,
+                top_p=1.0,
+                max_new_tokens=max_new_tokens,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+            out += tokenizer.batch_decode(gen[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
             bar.update(len(enc["input_ids"]))
-    return [out[i * n:(i + 1) * n] for i in range(len(prompts))]
+    return [out[i * n : (i + 1) * n] for i in range(len(prompts))]
 
 
-def label_pairs(prompts: Sequence[str], responses: Sequence[Sequence[str]], scores: Sequence[Sequence[float]],
-                noise_temperature: float = 0.0, min_gap: float = 0.0, seed: int = 0) -> tuple[list[dict], dict]:
+def label_pairs(
+    prompts: Sequence[str],
+    responses: Sequence[Sequence[str]],
+    scores: Sequence[Sequence[float]],
+    noise_temperature: float = 0.0,
+    min_gap: float = 0.0,
+    seed: int = 0,
+) -> tuple[list[dict], dict]:
     """Turn scored samples into labelled pairs (see the module docstring for labels and ties).
 
     Args:
@@ -190,8 +229,13 @@ def label_pairs(prompts: Sequence[str], responses: Sequence[Sequence[str]], scor
     return rows, counts
 
 
-def generate_preference_pairs(prompts: Sequence[str], config: AnnotatorConfig | dict | None = None,
-                              model=None, tokenizer=None, progress: bool = True) -> tuple[list[dict], dict]:
+def generate_preference_pairs(
+    prompts: Sequence[str],
+    config: AnnotatorConfig | dict | None = None,
+    model=None,
+    tokenizer=None,
+    progress: bool = True,
+) -> tuple[list[dict], dict]:
     """Sample, score and label: the whole simulated-annotation pipeline.
 
     Args:
@@ -218,19 +262,41 @@ def generate_preference_pairs(prompts: Sequence[str], config: AnnotatorConfig | 
         model = model if model is not None else load_model(cfg.policy)
         tokenizer = tokenizer if tokenizer is not None else load_tokenizer(cfg.policy)
     annotator = make_reward(cfg.annotator)
-    responses = sample_responses(model, tokenizer, prompts, cfg.samples_per_prompt, cfg.temperature,
-                                 cfg.max_new_tokens, cfg.batch_size, cfg.seed, cfg.chat_template, progress)
+    responses = sample_responses(
+        model,
+        tokenizer,
+        prompts,
+        cfg.samples_per_prompt,
+        cfg.temperature,
+        cfg.max_new_tokens,
+        cfg.batch_size,
+        cfg.seed,
+        cfg.chat_template,
+        progress,
+    )
     k = cfg.samples_per_prompt
     flat_prompts = [p for p in prompts for _ in range(k)]
-    flat_scores = check_scores(annotator.score(flat_prompts, [r for group in responses for r in group]),
-                               flat_prompts, f"annotator {cfg.annotator!r}")
+    flat_scores = check_scores(
+        annotator.score(flat_prompts, [r for group in responses for r in group]),
+        flat_prompts,
+        f"annotator {cfg.annotator!r}",
+    )
     scores = flat_scores.reshape(len(prompts), k).tolist()
     rows, counts = label_pairs(prompts, responses, scores, cfg.noise_temperature, cfg.min_gap, cfg.seed)
-    stamp = {"annotator": cfg.annotator, "sampling_temperature": cfg.temperature,
-             "noise_temperature": cfg.noise_temperature, "min_gap": cfg.min_gap, "seed": cfg.seed, "policy": cfg.policy}
+    stamp = {
+        "annotator": cfg.annotator,
+        "sampling_temperature": cfg.temperature,
+        "noise_temperature": cfg.noise_temperature,
+        "min_gap": cfg.min_gap,
+        "seed": cfg.seed,
+        "policy": cfg.policy,
+    }
     rows = [{**row, **stamp} for row in rows]
-    meta = {"config": asdict(cfg), "counts": {"prompts": len(prompts), "samples": len(prompts) * k, **counts},
-            "seconds": round(time.perf_counter() - start, 2)}
+    meta = {
+        "config": asdict(cfg),
+        "counts": {"prompts": len(prompts), "samples": len(prompts) * k, **counts},
+        "seconds": round(time.perf_counter() - start, 2),
+    }
     return rows, meta
 
 

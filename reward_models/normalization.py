@@ -18,8 +18,9 @@ import numpy as np
 from reward_models.base import RewardFunction, check_scores, make_reward
 
 
-def fit_gain_bias(scores: Sequence[float] | np.ndarray, target_mean: float = 0.0,
-                  target_std: float = 1.0) -> tuple[float, float]:
+def fit_gain_bias(
+    scores: Sequence[float] | np.ndarray, target_mean: float = 0.0, target_std: float = 1.0
+) -> tuple[float, float]:
     """Gain and bias that map ``scores`` to mean ``target_mean`` and std ``target_std``.
 
     Args:

@@ -78,7 +78,7 @@ def split_hh_dialogue(text: str, row: int | None = None, side: str = "text") -> 
             f"'rejected' columns instead, or fix the dialogue"
         )
     prompt = text[: cut + len(HH_ASSISTANT)]
-    response = text[cut + len(HH_ASSISTANT):]
+    response = text[cut + len(HH_ASSISTANT) :]
     if response.startswith(" "):
         response = response[1:]
     return prompt, response

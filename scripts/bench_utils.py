@@ -28,7 +28,7 @@ class Timer:
         self.device = device
         self.seconds = float("nan")
 
-    def __enter__(self) -> "Timer":
+    def __enter__(self) -> Timer:
         sync(self.device)
         self._t0 = time.perf_counter()
         return self
@@ -59,7 +59,7 @@ class PeakRSS:
             self._max = max(self._max, self._proc.memory_info().rss)
             self._stop.wait(self.interval)
 
-    def __enter__(self) -> "PeakRSS":
+    def __enter__(self) -> PeakRSS:
         release_memory()
         self._before = self._proc.memory_info().rss
         self._max = self._before

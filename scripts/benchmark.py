@@ -51,7 +51,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Literal
 
 import numpy as np
 import torch
@@ -89,7 +89,7 @@ class Config:
     """Fixed KL coefficient for every trainer (no adaptive controller)."""
     learning_rate: float = 3e-5
     """Adam(W) learning rate for every trainer (does not affect speed)."""
-    generic_batch_size: Optional[int] = 64
+    generic_batch_size: int | None = 64
     """Minibatch size (transitions) of the generic SB3 update; none = all transitions in one minibatch."""
     generic_max_batch: int = 8
     """Skip the generic path's update above this batch size (it does one full-window forward+backward per
@@ -158,9 +158,11 @@ class SequenceClassifierReward:
 
     @torch.no_grad()
     def score(self, prompts, responses) -> np.ndarray:
-        rows = [self.tok(p, add_special_tokens=False)["input_ids"][-self.P:]
-                + (self.tok(r, add_special_tokens=False)["input_ids"][: self.T] if r else [])
-                for p, r in zip(prompts, responses)]
+        rows = [
+            self.tok(p, add_special_tokens=False)["input_ids"][-self.P :]
+            + (self.tok(r, add_special_tokens=False)["input_ids"][: self.T] if r else [])
+            for p, r in zip(prompts, responses)
+        ]
         L = max(len(r) for r in rows)
         dev = next(self.module.parameters()).device
         ids = torch.tensor([[self.tok.pad_token_id] * (L - len(r)) + r for r in rows], device=dev)
@@ -176,8 +178,13 @@ def make_env(cfg: Config, n_envs: int, seed: int, prompts: list[str], reward):
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*longer than max_prompt_tokens.*")
         env = agents.make_vec_text_env(
-            n_envs=n_envs, seed=seed, model=cfg.model, prompts=prompts, max_prompt_tokens=cfg.max_prompt_tokens,
-            max_new_tokens=cfg.max_new_tokens, reward=reward,
+            n_envs=n_envs,
+            seed=seed,
+            model=cfg.model,
+            prompts=prompts,
+            max_prompt_tokens=cfg.max_prompt_tokens,
+            max_new_tokens=cfg.max_new_tokens,
+            reward=reward,
         )
     shared = {id(f) for f in env.get_attr("reward_fn")}  # one reward object for every row of the vector env
     assert shared == {id(reward)}, "the envs must use the shared reward module"
@@ -192,8 +199,15 @@ def run_limits(cfg: Config, n: int, seed: int, prompt_ids: torch.Tensor, dev: st
     P, T = cfg.max_prompt_tokens, cfg.max_new_tokens
     q = prompt_ids[:n].to(dev)
     pad = int(lm.generation_config.pad_token_id)
-    gen_kwargs = dict(do_sample=True, top_k=0, top_p=1.0, temperature=cfg.temperature, max_new_tokens=T,
-                      min_new_tokens=T, pad_token_id=pad)
+    gen_kwargs = dict(
+        do_sample=True,
+        top_k=0,
+        top_p=1.0,
+        temperature=cfg.temperature,
+        max_new_tokens=T,
+        min_new_tokens=T,
+        pad_token_id=pad,
+    )
     out = {k: [] for k in ("generate_s", "forward_s", "forward_backward_s")}
     for it in range(1 + cfg.iterations):
         with torch.no_grad(), Timer(dev) as t_gen:
@@ -204,20 +218,28 @@ def run_limits(cfg: Config, n: int, seed: int, prompt_ids: torch.Tensor, dev: st
         with torch.no_grad(), Timer(dev) as t_fwd:
             lm(input_ids=seq, attention_mask=mask, position_ids=pos)
         with Timer(dev) as t_bwd:
-            logits = lm(input_ids=seq, attention_mask=mask, position_ids=pos).logits[:, P - 1: -1].float()
+            logits = lm(input_ids=seq, attention_mask=mask, position_ids=pos).logits[:, P - 1 : -1].float()
             logp = torch.log_softmax(logits / cfg.temperature, -1).gather(-1, seq[:, P:, None])
             logp.mean().backward()
             lm.zero_grad(set_to_none=True)
         if it >= 1:
             for key, t in zip(out, (t_gen, t_fwd, t_bwd)):
                 out[key].append(t.seconds)
-        log(f"  limits it {it}{' (warm-up)' if it == 0 else ''}: generate {t_gen.seconds:.2f}s "
-            f"forward {t_fwd.seconds:.2f}s fwd+bwd {t_bwd.seconds:.2f}s")
+        log(
+            f"  limits it {it}{' (warm-up)' if it == 0 else ''}: generate {t_gen.seconds:.2f}s "
+            f"forward {t_fwd.seconds:.2f}s fwd+bwd {t_bwd.seconds:.2f}s"
+        )
     g, f, b = (float(np.mean(out[k])) for k in out)
     seq_tokens = n * (P + T)
-    return {"generate_s": g, "forward_s": f, "forward_backward_s": b, "tokens_per_iteration": n * T,
-            "generate_tokens_per_s": n * T / g, "forward_seq_tokens_per_s": seq_tokens / f,
-            "forward_backward_seq_tokens_per_s": seq_tokens / b}
+    return {
+        "generate_s": g,
+        "forward_s": f,
+        "forward_backward_s": b,
+        "tokens_per_iteration": n * T,
+        "generate_tokens_per_s": n * T / g,
+        "forward_seq_tokens_per_s": seq_tokens / f,
+        "forward_backward_seq_tokens_per_s": seq_tokens / b,
+    }
 
 
 # ----------------------------------------------------------------------------- (a), (b), (e) SB3 agents
@@ -238,23 +260,35 @@ def _drive(agent, cfg: Config, dev: str, update: bool, count_tokens, label: str)
         tokens = count_tokens(agent)
         if it >= 1:
             its.append({"tokens": tokens, "rollout_s": t_roll.seconds, "update_s": t_upd, "generation_s": gen_s})
-        log(f"  {label} it {it}{' (warm-up)' if it == 0 else ''}: {tokens} tokens, rollout {t_roll.seconds:.2f}s"
-            + (f", update {t_upd:.2f}s" if t_upd is not None else ""))
+        log(
+            f"  {label} it {it}{' (warm-up)' if it == 0 else ''}: {tokens} tokens, rollout {t_roll.seconds:.2f}s"
+            + (f", update {t_upd:.2f}s" if t_upd is not None else "")
+        )
     return summarize_iterations(its)
 
 
 def run_generic(cfg: Config, n: int, seed: int, prompts: list[str], dev: str, tokenizer, naive: bool = False, **_):
     import agents
 
-    reward = SequenceClassifierReward(build_score_model(cfg.model, seed, dev), tokenizer,
-                                      cfg.max_prompt_tokens, cfg.max_new_tokens)
+    reward = SequenceClassifierReward(
+        build_score_model(cfg.model, seed, dev), tokenizer, cfg.max_prompt_tokens, cfg.max_new_tokens
+    )
     n_envs = 1 if naive else n
     env = make_env(cfg, n_envs, seed, prompts, reward)
     transitions = n_envs * cfg.max_new_tokens
     agent = agents.make_agent(
-        "ppo", env, n_steps=cfg.max_new_tokens, batch_size=max(2, min(cfg.generic_batch_size or transitions, transitions)),
-        n_epochs=cfg.epochs, learning_rate=cfg.learning_rate, temperature=cfg.temperature, kl_coef=cfg.kl_coef,
-        adaptive_kl=False, seed=seed, device=dev, policy_kwargs={"kv_cache": not naive},
+        "ppo",
+        env,
+        n_steps=cfg.max_new_tokens,
+        batch_size=max(2, min(cfg.generic_batch_size or transitions, transitions)),
+        n_epochs=cfg.epochs,
+        learning_rate=cfg.learning_rate,
+        temperature=cfg.temperature,
+        kl_coef=cfg.kl_coef,
+        adaptive_kl=False,
+        seed=seed,
+        device=dev,
+        policy_kwargs={"kv_cache": not naive},
     )
     update = not naive and n <= cfg.generic_max_batch
     out = _drive(agent, cfg, dev, update, lambda a: a.n_steps * a.n_envs, "naive" if naive else "generic")
@@ -271,13 +305,21 @@ def run_fast(cfg: Config, n: int, seed: int, prompts: list[str], dev: str, token
     from agents import LMActorCriticPolicy
     from agents.rlhf_ppo import RLHFPPO
 
-    reward = SequenceClassifierReward(build_score_model(cfg.model, seed, dev), tokenizer,
-                                      cfg.max_prompt_tokens, cfg.max_new_tokens)
+    reward = SequenceClassifierReward(
+        build_score_model(cfg.model, seed, dev), tokenizer, cfg.max_prompt_tokens, cfg.max_new_tokens
+    )
     env = make_env(cfg, n, seed, prompts, reward)
     agent = RLHFPPO(
-        LMActorCriticPolicy, env, policy_kwargs={"model": cfg.model, "temperature": cfg.temperature},
-        n_epochs=cfg.epochs, batch_size=None, learning_rate=cfg.learning_rate, kl_coef=cfg.kl_coef,
-        adaptive_kl=False, seed=seed, device=dev,
+        LMActorCriticPolicy,
+        env,
+        policy_kwargs={"model": cfg.model, "temperature": cfg.temperature},
+        n_epochs=cfg.epochs,
+        batch_size=None,
+        learning_rate=cfg.learning_rate,
+        kl_coef=cfg.kl_coef,
+        adaptive_kl=False,
+        seed=seed,
+        device=dev,
     )
     out = _drive(agent, cfg, dev, True, lambda a: int(a._batch.mask.sum()), "fast")
     env.close()
@@ -288,13 +330,13 @@ def run_fast(cfg: Config, n: int, seed: int, prompts: list[str], dev: str, token
 def run_trl(cfg: Config, n: int, seed: int, prompt_ids: torch.Tensor, dev: str, tokenizer, **_) -> dict:
     """TRL's own ``train()``; phases timed by wrapping its module-level ``batch_generation`` (generation)
     and ``forward`` (the first call with gradients starts the update) plus a step-end callback."""
+    import trl.experimental.ppo.ppo_trainer as pt
     from datasets import Dataset
     from transformers import TrainerCallback
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
-
-    import trl.experimental.ppo.ppo_trainer as pt
-    from textenv import load_model
     from trl.experimental.ppo import PPOConfig, PPOTrainer
+
+    from textenv import load_model
 
     P, T, eos = cfg.max_prompt_tokens, cfg.max_new_tokens, tokenizer.eos_token_id
     policy, ref = load_model(cfg.model), load_model(cfg.model)
@@ -303,18 +345,44 @@ def run_trl(cfg: Config, n: int, seed: int, prompt_ids: torch.Tensor, dev: str, 
     dataset = Dataset.from_dict({"input_ids": prompt_ids.repeat(reps, 1).tolist()})
     tmp = tempfile.mkdtemp(prefix="trl-bench-")
     args = PPOConfig(
-        output_dir=tmp, per_device_train_batch_size=n, gradient_accumulation_steps=1, num_mini_batches=1,
-        num_ppo_epochs=cfg.epochs, total_episodes=n * (1 + cfg.iterations), response_length=T,
-        temperature=cfg.temperature, stop_token="eos", kl_coef=cfg.kl_coef, kl_estimator="k1",
-        learning_rate=cfg.learning_rate, local_rollout_forward_batch_size=n, num_sample_generations=0,
+        output_dir=tmp,
+        per_device_train_batch_size=n,
+        gradient_accumulation_steps=1,
+        num_mini_batches=1,
+        num_ppo_epochs=cfg.epochs,
+        total_episodes=n * (1 + cfg.iterations),
+        response_length=T,
+        temperature=cfg.temperature,
+        stop_token="eos",
+        kl_coef=cfg.kl_coef,
+        kl_estimator="k1",
+        learning_rate=cfg.learning_rate,
+        local_rollout_forward_batch_size=n,
+        num_sample_generations=0,
         # transformers 5.24 renamed gradient_checkpointing to activation_checkpointing (the old name warns).
-        missing_eos_penalty=None, activation_checkpointing=False, bf16=False, fp16=False, use_cpu=(dev == "cpu"),
-        report_to="none", save_strategy="no", eval_strategy="no", logging_strategy="no", disable_tqdm=True,
-        dataloader_num_workers=0, seed=seed,
+        missing_eos_penalty=None,
+        activation_checkpointing=False,
+        bf16=False,
+        fp16=False,
+        use_cpu=(dev == "cpu"),
+        report_to="none",
+        save_strategy="no",
+        eval_strategy="no",
+        logging_strategy="no",
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        seed=seed,
     )
-    trainer = PPOTrainer(args=args, processing_class=tokenizer, model=policy, ref_model=ref,
-                         reward_model=reward_model, train_dataset=dataset, value_model=value_model,
-                         eval_dataset=dataset)
+    trainer = PPOTrainer(
+        args=args,
+        processing_class=tokenizer,
+        model=policy,
+        ref_model=ref,
+        reward_model=reward_model,
+        train_dataset=dataset,
+        value_model=value_model,
+        eval_dataset=dataset,
+    )
     for cb in (PrinterCallback, ProgressCallback):
         trainer.remove_callback(cb)
 
@@ -346,11 +414,17 @@ def run_trl(cfg: Config, n: int, seed: int, prompt_ids: torch.Tensor, dev: str, 
             sync(dev)
             now = time.perf_counter()
             it = len(its)
-            rec = {"tokens": state["tokens"], "rollout_s": state["update_t0"] - state["t0"],
-                   "update_s": now - state["update_t0"], "generation_s": state["gen_s"]}
+            rec = {
+                "tokens": state["tokens"],
+                "rollout_s": state["update_t0"] - state["t0"],
+                "update_s": now - state["update_t0"],
+                "generation_s": state["gen_s"],
+            }
             its.append(rec)
-            log(f"  trl it {it}{' (warm-up)' if it == 0 else ''}: {rec['tokens']} tokens, rollout "
-                f"{rec['rollout_s']:.2f}s (generate {rec['generation_s']:.2f}s), update {rec['update_s']:.2f}s")
+            log(
+                f"  trl it {it}{' (warm-up)' if it == 0 else ''}: {rec['tokens']} tokens, rollout "
+                f"{rec['rollout_s']:.2f}s (generate {rec['generation_s']:.2f}s), update {rec['update_s']:.2f}s"
+            )
             state.update(t0=now, update_t0=None, gen_s=0.0, tokens=0)
 
     trainer.add_callback(StepTimes())
@@ -379,7 +453,9 @@ def summarize_iterations(its: list[dict]) -> dict:
     gen = None if its[0]["generation_s"] is None else sum(i["generation_s"] for i in its)
     k = len(its)
     return {
-        "tokens_per_iteration": tokens / k, "rollout_s": roll / k, "update_s": None if upd is None else upd / k,
+        "tokens_per_iteration": tokens / k,
+        "rollout_s": roll / k,
+        "update_s": None if upd is None else upd / k,
         "generation_s": None if gen is None else gen / k,
         "iteration_s": None if upd is None else (roll + upd) / k,
         "tokens_per_s": None if upd is None else tokens / (roll + upd),
@@ -410,8 +486,9 @@ def compute_ratios(res: dict, n: int, T: int) -> dict:
     if fast and lim:
         per_tok_gen = lim["generate_s"] / (n * T)
         out["fast_rollout_vs_generate"] = ratio(fast["rollout_s"] / fast["tokens_per_iteration"], per_tok_gen)
-        out["fast_generation_vs_generate"] = ratio((fast.get("generation_s") or float("nan"))
-                                                   / fast["tokens_per_iteration"], per_tok_gen)
+        out["fast_generation_vs_generate"] = ratio(
+            (fast.get("generation_s") or float("nan")) / fast["tokens_per_iteration"], per_tok_gen
+        )
     if gen and naive:
         out["generic_rollout_vs_naive"] = ratio(gen["rollout_tokens_per_s"], naive["rollout_tokens_per_s"])
     return out
@@ -419,33 +496,57 @@ def compute_ratios(res: dict, n: int, T: int) -> dict:
 
 # Issue 8's targets: the fast agent at >= 1.5x TRL PPO tokens/s, its rollout within 1.25x of batched
 # generation, the generic SB3 path at >= 3x naive one-env-at-a-time stepping.
-TARGETS = {"fast_vs_trl": (">=", 1.5), "fast_rollout_vs_generate": ("<=", 1.25), "generic_rollout_vs_naive": (">=", 3.0)}
+TARGETS = {
+    "fast_vs_trl": (">=", 1.5),
+    "fast_rollout_vs_generate": ("<=", 1.25),
+    "generic_rollout_vs_naive": (">=", 3.0),
+}
 
 
 def markdown(results: dict, ratios: dict, cfg: Config) -> str:
-    lines = ["| batch | method | tokens/s (whole iteration) | rollout s | update s | iteration s | tokens/iter "
-             "| peak ΔRSS MB | × TRL |", "|---|---|---|---|---|---|---|---|---|"]
-    names = {"naive": "naive (1 env, no cache, rollout only)", "generic": "generic SB3 PPO", "fast": "fast RLHFPPO",
-             "trl": "TRL 1.12 PPOTrainer"}
+    lines = [
+        "| batch | method | tokens/s (whole iteration) | rollout s | update s | iteration s | tokens/iter "
+        "| peak ΔRSS MB | × TRL |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    names = {
+        "naive": "naive (1 env, no cache, rollout only)",
+        "generic": "generic SB3 PPO",
+        "fast": "fast RLHFPPO",
+        "trl": "TRL 1.12 PPOTrainer",
+    }
     for n, res in results.items():
         for m in ("naive", "generic", "fast", "trl"):
             if m not in res:
                 continue
             r = res[m]
-            tps = fmt(r["tokens_per_s"]) if r["tokens_per_s"] is not None else f"{fmt(r['rollout_tokens_per_s'])} (rollout only)"
+            tps = (
+                fmt(r["tokens_per_s"])
+                if r["tokens_per_s"] is not None
+                else f"{fmt(r['rollout_tokens_per_s'])} (rollout only)"
+            )
             name = names[m] + (" (update skipped)" if m == "generic" and r.get("update_skipped") else "")
-            lines.append(f"| {n} | {name} | {tps} | {fmt(r['rollout_s'], 2)} | {fmt(r['update_s'], 2)} | "
-                         f"{fmt(r['iteration_s'], 2)} | {fmt(r['tokens_per_iteration'])} | {fmt(r['peak_rss_mb'], 0)} | "
-                         f"{fmt(ratios[n].get(f'{m}_vs_trl', ratios[n].get(f'{m}_rollout_vs_trl')), 2)} |")
+            lines.append(
+                f"| {n} | {name} | {tps} | {fmt(r['rollout_s'], 2)} | {fmt(r['update_s'], 2)} | "
+                f"{fmt(r['iteration_s'], 2)} | {fmt(r['tokens_per_iteration'])} | {fmt(r['peak_rss_mb'], 0)} | "
+                f"{fmt(ratios[n].get(f'{m}_vs_trl', ratios[n].get(f'{m}_rollout_vs_trl')), 2)} |"
+            )
         if "limits" in res:
             r = res["limits"]
-            lines.append(f"| {n} | limit: `generate`, KV cache (new tokens/s) | {fmt(r['generate_tokens_per_s'])} | "
-                         f"{fmt(r['generate_s'], 2)} | - | - | {fmt(r['tokens_per_iteration'])} | {fmt(r['peak_rss_mb'], 0)} | "
-                         f"{fmt(ratios[n].get('limits_generate_vs_trl'), 2)} |")
-            lines.append(f"| {n} | limit: teacher-forced forward (sequence tokens/s) | {fmt(r['forward_seq_tokens_per_s'])} "
-                         f"| {fmt(r['forward_s'], 2)} | - | - | - | - | - |")
-            lines.append(f"| {n} | limit: forward + backward (sequence tokens/s) | "
-                         f"{fmt(r['forward_backward_seq_tokens_per_s'])} | - | {fmt(r['forward_backward_s'], 2)} | - | - | - | - |")
+            lines.append(
+                f"| {n} | limit: `generate`, KV cache (new tokens/s) | {fmt(r['generate_tokens_per_s'])} | "
+                f"{fmt(r['generate_s'], 2)} | - | - | {fmt(r['tokens_per_iteration'])} | {fmt(r['peak_rss_mb'], 0)} | "
+                f"{fmt(ratios[n].get('limits_generate_vs_trl'), 2)} |"
+            )
+            lines.append(
+                f"| {n} | limit: teacher-forced forward (sequence tokens/s) | {fmt(r['forward_seq_tokens_per_s'])} "
+                f"| {fmt(r['forward_s'], 2)} | - | - | - | - | - |"
+            )
+            lines.append(
+                f"| {n} | limit: forward + backward (sequence tokens/s) | "
+                f"{fmt(r['forward_backward_seq_tokens_per_s'])} | - | "
+                f"{fmt(r['forward_backward_s'], 2)} | - | - | - | - |"
+            )
     lines.append("")
     for n, rat in ratios.items():
         parts = []
@@ -456,19 +557,32 @@ def markdown(results: dict, ratios: dict, cfg: Config) -> str:
                 parts.append(f"{key} = {v:.2f} (target {op} {target}: {'met' if ok else 'NOT met'})")
         if parts:
             lines.append(f"- batch {n}: " + "; ".join(parts))
-    lines.append(f"\n{cfg.model}, prompts {cfg.max_prompt_tokens} tokens, {cfg.max_new_tokens} new tokens, "
-                 f"temperature {cfg.temperature}, {cfg.epochs} PPO epoch(s), KL coef {cfg.kl_coef} (fixed); median "
-                 f"of {cfg.runs} run(s) x {cfg.iterations} iteration(s) after 1 warm-up; tokens counted (EOS ends "
-                 f"an episode early for fast and TRL).")
+    lines.append(
+        f"\n{cfg.model}, prompts {cfg.max_prompt_tokens} tokens, {cfg.max_new_tokens} new tokens, "
+        f"temperature {cfg.temperature}, {cfg.epochs} PPO epoch(s), KL coef {cfg.kl_coef} (fixed); median "
+        f"of {cfg.runs} run(s) x {cfg.iterations} iteration(s) after 1 warm-up; tokens counted (EOS ends "
+        f"an episode early for fast and TRL)."
+    )
     return "\n".join(lines)
 
 
 THROUGHPUT_PANELS = (
-    ("whole iteration (rollout + update)", "tokens_per_s",
-     (("generic", "generic SB3 PPO"), ("fast", "fast RLHFPPO"), ("trl", "TRL PPO"))),
-    ("rollout only (no update)", "rollout_tokens_per_s",
-     (("naive", "naive: 1 env, no cache"), ("generic", "generic SB3 PPO"), ("fast", "fast RLHFPPO"),
-      ("trl", "TRL PPO"), ("limits", "generate (limit)"))),
+    (
+        "whole iteration (rollout + update)",
+        "tokens_per_s",
+        (("generic", "generic SB3 PPO"), ("fast", "fast RLHFPPO"), ("trl", "TRL PPO")),
+    ),
+    (
+        "rollout only (no update)",
+        "rollout_tokens_per_s",
+        (
+            ("naive", "naive: 1 env, no cache"),
+            ("generic", "generic SB3 PPO"),
+            ("fast", "fast RLHFPPO"),
+            ("trl", "TRL PPO"),
+            ("limits", "generate (limit)"),
+        ),
+    ),
 )
 """The chart's two panels: (title, result key, (method, label) series). Rollout-only rates are far higher
 than whole-iteration ones, so one axis for both made the rollout-only generic path look faster than the
@@ -533,8 +647,10 @@ def main(argv: list[str] | None = None) -> int:
     if "trl" in cfg.methods:
         import trl.experimental.ppo.ppo_trainer  # noqa: F401
         from datasets import Dataset  # noqa: F401
-    log(f"benchmark: {cfg.model} on {dev}, batch sizes {cfg.batch_sizes}, methods {cfg.methods}, "
-        f"{cfg.runs} run(s) x (1 warm-up + {cfg.iterations}) iterations, torch threads {torch.get_num_threads()}")
+    log(
+        f"benchmark: {cfg.model} on {dev}, batch sizes {cfg.batch_sizes}, methods {cfg.methods}, "
+        f"{cfg.runs} run(s) x (1 warm-up + {cfg.iterations}) iterations, torch threads {torch.get_num_threads()}"
+    )
     results: dict[int, dict] = {}
     naive_done = None
     for n in cfg.batch_sizes:
@@ -549,8 +665,9 @@ def main(argv: list[str] | None = None) -> int:
                 log(f"[batch {n}] {method} run {r + 1}/{cfg.runs}")
                 torch.manual_seed(seed)
                 with PeakRSS() as mem:
-                    out = RUNNERS[method](cfg, n, seed=seed, prompts=prompts, prompt_ids=prompt_ids, dev=dev,
-                                          tokenizer=tokenizer)
+                    out = RUNNERS[method](
+                        cfg, n, seed=seed, prompts=prompts, prompt_ids=prompt_ids, dev=dev, tokenizer=tokenizer
+                    )
                 out["peak_rss_mb"] = mem.peak_mb
                 if mem.cuda_peak_mb is not None:
                     out["peak_cuda_mb"] = mem.cuda_peak_mb
@@ -580,10 +697,18 @@ def main(argv: list[str] | None = None) -> int:
         "before it, after gc + malloc_trim; one process, so allocator reuse can lower later methods' numbers.",
     ]
     payload = {
-        "config": config_to_dict(cfg), "device": dev, "torch": torch.__version__, "threads": torch.get_num_threads(),
-        "cpu_count": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
-        "results": {str(n): r for n, r in results.items()}, "ratios": {str(n): r for n, r in ratios.items()},
-        "targets": {k: f"{op} {v}" for k, (op, v) in TARGETS.items()}, "notes": notes, "markdown": table,
+        "config": config_to_dict(cfg),
+        "device": dev,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "results": {str(n): r for n, r in results.items()},
+        "ratios": {str(n): r for n, r in ratios.items()},
+        "targets": {k: f"{op} {v}" for k, (op, v) in TARGETS.items()},
+        "notes": notes,
+        "markdown": table,
     }
     (cfg.run_dir / "benchmark.json").write_text(json.dumps(payload, indent=2, default=float))
     bar_chart(results, cfg.run_dir / "tokens_per_s.png")

@@ -163,8 +163,11 @@ def _type_kwargs(tp: Any, name: str) -> dict[str, Any]:
     if origin in (list, tuple, Sequence) or inner in (list, tuple):
         args = [a for a in typing.get_args(inner) if a is not Ellipsis]
         item = args[0] if args else str
-        return {"nargs": "*", "type": _scalar_converter(item, False, name),
-                "metavar": getattr(item, "__name__", "VALUE").upper()}
+        return {
+            "nargs": "*",
+            "type": _scalar_converter(item, False, name),
+            "metavar": getattr(item, "__name__", "VALUE").upper(),
+        }
     if inner is dict or origin is dict:
         return {"type": json_object(name), "metavar": "JSON"}
     return {"type": _scalar_converter(inner, optional, name), "metavar": getattr(inner, "__name__", "VALUE").upper()}
@@ -198,8 +201,11 @@ def add_options(container: Any, cls: type, prefix: str = "", only_given: bool = 
         flags = [flag, f"--{prefix}{f.name}"] if underscore else [flag]
         default = _field_default(f)
         required = default is dataclasses.MISSING and not only_given
-        kwargs: dict[str, Any] = {"dest": prefix + f.name, "required": required,
-                                  "help": help_from_doc(f.metadata.get("help") or docs.get(f.name, ""), default)}
+        kwargs: dict[str, Any] = {
+            "dest": prefix + f.name,
+            "required": required,
+            "help": help_from_doc(f.metadata.get("help") or docs.get(f.name, ""), default),
+        }
         if only_given:
             kwargs["default"] = argparse.SUPPRESS
         elif not required:
@@ -217,7 +223,7 @@ def json_object(name: str):
         try:
             value = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise argparse.ArgumentTypeError(f"--{name} must be a JSON object, e.g. '{{\"k\": 1}}': {exc}")
+            raise argparse.ArgumentTypeError(f"--{name} must be a JSON object, e.g. '{{\"k\": 1}}': {exc}") from None
         if not isinstance(value, dict):
             raise argparse.ArgumentTypeError(f"--{name} must be a JSON object, got {type(value).__name__}")
         return value
@@ -268,8 +274,15 @@ def build_parser(cls: type, description: str | None = None, **parser_kwargs: Any
     return parser
 
 
-_TYPE_WORDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string", Path: "a path",
-               dict: "a mapping", list: "a list"}
+_TYPE_WORDS = {
+    bool: "true or false",
+    int: "an integer",
+    float: "a number",
+    str: "a string",
+    Path: "a path",
+    dict: "a mapping",
+    list: "a list",
+}
 
 
 def _describe(tp: Any) -> str:
@@ -339,8 +352,9 @@ def check_field_types(config: Any, prefix: str = "", hint: Callable[[str], str] 
         ok, normalised = _conform(hints.get(f.name, Any), value)
         if not ok:
             fix = f"; {hint(f.name)}" if hint is not None else ""
-            raise TypeError(f"{prefix}{f.name} must be {_describe(hints[f.name])}, got {value!r} "
-                            f"({type(value).__name__}){fix}")
+            raise TypeError(
+                f"{prefix}{f.name} must be {_describe(hints[f.name])}, got {value!r} ({type(value).__name__}){fix}"
+            )
         if normalised is not value:
             object.__setattr__(config, f.name, normalised)
 

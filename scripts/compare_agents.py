@@ -36,8 +36,8 @@ from scripts.cli import config_to_dict, parse_args
 
 LIBRARY_OVERRIDES: dict[str, str] = {
     "adaptive_kl": "a comparison needs one fixed price per nat of KL for every agent: an adaptive beta would "
-                   "move differently for each one and confound the curves (the README's comparison is at a "
-                   "fixed beta)",
+    "move differently for each one and confound the curves (the README's comparison is at a "
+    "fixed beta)",
 }
 """``{field: reason}``: the defaults of :class:`Config` that differ, on purpose, from the field of the same
 name of :class:`agents.kl.KLConfig` (every other such field takes the library's default;
@@ -103,14 +103,27 @@ def train_one(cfg: Config, algo: str):
     from agents.callbacks import ProgressBar
 
     env = agents.make_vec_text_env(
-        cfg.n_envs, seed=cfg.seed, model=cfg.model, reward=cfg.reward, prompts=cfg.prompts, prompt_split="train",
-        max_new_tokens=cfg.max_new_tokens, max_prompt_tokens=cfg.max_prompt_tokens,
+        cfg.n_envs,
+        seed=cfg.seed,
+        model=cfg.model,
+        reward=cfg.reward,
+        prompts=cfg.prompts,
+        prompt_split="train",
+        max_new_tokens=cfg.max_new_tokens,
+        max_prompt_tokens=cfg.max_prompt_tokens,
     )
     options = dict(cfg.algo_kwargs.get(algo, {}))
     if algo in cfg.learning_rates:
         options["learning_rate"] = float(cfg.learning_rates[algo])
-    agent = agents.make_agent(algo, env, temperature=cfg.temperature, kl_coef=cfg.kl_coef,
-                              adaptive_kl=cfg.adaptive_kl, seed=cfg.seed, **options)
+    agent = agents.make_agent(
+        algo,
+        env,
+        temperature=cfg.temperature,
+        kl_coef=cfg.kl_coef,
+        adaptive_kl=cfg.adaptive_kl,
+        seed=cfg.seed,
+        **options,
+    )
     history = agents.RLHFHistory()
     t0 = time.perf_counter()
     agent.learn(cfg.total_timesteps, callback=[history, ProgressBar()])
@@ -128,11 +141,26 @@ def evaluate_held_out(cfg: Config, lm, reference, env) -> dict[str, float]:
 
     base = text_vector_env(env)  # tokenizer, prompts and reward, shared by every row
     prompts = load_prompts(cfg.prompts, split="test") * cfg.eval_samples
-    result = evaluate_policy("held_out", lm, reference, base.tokenizer, prompts, [base.encode_prompt(p) for p in prompts],
-                             base.reward_fn, base.reward_fn, cfg.max_new_tokens, cfg.temperature, cfg.seed)
+    result = evaluate_policy(
+        "held_out",
+        lm,
+        reference,
+        base.tokenizer,
+        prompts,
+        [base.encode_prompt(p) for p in prompts],
+        base.reward_fn,
+        base.reward_fn,
+        cfg.max_new_tokens,
+        cfg.temperature,
+        cfg.seed,
+    )
     m = result.metrics
-    return {"held_out_score": m["annotator_score"], "held_out_kl": m["kl"], "held_out_len": m["response_len"],
-            "held_out_n": len(prompts)}
+    return {
+        "held_out_score": m["annotator_score"],
+        "held_out_kl": m["kl"],
+        "held_out_len": m["response_len"],
+        "held_out_n": len(prompts),
+    }
 
 
 def curves_figure(rows: list[dict], title: str):
@@ -191,7 +219,9 @@ def main(argv: list[str] | None = None) -> dict:
         rows += mine
         last = mine[-3:]  # the final numbers: mean of the last three rollouts
         summary[algo] = {
-            "learning_rate": mine[0]["learning_rate"], "rollouts": len(mine), "tokens": mine[-1]["timesteps"],
+            "learning_rate": mine[0]["learning_rate"],
+            "rollouts": len(mine),
+            "tokens": mine[-1]["timesteps"],
             "seconds": round(seconds, 1),
             "first_score": mine[0]["rlhf/score"],
             "final_score": float(np.mean([r["rlhf/score"] for r in last])),
@@ -199,8 +229,10 @@ def main(argv: list[str] | None = None) -> dict:
             **evaluate_held_out(cfg, policy.lm, policy.reference_model, env),
         }
         if "reference" not in summary:  # the untrained policy, for scale (same samples procedure)
-            summary = {"reference": evaluate_held_out(cfg, policy.reference_model, policy.reference_model, env),
-                       **summary}
+            summary = {
+                "reference": evaluate_held_out(cfg, policy.reference_model, policy.reference_model, env),
+                **summary,
+            }
         env.close()
         print(summary_line(algo, summary[algo]), flush=True)
     keys = sorted({k for r in rows for k in r}, key=lambda k: (k != "algo", k))
@@ -208,19 +240,27 @@ def main(argv: list[str] | None = None) -> dict:
         writer = csv.DictWriter(f, fieldnames=keys)
         writer.writeheader()
         writer.writerows(rows)
-    plot(rows, cfg.run_dir / "curves.png",
-         f"{cfg.model}, reward {cfg.reward}, {cfg.n_envs} envs x {cfg.max_new_tokens} tokens, beta {cfg.kl_coef}")
+    plot(
+        rows,
+        cfg.run_dir / "curves.png",
+        f"{cfg.model}, reward {cfg.reward}, {cfg.n_envs} envs x {cfg.max_new_tokens} tokens, beta {cfg.kl_coef}",
+    )
     (cfg.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    lines = ["| agent | lr | rollouts | tokens | minutes | train score first -> last 3 | train KL last 3 | "
-             "held-out score | held-out KL |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| agent | lr | rollouts | tokens | minutes | train score first -> last 3 | train KL last 3 | "
+        "held-out score | held-out KL |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     ref = summary["reference"]
     lines.append(f"| untrained reference | - | - | - | - | - | - | {ref['held_out_score']:.3f} | 0 |")
     for algo, s in summary.items():
         if algo == "reference":
             continue
-        lines.append(f"| {algo} | {s['learning_rate']:g} | {s['rollouts']} | {s['tokens']} | {s['seconds'] / 60:.1f} | "
-                     f"{s['first_score']:.3f} -> {s['final_score']:.3f} | {s['final_kl']:.2f} | "
-                     f"{s['held_out_score']:.3f} | {s['held_out_kl']:.2f} |")
+        lines.append(
+            f"| {algo} | {s['learning_rate']:g} | {s['rollouts']} | {s['tokens']} | {s['seconds'] / 60:.1f} | "
+            f"{s['first_score']:.3f} -> {s['final_score']:.3f} | {s['final_kl']:.2f} | "
+            f"{s['held_out_score']:.3f} | {s['held_out_kl']:.2f} |"
+        )
     (cfg.run_dir / "summary.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return summary

@@ -59,20 +59,22 @@ def main(argv: list[str] | None = None) -> None:
     env = gym.make("TextRLHF-v0", model=args.model, reward=args.reward, max_new_tokens=args.max_new_tokens)
     model = load_model(args.model)
     generator = torch.Generator().manual_seed(args.seed)
-    print(f"TextRLHF-v0: model={args.model} reward={args.reward} "
-          f"obs={env.observation_space['input_ids'].shape} actions={env.action_space}\n")
+    print(
+        f"TextRLHF-v0: model={args.model} reward={args.reward} "
+        f"obs={env.observation_space['input_ids'].shape} actions={env.action_space}\n"
+    )
     scores = []
     for i in range(args.n_prompts):
         obs, info = env.reset(seed=args.seed + i)
         terminated = truncated = False
         while not (terminated or truncated):
-            obs, reward, terminated, truncated, info = env.step(
-                sample_token(model, obs, args.temperature, generator)
-            )
+            obs, reward, terminated, truncated, info = env.step(sample_token(model, obs, args.temperature, generator))
         scores.append(info["score"])
         end = "max tokens" if info["hit_max_tokens"] else "EOS"
-        print(f"[{i}] prompt:   {info['prompt']}\n    response: {info['response'].strip()!r}\n"
-              f"    reward:   {info['score']:+.3f}  ({len(info['response_tokens'])} tokens, ended at {end})\n")
+        print(
+            f"[{i}] prompt:   {info['prompt']}\n    response: {info['response'].strip()!r}\n"
+            f"    reward:   {info['score']:+.3f}  ({len(info['response_tokens'])} tokens, ended at {end})\n"
+        )
     print(f"mean reward {np.mean(scores):+.3f} over {len(scores)} episodes, {time.perf_counter() - t0:.1f} s")
 
 

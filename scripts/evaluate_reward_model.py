@@ -21,11 +21,9 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
-
-import torch
 
 import numpy as np
+import torch
 
 from reward_models.annotator import load_prompt_file, sample_responses
 from reward_models.base import make_reward
@@ -40,17 +38,17 @@ class Config:
 
     model: Path = Path("runs/reward_model")
     """Folder of the trained reward model."""
-    pairs: Optional[str] = None
+    pairs: str | None = None
     """Held-out preference pairs (default: <model>/heldout_pairs.jsonl if it exists; none to skip)."""
     policy: str = "smollm2-135m-instruct"
     """Policy that writes the fresh samples."""
     annotator: str = "sentiment"
     """Reward spec the model's ranking is compared with."""
-    prompts: Optional[Path] = None
+    prompts: Path | None = None
     """Prompt file for fresh samples (default: the bundled textenv/data/prompts.jsonl)."""
-    task: Optional[str] = "review"
+    task: str | None = "review"
     """Task of the fresh-sample prompts (none = all)."""
-    split: Optional[str] = "test"
+    split: str | None = "test"
     """Split of the fresh-sample prompts: "test" prompts were never used for training pairs."""
     samples_per_prompt: int = 4
     """Fresh responses per prompt; all pairs of them are compared (0 skips fresh samples)."""
@@ -64,9 +62,9 @@ class Config:
     """Also report agreement on pairs whose annotator scores differ by more than this."""
     seed: int = 1234
     """Seed of the fresh samples (differs from the data-generation seed)."""
-    output: Optional[Path] = None
+    output: Path | None = None
     """Write the report as json here (default: <model>/eval_report.json)."""
-    threads: Optional[int] = None
+    threads: int | None = None
     """torch CPU threads (none = torch's default; 1 helps on a machine shared with other jobs)."""
     progress: bool = True
     """Show progress bars."""
@@ -88,8 +86,12 @@ def agreement(rm: np.ndarray, ann: np.ndarray, groups: list[list[int]], min_gap:
             agree.append(same)
             if abs(d_ann) > min_gap:
                 agree_gap.append(same)
-    return {"agreement": float(np.mean(agree)) if agree else float("nan"), "pairs": len(agree),
-            "agreement_gap": float(np.mean(agree_gap)) if agree_gap else float("nan"), "pairs_gap": len(agree_gap)}
+    return {
+        "agreement": float(np.mean(agree)) if agree else float("nan"),
+        "pairs": len(agree),
+        "agreement_gap": float(np.mean(agree_gap)) if agree_gap else float("nan"),
+        "pairs_gap": len(agree_gap),
+    }
 
 
 def _spearman(x: np.ndarray, y: np.ndarray) -> float:
@@ -107,20 +109,33 @@ def main(argv=None) -> dict:
     print(f"loaded {model}")
 
     # 1. Held-out preference pairs.
-    pairs_path = cfg.pairs or (str(cfg.model / "heldout_pairs.jsonl") if (cfg.model / "heldout_pairs.jsonl").exists() else None)
+    pairs_path = cfg.pairs or (
+        str(cfg.model / "heldout_pairs.jsonl") if (cfg.model / "heldout_pairs.jsonl").exists() else None
+    )
     if pairs_path and pairs_path.lower() != "none":
         held = evaluate_preferences(model, load_preferences(pairs_path))
         report["heldout"] = held
-        print(f"held-out: accuracy {held['accuracy']:.3f}, mean margin {held['mean_margin']:.3f} ({held['n_pairs']} pairs)")
+        print(
+            f"held-out: accuracy {held['accuracy']:.3f}, mean margin {held['mean_margin']:.3f} "
+            f"({held['n_pairs']} pairs)"
+        )
 
     # 2. Fresh samples on unseen prompts: does the model rank them like the annotator?
     if cfg.samples_per_prompt > 0:
         from textenv.models import load_model, load_tokenizer
 
         prompts = load_prompt_file(cfg.prompts, task=cfg.task, split=cfg.split)
-        responses = sample_responses(load_model(cfg.policy), load_tokenizer(cfg.policy), prompts,
-                                     cfg.samples_per_prompt, cfg.temperature, cfg.max_new_tokens,
-                                     cfg.batch_size, cfg.seed, progress=cfg.progress)
+        responses = sample_responses(
+            load_model(cfg.policy),
+            load_tokenizer(cfg.policy),
+            prompts,
+            cfg.samples_per_prompt,
+            cfg.temperature,
+            cfg.max_new_tokens,
+            cfg.batch_size,
+            cfg.seed,
+            progress=cfg.progress,
+        )
         flat_p = [p for p in prompts for _ in range(cfg.samples_per_prompt)]
         flat_r = [r for group in responses for r in group]
         rm_scores = model.score(flat_p, flat_r).astype(np.float64)
@@ -128,15 +143,23 @@ def main(argv=None) -> dict:
         k = cfg.samples_per_prompt
         groups = [list(range(i * k, (i + 1) * k)) for i in range(len(prompts))]
         fresh = agreement(rm_scores, ann_scores, groups, cfg.min_gap)
-        fresh.update({"prompts": len(prompts), "samples": len(flat_r),
-                      "pearson": float(np.corrcoef(rm_scores, ann_scores)[0, 1]),
-                      "spearman": _spearman(rm_scores, ann_scores),
-                      "rm_mean": float(rm_scores.mean()), "rm_std": float(rm_scores.std())})
+        fresh.update(
+            {
+                "prompts": len(prompts),
+                "samples": len(flat_r),
+                "pearson": float(np.corrcoef(rm_scores, ann_scores)[0, 1]),
+                "spearman": _spearman(rm_scores, ann_scores),
+                "rm_mean": float(rm_scores.mean()),
+                "rm_std": float(rm_scores.std()),
+            }
+        )
         report["fresh"] = fresh
-        print(f"fresh samples ({len(prompts)} {cfg.split} prompts x {k}): agreement {fresh['agreement']:.3f} "
-              f"on {fresh['pairs']} non-tied pairs, {fresh['agreement_gap']:.3f} on {fresh['pairs_gap']} pairs with "
-              f"gap > {cfg.min_gap}; pearson {fresh['pearson']:.3f}, spearman {fresh['spearman']:.3f}; "
-              f"normalised scores mean {fresh['rm_mean']:.3f}, std {fresh['rm_std']:.3f}")
+        print(
+            f"fresh samples ({len(prompts)} {cfg.split} prompts x {k}): agreement {fresh['agreement']:.3f} "
+            f"on {fresh['pairs']} non-tied pairs, {fresh['agreement_gap']:.3f} on {fresh['pairs_gap']} pairs with "
+            f"gap > {cfg.min_gap}; pearson {fresh['pearson']:.3f}, spearman {fresh['spearman']:.3f}; "
+            f"normalised scores mean {fresh['rm_mean']:.3f}, std {fresh['rm_std']:.3f}"
+        )
 
     report["seconds"] = round(time.perf_counter() - start, 2)
     output = cfg.output or cfg.model / "eval_report.json"

@@ -19,7 +19,6 @@ import json
 import time
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Optional
 
 import torch
 
@@ -39,15 +38,15 @@ class Config(AnnotatorConfig):
     """Skip pairs whose annotator scores differ by at most this (near-ties are label noise)."""
     output: Path = Path("runs/preferences/sentiment_pairs.jsonl")
     """Where the pairs go (jsonl); the metadata goes to <output>.meta.json."""
-    prompts: Optional[Path] = None
+    prompts: Path | None = None
     """Prompt file (jsonl rows {"prompt", "task", "split"}); default: the bundled textenv/data/prompts.jsonl."""
-    task: Optional[str] = "review"
+    task: str | None = "review"
     """Keep prompts of this task ("review" or "instruction"; none = all)."""
-    split: Optional[str] = "train"
+    split: str | None = "train"
     """Keep prompts of this split ("train" or "test"; none = all)."""
-    max_prompts: Optional[int] = None
+    max_prompts: int | None = None
     """Use only the first N prompts (none = all)."""
-    threads: Optional[int] = None
+    threads: int | None = None
     """torch CPU threads (none = torch's default; 1 helps on a machine shared with other jobs)."""
     progress: bool = True
     """Show progress bars."""
@@ -63,8 +62,10 @@ def main(argv=None) -> dict:
     prompts = load_prompt_file(cfg.prompts, task=cfg.task, split=cfg.split)
     if cfg.max_prompts is not None:
         prompts = prompts[: cfg.max_prompts]
-    print(f"{len(prompts)} prompts, {cfg.samples_per_prompt} samples each, policy {cfg.policy!r}, "
-          f"annotator {cfg.annotator!r}")
+    print(
+        f"{len(prompts)} prompts, {cfg.samples_per_prompt} samples each, policy {cfg.policy!r}, "
+        f"annotator {cfg.annotator!r}"
+    )
 
     # 2. Sample, score, label (reward_models.annotator documents ties, noise and the gap filter).
     annotator_cfg = AnnotatorConfig(**{f.name: getattr(cfg, f.name) for f in fields(AnnotatorConfig)})
@@ -75,9 +76,11 @@ def main(argv=None) -> dict:
     meta["seconds_total"] = round(time.perf_counter() - start, 2)
     write_pairs(rows, cfg.output, meta)
     counts = meta["counts"]
-    print(f"wrote {counts['pairs']} pairs to {cfg.output} ({counts['candidates']} candidates, "
-          f"{counts['skipped_ties']} ties/near-ties skipped, {counts['skipped_invalid']} invalid) "
-          f"in {meta['seconds_total']:.1f} s")
+    print(
+        f"wrote {counts['pairs']} pairs to {cfg.output} ({counts['candidates']} candidates, "
+        f"{counts['skipped_ties']} ties/near-ties skipped, {counts['skipped_invalid']} invalid) "
+        f"in {meta['seconds_total']:.1f} s"
+    )
     print(json.dumps(counts))
     return meta
 

@@ -33,12 +33,12 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # default models ship offline; never hit the hub by accident
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import sys  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Sequence  # noqa: E402
-from pathlib import Path  # noqa: E402
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
 
-from scripts.run_dir import (  # noqa: E402
+from scripts.run_dir import (
     MARKER,
     STAGES,
     RunDirError,
@@ -52,12 +52,17 @@ from scripts.run_dir import (  # noqa: E402
     require,
     stage_dir,
 )
-from scripts.stages.config import TINY_PRESET, PipelineConfig, build_config, load_yaml  # noqa: E402
-from scripts.stages.config_cli import build_parser, cli_layer  # noqa: E402
+from scripts.stages.config import TINY_PRESET, PipelineConfig, build_config, load_yaml
+from scripts.stages.config_cli import build_parser, cli_layer
 
 STAGE_ALIASES = {"reward_model": "reward-model", "rm": "reward-model", "eval": "evaluate"}
-STAGE_INPUTS = {"sft": (), "preferences": ("sft",), "reward-model": ("preferences",), "rl": ("sft", "reward-model"),
-                "evaluate": ("sft", "reward-model", "rl")}
+STAGE_INPUTS = {
+    "sft": (),
+    "preferences": ("sft",),
+    "reward-model": ("preferences",),
+    "rl": ("sft", "reward-model"),
+    "evaluate": ("sft", "reward-model", "rl"),
+}
 """The earlier stages whose outputs each stage reads."""
 
 
@@ -118,8 +123,13 @@ def saved_config(run_dir: str | os.PathLike) -> dict:
     return layer
 
 
-STAGE_SECTIONS = {"sft": "sft", "preferences": "preferences", "reward-model": "reward_model", "rl": "rl",
-                  "evaluate": "evaluate"}
+STAGE_SECTIONS = {
+    "sft": "sft",
+    "preferences": "preferences",
+    "reward-model": "reward_model",
+    "rl": "rl",
+    "evaluate": "evaluate",
+}
 """The config section each stage reads besides ``run``."""
 RUN_KEYS_OF_NO_EFFECT = ("run_dir", "stages", "resume", "threads", "progress", "device")
 """``run`` keys that do not change what a stage produces (every other ``run`` key feeds every stage)."""
@@ -129,8 +139,10 @@ def stage_settings(cfg: PipelineConfig, stage: str) -> dict[str, object]:
     """``{"section.key": value}`` of the settings ``stage`` is built with (recorded in its ``DONE.json``)."""
     now = cfg.to_dict()
     section = STAGE_SECTIONS[stage]
-    return {**{f"run.{k}": v for k, v in now["run"].items() if k not in RUN_KEYS_OF_NO_EFFECT},
-            **{f"{section}.{k}": v for k, v in now[section].items()}}
+    return {
+        **{f"run.{k}": v for k, v in now["run"].items() if k not in RUN_KEYS_OF_NO_EFFECT},
+        **{f"{section}.{k}": v for k, v in now[section].items()},
+    }
 
 
 def record_settings(cfg: PipelineConfig, stage: str) -> None:
@@ -150,14 +162,16 @@ def stale_settings(cfg: PipelineConfig, planned: Sequence[str]) -> list[str]:
         return []
     now = {stage: stage_settings(cfg, stage) for stage in STAGE_SECTIONS}
     lines = []
-    for stage in STAGES[:STAGES.index(planned[0])]:
+    for stage in STAGES[: STAGES.index(planned[0])]:
         if not is_done(cfg.run.run_dir, stage):
             continue
         was = read_marker(cfg.run.run_dir, stage).get("settings", {})
         changed = [k for k, v in was.items() if k in now[stage] and now[stage][k] != v]
         if changed:
-            lines.append(f"{stage} finished with other settings ({', '.join(changed)}) and is not re-run: its "
-                         f"outputs keep the old ones (add it to --stages to apply them)")
+            lines.append(
+                f"{stage} finished with other settings ({', '.join(changed)}) and is not re-run: its "
+                f"outputs keep the old ones (add it to --stages to apply them)"
+            )
     return lines
 
 
@@ -190,8 +204,10 @@ def plan_stages(cfg: PipelineConfig) -> list[str]:
         for dep in (d for d in inputs if d not in planned):
             if STAGES.index(dep) > STAGES.index(planned[0]):
                 between = [s for s in STAGES if STAGES.index(planned[0]) <= STAGES.index(s) <= STAGES.index(stage)]
-                raise RunDirError(f"stage {stage!r} reads {dep!r}, which running {planned[0]!r} makes out of date; "
-                                  f"run the stages in between too: --stages {','.join(between)}")
+                raise RunDirError(
+                    f"stage {stage!r} reads {dep!r}, which running {planned[0]!r} makes out of date; "
+                    f"run the stages in between too: --stages {','.join(between)}"
+                )
             require(run.run_dir, dep, stage)
     return planned
 
@@ -252,14 +268,20 @@ def _run(cfg: PipelineConfig) -> int:
             print(f"[pipeline] {line} (a temporary left by an interrupted write)", flush=True)
     planned = plan_stages(cfg)
     if (Path(run.run_dir) / "config.yaml").is_file():
-        print(f"[pipeline] settings: {Path(run.run_dir) / 'config.yaml'} as saved, this command's options on top",
-              flush=True)
+        print(
+            f"[pipeline] settings: {Path(run.run_dir) / 'config.yaml'} as saved, this command's options on top",
+            flush=True,
+        )
     for line in stale_settings(cfg, planned):
         print(f"[pipeline] warning: {line}", flush=True)
     save_config(cfg)
     start = time.perf_counter()
-    print(f"[pipeline] run dir {run.run_dir}, stages {','.join(run.stages)}, algo {run.algo}, model {run.model}"
-          + (", tiny preset" if run.tiny else "") + (", resume" if run.resume else ""), flush=True)
+    print(
+        f"[pipeline] run dir {run.run_dir}, stages {','.join(run.stages)}, algo {run.algo}, model {run.model}"
+        + (", tiny preset" if run.tiny else "")
+        + (", resume" if run.resume else ""),
+        flush=True,
+    )
     for stage in STAGES:
         if stage not in run.stages:
             continue
@@ -268,9 +290,13 @@ def _run(cfg: PipelineConfig) -> int:
             continue
         invalidated = invalidate_after(run.run_dir, stage)
         if invalidated:  # built from this stage's old outputs: never resumed or skipped as done again
-            print(f"[pipeline] running {stage} invalidates {', '.join(invalidated)}: DONE.json"
-                  + (" and rl/checkpoint" if "rl" in invalidated else "") + " removed; they rerun when requested "
-                  "(--resume runs every unfinished stage)", flush=True)
+            print(
+                f"[pipeline] running {stage} invalidates {', '.join(invalidated)}: DONE.json"
+                + (" and rl/checkpoint" if "rl" in invalidated else "")
+                + " removed; they rerun when requested "
+                "(--resume runs every unfinished stage)",
+                flush=True,
+            )
         # Only the first stage to run can continue where it stopped: every later one was just invalidated.
         resume = run.resume and stage == "rl" and stage == planned[0]
         if not resume:

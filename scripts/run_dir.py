@@ -52,8 +52,11 @@ STAGES = ("sft", "preferences", "reward-model", "rl", "evaluate")
 """Pipeline stages, in the order they run (InstructGPT, Ouyang et al. 2022, figure 2)."""
 MARKER = "DONE.json"
 STAGE_OUTPUTS: dict[str, tuple[str, ...]] = {
-    "sft": ("model", "model/tokenizer_config.json"), "preferences": ("pairs.jsonl",),
-    "reward-model": ("model", "model/reward_model.json"), "rl": ("policy",), "evaluate": ("metrics.json",),
+    "sft": ("model", "model/tokenizer_config.json"),
+    "preferences": ("pairs.jsonl",),
+    "reward-model": ("model", "model/reward_model.json"),
+    "rl": ("policy",),
+    "evaluate": ("metrics.json",),
 }
 """What later stages read from a finished stage (folders are model folders, checked by :func:`check_model_dir`)."""
 RESUME_STATE = {"rl": "checkpoint"}
@@ -154,8 +157,10 @@ def read_marker(run_dir: str | os.PathLike, stage: str) -> dict[str, Any]:
     else:
         why = f"a JSON {type(marker).__name__}, not an object"
     if not isinstance(marker, dict):
-        raise RunDirError(f"{path} is corrupt ({why}); delete it and run again with --resume: stage {stage!r} "
-                          f"is redone (and the stages after it)")
+        raise RunDirError(
+            f"{path} is corrupt ({why}); delete it and run again with --resume: stage {stage!r} "
+            f"is redone (and the stages after it)"
+        )
     return marker
 
 
@@ -169,8 +174,9 @@ def is_done(run_dir: str | os.PathLike, stage: str) -> bool:
 
 def mark_done(run_dir: str | os.PathLike, stage: str, summary: str, seconds: float, **extra: Any) -> None:
     """Write the completion marker of ``stage`` (last thing a stage does)."""
-    atomic_write_json(stage_dir(run_dir, stage) / MARKER,
-                      {"stage": stage, "summary": summary, "seconds": round(seconds, 2), **extra})
+    atomic_write_json(
+        stage_dir(run_dir, stage) / MARKER, {"stage": stage, "summary": summary, "seconds": round(seconds, 2), **extra}
+    )
 
 
 def clear_stage(run_dir: str | os.PathLike, stage: str) -> None:
@@ -180,8 +186,10 @@ def clear_stage(run_dir: str | os.PathLike, stage: str) -> None:
 
 def rerun_hint(run_dir: str | os.PathLike, stage: str) -> str:
     """The command that redoes ``stage`` (the fix part of error messages)."""
-    return (f"rerun it: python -m scripts.pipeline --run-dir {os.fspath(run_dir)} --stages {stage} "
-            f"(later stages are redone too)")
+    return (
+        f"rerun it: python -m scripts.pipeline --run-dir {os.fspath(run_dir)} --stages {stage} "
+        f"(later stages are redone too)"
+    )
 
 
 def require(run_dir: str | os.PathLike, stage: str, needed_by: str) -> Path:
@@ -201,8 +209,10 @@ def require(run_dir: str | os.PathLike, stage: str, needed_by: str) -> Path:
     for name in STAGE_OUTPUTS[stage]:
         path = folder / name
         if not path.exists():
-            raise RunDirError(f"{path} is missing although stage {stage!r} is marked done (needed by {needed_by!r}); "
-                              + rerun_hint(run_dir, stage))
+            raise RunDirError(
+                f"{path} is missing although stage {stage!r} is marked done (needed by {needed_by!r}); "
+                + rerun_hint(run_dir, stage)
+            )
         if path.is_dir():
             check_model_dir(path, rerun_hint(run_dir, stage))
     return folder
@@ -263,7 +273,7 @@ def invalidate_after(run_dir: str | os.PathLike, stage: str) -> list[str]:
         The later stages that had a marker or resume state, now out of date.
     """
     invalidated = []
-    for later in STAGES[STAGES.index(stage) + 1:]:
+    for later in STAGES[STAGES.index(stage) + 1 :]:
         folder = stage_dir(run_dir, later)
         marker, state = folder / MARKER, folder / RESUME_STATE.get(later, MARKER)
         if marker.exists() or state.exists():

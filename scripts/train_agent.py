@@ -15,14 +15,14 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before agents (huggingface_hub reads it once, on import)
 
-import json  # noqa: E402
-import time  # noqa: E402
-from dataclasses import asdict, dataclass, fields  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Literal  # noqa: E402
+import json
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Literal
 
-from agents.kl import KLConfig  # noqa: E402
-from scripts.cli import config_to_dict, parse_args  # noqa: E402
+from agents.kl import KLConfig
+from scripts.cli import config_to_dict, parse_args
 
 
 @dataclass
@@ -30,7 +30,8 @@ class Config:
     """Train a language model on TextRLHF-v0 with an SB3 / sb3-contrib algorithm."""
 
     algo: str = "ppo"
-    """Algorithm: ppo, a2c, trpo, maskable_ppo, rlhf_ppo, reinforce, rloo, grpo, reinforce_pp (agents.available_algorithms())."""
+    """Algorithm: ppo, a2c, trpo, maskable_ppo, rlhf_ppo, reinforce, rloo, grpo, reinforce_pp
+    (agents.available_algorithms())."""
     model: str = "smollm2-135m-instruct"
     """Policy and env model: smollm2-135m-instruct (offline), tiny, a folder or a hub name."""
     reward: str = "sentiment"
@@ -116,9 +117,16 @@ def main(argv: list[str] | None = None) -> dict:
 
     mask_kwargs = {"top_k": cfg.top_k, "top_p": cfg.top_p} if cfg.mask == "reference" else None
     env = agents.make_vec_text_env(
-        cfg.n_envs, seed=cfg.seed, mask=None if cfg.mask == "none" else cfg.mask, mask_kwargs=mask_kwargs,
-        model=cfg.model, reward=cfg.reward, prompts=cfg.prompts, chat_template=cfg.chat_template,
-        max_new_tokens=cfg.max_new_tokens, max_prompt_tokens=cfg.max_prompt_tokens,
+        cfg.n_envs,
+        seed=cfg.seed,
+        mask=None if cfg.mask == "none" else cfg.mask,
+        mask_kwargs=mask_kwargs,
+        model=cfg.model,
+        reward=cfg.reward,
+        prompts=cfg.prompts,
+        chat_template=cfg.chat_template,
+        max_new_tokens=cfg.max_new_tokens,
+        max_prompt_tokens=cfg.max_prompt_tokens,
     )
     options = {**cfg.kl_options(), "seed": cfg.seed, "verbose": 0}  # --algo-kwargs may still override a KL option
     if cfg.n_steps is not None:
@@ -139,8 +147,15 @@ def main(argv: list[str] | None = None) -> dict:
     if cfg.export:
         agent.policy.save_pretrained(out / "model")
     stats = {k: v for k, v in history.last.items() if k.startswith("rlhf/")}
-    print(json.dumps({"seconds": round(elapsed, 1), "tokens_per_s": round(agent.num_timesteps / elapsed, 1),
-                      **{k: round(v, 4) for k, v in stats.items()}}))
+    print(
+        json.dumps(
+            {
+                "seconds": round(elapsed, 1),
+                "tokens_per_s": round(agent.num_timesteps / elapsed, 1),
+                **{k: round(v, 4) for k, v in stats.items()},
+            }
+        )
+    )
     return stats
 
 

@@ -21,7 +21,6 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 
 import torch
 
@@ -37,7 +36,7 @@ from scripts.cli import config_to_dict, parse_args
 
 LIBRARY_OVERRIDES: dict[str, str] = {
     "num_epochs": "the README's measured run of this script (648 sentiment pairs, MiniLM, lr 1e-4) used 3 "
-                  "epochs: 0.840 held-out accuracy, against 0.77 after 1 epoch",
+    "epochs: 0.840 held-out accuracy, against 0.77 after 1 epoch",
 }
 """``{field: reason}``: the defaults of :class:`Config` that differ, on purpose, from the field of the same
 name of :class:`reward_models.config.RewardModelConfig` / :class:`reward_models.config.RewardTrainingConfig`
@@ -64,7 +63,7 @@ class Config:
     """Backbone config overrides as JSON, e.g. '{"num_hidden_layers": 2, "hidden_size": 32}' (with --random-init)."""
     eval_fraction: float = 0.15
     """Share of prompts held out for accuracy (pairs are split by prompt: no prompt in both parts)."""
-    max_pairs: Optional[int] = None
+    max_pairs: int | None = None
     """Use only the first N pairs (none = all)."""
     learning_rate: float = RewardTrainingConfig.learning_rate
     """AdamW learning rate (on 648 sentiment pairs: 1e-4 x 3 epochs gave 0.84 held-out accuracy, x 1 epoch 0.77)."""
@@ -82,7 +81,7 @@ class Config:
     """Fit gain/bias so the reference-policy responses in the pairs score mean 0, std 1."""
     seed: int = RewardTrainingConfig.seed
     """Seed of the split, head initialisation and data order."""
-    threads: Optional[int] = None
+    threads: int | None = None
     """torch CPU threads (none = torch's default)."""
     progress: bool = True
     """Show progress bars."""
@@ -100,18 +99,31 @@ def main(argv=None) -> dict:
     print(f"{len(pairs)} pairs: {len(train_pairs)} train, {len(heldout_pairs)} held out")
 
     # 2. Model: pretrained backbone + fresh scalar head.
-    model = BradleyTerryRewardModel.build(RewardModelConfig(
-        backbone=cfg.backbone, pooling=cfg.pooling, max_length=cfg.max_length, seed=cfg.seed,
-        random_init=cfg.random_init, config_overrides=cfg.config_overrides))
+    model = BradleyTerryRewardModel.build(
+        RewardModelConfig(
+            backbone=cfg.backbone,
+            pooling=cfg.pooling,
+            max_length=cfg.max_length,
+            seed=cfg.seed,
+            random_init=cfg.random_init,
+            config_overrides=cfg.config_overrides,
+        )
+    )
     if heldout_pairs:
         before = evaluate_preferences(model, heldout_pairs)
         print(f"held-out accuracy before training: {before['accuracy']:.3f}")
 
     # 3. Train on the Bradley-Terry loss (transformers.Trainer; evaluates each epoch).
     train_cfg = RewardTrainingConfig(
-        learning_rate=cfg.learning_rate, num_epochs=cfg.num_epochs, batch_size=cfg.batch_size,
-        weight_decay=cfg.weight_decay, warmup_ratio=cfg.warmup_ratio, margin=cfg.margin, seed=cfg.seed,
-        progress_bar=cfg.progress)
+        learning_rate=cfg.learning_rate,
+        num_epochs=cfg.num_epochs,
+        batch_size=cfg.batch_size,
+        weight_decay=cfg.weight_decay,
+        warmup_ratio=cfg.warmup_ratio,
+        margin=cfg.margin,
+        seed=cfg.seed,
+        progress_bar=cfg.progress,
+    )
     metrics = train_reward_model(model, train_pairs, heldout_pairs or None, train_cfg)
 
     # 4. Normalise on reference-policy samples: every distinct (prompt, response) in the data.
@@ -127,10 +139,14 @@ def main(argv=None) -> dict:
         save_preferences(heldout_pairs, cfg.run_dir / "heldout_pairs.jsonl")
     (cfg.run_dir / "train_metrics.json").write_text(json.dumps(metrics, indent=2))
     if heldout_pairs:
-        print(f"held-out accuracy {metrics['eval_accuracy']:.3f}, mean margin {metrics['eval_mean_margin']:.3f} "
-              f"({metrics['eval_n_pairs']} pairs)")
-    print(f"saved to {cfg.run_dir} in {metrics['seconds_total']:.1f} s "
-          f"(training {metrics['train_seconds']:.1f} s, {metrics['steps']} steps)")
+        print(
+            f"held-out accuracy {metrics['eval_accuracy']:.3f}, mean margin {metrics['eval_mean_margin']:.3f} "
+            f"({metrics['eval_n_pairs']} pairs)"
+        )
+    print(
+        f"saved to {cfg.run_dir} in {metrics['seconds_total']:.1f} s "
+        f"(training {metrics['train_seconds']:.1f} s, {metrics['steps']} steps)"
+    )
     return metrics
 
 

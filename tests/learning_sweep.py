@@ -29,9 +29,9 @@ import argparse
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -98,8 +98,17 @@ def sb3_history(algo: str, seed: int) -> list[float]:
     else:  # ... or by the policy, so the sampled, stored and optimised distributions are the same
         env = agents.make_vec_text_env(n_envs, seed=seed, **kw)
         policy_kwargs = {"allowed_tokens": word_ids}
-    agent = agents.make_agent(algo, env, seed=seed, temperature=1.0, policy_kwargs=policy_kwargs, kl_coef=0.0,
-                              adaptive_kl=False, n_steps=16, **SB3_SETTINGS[algo])
+    agent = agents.make_agent(
+        algo,
+        env,
+        seed=seed,
+        temperature=1.0,
+        policy_kwargs=policy_kwargs,
+        kl_coef=0.0,
+        adaptive_kl=False,
+        n_steps=16,
+        **SB3_SETTINGS[algo],
+    )
     rec = ScoreRecorder()
     agent.learn(16 * n_envs * rollouts, callback=rec)
     return [h["rlhf/score"] for h in rec.history]
@@ -144,8 +153,12 @@ def reward_model_accuracy(seed: int) -> float:
     synthetic_pairs, tiny_model = _rm_fixtures().synthetic_pairs, _rm_fixtures().tiny_model
 
     pairs = synthetic_pairs(200, seed=seed)
-    metrics = train_reward_model(tiny_model(seed=seed), pairs[:160], pairs[160:], {
-        "learning_rate": 3e-3, "num_epochs": 3, "batch_size": 16, "progress_bar": False, "seed": seed})
+    metrics = train_reward_model(
+        tiny_model(seed=seed),
+        pairs[:160],
+        pairs[160:],
+        {"learning_rate": 3e-3, "num_epochs": 3, "batch_size": 16, "progress_bar": False, "seed": seed},
+    )
     return float(metrics["eval_accuracy"])
 
 
@@ -155,9 +168,12 @@ def minilm_reward_model_accuracy(seed: int) -> float:
 
     pairs = _rm_fixtures().synthetic_pairs(48, seed=seed)
     model = BradleyTerryRewardModel.build(max_length=32, seed=seed)
-    metrics = train_reward_model(model, pairs[:32], pairs[32:], {"learning_rate": 1e-4, "num_epochs": 1,
-                                                                  "batch_size": 8, "progress_bar": False,
-                                                                  "seed": seed})
+    metrics = train_reward_model(
+        model,
+        pairs[:32],
+        pairs[32:],
+        {"learning_rate": 1e-4, "num_epochs": 1, "batch_size": 8, "progress_bar": False, "seed": seed},
+    )
     return float(metrics["eval_accuracy"])
 
 
@@ -166,8 +182,9 @@ def course_ex5_gain(seed: int) -> float:
     from course.scaffold import TrainConfig
     from course.solutions.ex5_rloo import train
 
-    cfg = TrainConfig.preset("tiny", iterations=8, n_prompts=4, group_size=4, eval_prompts=8, max_new_tokens=8,
-                             seed=seed)
+    cfg = TrainConfig.preset(
+        "tiny", iterations=8, n_prompts=4, group_size=4, eval_prompts=8, max_new_tokens=8, seed=seed
+    )
     out = train(cfg, verbose=False)
     return float(out["after"]["score"] - out["before"]["score"])
 
@@ -193,21 +210,21 @@ def _rl(kind: Callable[[str, int], list[float]], algo: str) -> Callable[[int], f
 LEARNERS: dict[str, Learner] = {
     "ppo": Learner(_rl(sb3_history, "ppo"), 0.1, "min 0.148 / median 0.434 / max 0.766; 2 of 8 below 0.2"),
     # Masking and allowed_tokens give the same distribution and the same random stream: same gains as PPO.
-    "maskable_ppo": Learner(_rl(sb3_history, "maskable_ppo"), 0.1,
-                            "min 0.148 / median 0.434 / max 0.766; 2 of 8 below 0.2"),
+    "maskable_ppo": Learner(
+        _rl(sb3_history, "maskable_ppo"), 0.1, "min 0.148 / median 0.434 / max 0.766; 2 of 8 below 0.2"
+    ),
     "a2c": Learner(_rl(sb3_history, "a2c"), 0.1, "min 0.211 / median 0.445 / max 0.609", seeds=(0,)),
     # 8 envs x 6 rollouts (SB3_BUDGET). Per seed 0-7: 0.531 0.555 0.277 0.535 0.324 0.309 0.367 0.578.
     "trpo": Learner(_rl(sb3_history, "trpo"), 0.1, "min 0.277 / median 0.449 / max 0.578", seeds=(0,)),
-    "rlhf_ppo": Learner(_rl(sequence_history, "rlhf_ppo"), 0.15, "min 0.297 / median 0.492 / max 0.719",
-                        seeds=(0,)),
-    "reinforce": Learner(_rl(sequence_history, "reinforce"), 0.15, "min 0.344 / median 0.535 / max 0.703",
-                         seeds=(0,)),
+    "rlhf_ppo": Learner(_rl(sequence_history, "rlhf_ppo"), 0.15, "min 0.297 / median 0.492 / max 0.719", seeds=(0,)),
+    "reinforce": Learner(_rl(sequence_history, "reinforce"), 0.15, "min 0.344 / median 0.535 / max 0.703", seeds=(0,)),
     "rloo": Learner(_rl(sequence_history, "rloo"), 0.1, "min 0.227 / median 0.723 / max 0.797", seeds=(0,)),
     # GRPO stalls on some seeds (seed 5: +0.062): all rewards of a group equal, zero advantages.
     "grpo": Learner(_rl(sequence_history, "grpo"), 0.15, "min 0.062 / median 0.730 / max 0.781; 1 of 8 stalls"),
     # Seed 0 gains 0.195 under transformers 5.24 (0.54 under 5.23): the single-seed test that flipped.
-    "reinforce_pp": Learner(_rl(sequence_history, "reinforce_pp"), 0.15,
-                            "min 0.195 / median 0.688 / max 0.812; 1 of 8 below 0.2"),
+    "reinforce_pp": Learner(
+        _rl(sequence_history, "reinforce_pp"), 0.15, "min 0.195 / median 0.688 / max 0.812; 1 of 8 below 0.2"
+    ),
     "reward_model": Learner(reward_model_accuracy, 0.9, "accuracy 1.0 on all 8 seeds", seeds=(0,)),
     "minilm_reward_model": Learner(minilm_reward_model_accuracy, 0.75, "accuracy 1.0 on all 8 seeds", seeds=(0,)),
     "course_ex5": Learner(course_ex5_gain, 0.15, "min 0.430 / median 0.535 / max 0.892", seeds=(0,)),
@@ -226,14 +243,16 @@ def assert_learns(name: str) -> None:
     median, outcomes = median_outcome(name)
     assert median > learner.threshold, (
         f"{name} did not learn: outcomes {np.round(outcomes, 3).tolist()} on seeds {learner.seeds}, median "
-        f"{median:.3f} <= {learner.threshold} (sweep over seeds 0-7: {learner.sweep})")
+        f"{median:.3f} <= {learner.threshold} (sweep over seeds 0-7: {learner.sweep})"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     """Print each learner's outcome per seed with min / median / max (the numbers ``LEARNERS`` quotes)."""
     parser = argparse.ArgumentParser(prog="python tests/learning_sweep.py", description=__doc__.split("\n\n")[0])
-    parser.add_argument("learners", nargs="*", metavar="LEARNER",
-                        help=f"which learners (default: all): {', '.join(LEARNERS)}")
+    parser.add_argument(
+        "learners", nargs="*", metavar="LEARNER", help=f"which learners (default: all): {', '.join(LEARNERS)}"
+    )
     parser.add_argument("--seeds", type=int, default=8, help="sweep N seeds (default 8)")
     parser.add_argument("--first-seed", type=int, default=0, help="the first seed of the sweep (default 0)")
     args = parser.parse_args(argv)
@@ -251,9 +270,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {name} seed {seed}: {outcomes[-1]:+.3f} ({time.perf_counter() - start:.0f} s)", flush=True)
         o = np.array(outcomes)
         below = int((o <= LEARNERS[name].threshold).sum())
-        print(f"{name:13s} min {o.min():+.3f} median {np.median(o):+.3f} max {o.max():+.3f} "
-              f"| at or below {LEARNERS[name].threshold}: {below}/{len(o)} | per seed {np.round(o, 3).tolist()} "
-              f"| {time.perf_counter() - start:.0f} s", flush=True)
+        print(
+            f"{name:13s} min {o.min():+.3f} median {np.median(o):+.3f} max {o.max():+.3f} "
+            f"| at or below {LEARNERS[name].threshold}: {below}/{len(o)} | per seed {np.round(o, 3).tolist()} "
+            f"| {time.perf_counter() - start:.0f} s",
+            flush=True,
+        )
     return 0
 
 

@@ -21,12 +21,32 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_wheel_ships_the_library_and_scripts_but_not_the_course(tmp_path):
     """Only what a user imports: no course (its solutions sit next to the exercises), tests or configs."""
     src = tmp_path / "src"
-    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(".venv*", ".git", "runs", "build", "dist",
-                                                            "*.egg-info", "__pycache__", ".pytest_cache"))
+    shutil.copytree(
+        ROOT,
+        src,
+        ignore=shutil.ignore_patterns(
+            ".venv*", ".git", "runs", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache"
+        ),
+    )
     out = tmp_path / "dist"
     # Offline: no build isolation (the dev extra installs setuptools), no dependencies.
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
-                    "--no-index", str(src), "-w", str(out)], check=True, cwd=tmp_path)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            str(src),
+            "-w",
+            str(out),
+        ],
+        check=True,
+        cwd=tmp_path,
+    )
     (wheel,) = out.glob("textrlhf-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     top = {n.split("/")[0] for n in names if not n.startswith("textrlhf-")}
@@ -50,6 +70,7 @@ def test_name_clash_warns_only_when_a_clashing_distribution_is_installed():
             if name not in installed:
                 raise importlib.metadata.PackageNotFoundError(name)
             return object()
+
         return lookup
 
     assert clashing_distributions(lookup_with(set())) == []

@@ -42,5 +42,8 @@ __all__ = [
 if "TextRLHF-v0" not in gym.registry:
     # No max_episode_steps: a TimeLimit wrapper would report the horizon as `truncated`, and the
     # horizon is part of this task (docs/design.md section 3).
-    gym.register(id="TextRLHF-v0", entry_point="textenv.env:TextRLHFEnv",
-                 vector_entry_point="textenv.vector_env:TextRLHFVectorEnv")
+    gym.register(
+        id="TextRLHF-v0",
+        entry_point="textenv.env:TextRLHFEnv",
+        vector_entry_point="textenv.vector_env:TextRLHFVectorEnv",
+    )

@@ -142,7 +142,7 @@ class EnvConfig:
         return [f.name for f in dataclasses.fields(cls)]
 
     @classmethod
-    def from_kwargs(cls, config: "EnvConfig | dict | None" = None, **overrides: Any) -> "EnvConfig":
+    def from_kwargs(cls, config: EnvConfig | dict | None = None, **overrides: Any) -> EnvConfig:
         """Build a config from a base (config, dict or ``None``) plus keyword overrides.
 
         Raises:
@@ -159,7 +159,6 @@ class EnvConfig:
         unknown = sorted(set(base) - set(cls.field_names()))
         if unknown:
             raise TypeError(
-                f"unknown TextRLHF-v0 option(s) {unknown}; valid options: {cls.field_names()} "
-                f"(and render_mode)"
+                f"unknown TextRLHF-v0 option(s) {unknown}; valid options: {cls.field_names()} (and render_mode)"
             )
         return cls(**base)

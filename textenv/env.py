@@ -93,8 +93,9 @@ class TextRLHFEnv(TextTask, gym.Env):
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
         options = check_reset_keys(options)
-        index, ids, self._custom_prompt = self._choose_prompt(options.get("prompt_index"), options.get("prompt"),
-                                                              self.np_random)
+        index, ids, self._custom_prompt = self._choose_prompt(
+            options.get("prompt_index"), options.get("prompt"), self.np_random
+        )
         self._input_ids, self._attention_mask = self._window(ids)
         self._prompt_index = index
         self._response = []

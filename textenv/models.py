@@ -68,8 +68,9 @@ def offline_names() -> list[str]:
 
 def _hub_offline() -> bool:
     # Read the variables now, not huggingface_hub's constants, which are fixed when it is imported.
-    return any(os.environ.get(v, "").upper() in {"1", "ON", "YES", "TRUE"}
-               for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+    return any(
+        os.environ.get(v, "").upper() in {"1", "ON", "YES", "TRUE"} for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    )
 
 
 def _from_pretrained(load, source: str, **kwargs):
@@ -158,9 +159,7 @@ def _build_offline_cache(gguf: Path, target: Path) -> None:
         tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
         _fix_pad_token(tokenizer)
         tokenizer.save_pretrained(tmp)
-        gguf_model = AutoModelForCausalLM.from_pretrained(
-            str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32
-        )
+        gguf_model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
         # A GGUF-loaded model refuses save_pretrained ("quantized with gguf and is not
         # serializable", docs/design.md section 7): rebuild a plain model from its config and copy weights.
         config_dict = gguf_model.config.to_dict()
@@ -311,9 +310,11 @@ def load_model_config(name_or_path: str = OFFLINE_MODEL):
 
     if name_or_path == TINY_MODEL:
         spec = TinyModelSpec()
-        return LlamaConfig(vocab_size=len(_shared_tokenizer(TINY_MODEL)),
-                           max_position_embeddings=spec.max_position_embeddings,
-                           hidden_size=spec.hidden_size)
+        return LlamaConfig(
+            vocab_size=len(_shared_tokenizer(TINY_MODEL)),
+            max_position_embeddings=spec.max_position_embeddings,
+            hidden_size=spec.hidden_size,
+        )
     return _from_pretrained(AutoConfig.from_pretrained, _resolve(name_or_path))
 
 

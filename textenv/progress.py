@@ -15,8 +15,14 @@ BAR_FORMAT = "{desc}: {percentage:3.0f}%|{bar:24}| {n_fmt}/{total_fmt} {unit} [{
 """One line per bar: what, how far, how long."""
 
 
-def progress_bar(iterable: Iterable | None = None, *, total: int | None = None, desc: str = "", unit: str = "it",
-                 disable: bool = False) -> Any:
+def progress_bar(
+    iterable: Iterable | None = None,
+    *,
+    total: int | None = None,
+    desc: str = "",
+    unit: str = "it",
+    disable: bool = False,
+) -> Any:
     """A ``tqdm.auto`` bar in the project's format (``disable=True``: a silent pass-through)."""
     from tqdm.auto import tqdm
 

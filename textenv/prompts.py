@@ -22,6 +22,7 @@ class PromptTruncatedWarning(UserWarning):
     ``warnings.simplefilter("ignore", PromptTruncatedWarning)``.
     """
 
+
 _BUNDLED_TASKS = {"reviews": "review", "instructions": "instruction", "all": None}
 _FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".txt": "text"}
 
@@ -81,12 +82,14 @@ def _load_named(source: str, column: str, split: str) -> list[str]:
     if source.startswith("bundled:"):
         subset = source.removeprefix("bundled:")
         if subset not in _BUNDLED_TASKS:
-            raise ValueError(f"unknown bundled prompt set {source!r}; use one of "
-                             f"{['bundled:' + k for k in _BUNDLED_TASKS]}")
+            raise ValueError(
+                f"unknown bundled prompt set {source!r}; use one of {['bundled:' + k for k in _BUNDLED_TASKS]}"
+            )
         ds = load_dataset("json", data_files=str(BUNDLED_PATH), split="train")
         task = _BUNDLED_TASKS[subset]
         return [
-            row["prompt"] for row in ds
+            row["prompt"]
+            for row in ds
             if (task is None or row["task"] == task) and (split == "all" or row["split"] == split)
         ]
     suffix = Path(source).suffix.lower()
@@ -156,13 +159,16 @@ def _find_bad_json(text: str, jsonl: bool) -> str | None:
             try:
                 json.loads(line)
             except json.JSONDecodeError as err:
-                return (f"line {number} is not valid JSON ({err.msg}, column {err.colno}); "
-                        f"JSON Lines needs one object a line")
+                return (
+                    f"line {number} is not valid JSON ({err.msg}, column {err.colno}); "
+                    f"JSON Lines needs one object a line"
+                )
     return None
 
 
 def _column(ds, column: str, source: str) -> list[str]:
     if column not in ds.column_names:
-        raise KeyError(f"prompt source {source!r} has no column {column!r}; available: {ds.column_names} "
-                       f"(set prompt_column)")
+        raise KeyError(
+            f"prompt source {source!r} has no column {column!r}; available: {ds.column_names} (set prompt_column)"
+        )
     return list(ds[column])

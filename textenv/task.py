@@ -45,9 +45,7 @@ def check_action(action: Any, n_actions: int) -> int:
             raise TypeError(f"action must be a single token id, got an array of shape {action.shape}")
         action = action[()]
     if isinstance(action, (bool, np.bool_)) or not isinstance(action, (int, np.integer)):
-        raise TypeError(
-            f"action must be an integer token id, got {type(action).__name__} {action!r}; pass int(token)"
-        )
+        raise TypeError(f"action must be an integer token id, got {type(action).__name__} {action!r}; pass int(token)")
     token = int(action)
     if not 0 <= token < n_actions:
         raise ValueError(f"action {token} is outside the action space [0, {n_actions})")
@@ -108,7 +106,7 @@ class TextTask:
     def _valid_actions(self) -> np.ndarray:
         """Bool ``(V,)``: LM-head rows with a token behind them, minus pad and ``forbidden_tokens``."""
         mask = np.ones(self.vocab_size, dtype=bool)
-        mask[len(self.tokenizer):] = False
+        mask[len(self.tokenizer) :] = False
         mask[self.pad_token_id] = False
         for t in self.config.forbidden_tokens:
             if not 0 <= t < self.vocab_size:
@@ -118,19 +116,31 @@ class TextTask:
             raise ValueError("forbidden_tokens forbid every token; at least one action must stay valid")
         return mask
 
-    def _share_task(self, other: "TextTask") -> None:
+    def _share_task(self, other: TextTask) -> None:
         """Use ``other``'s config, tokenizer, prompts and reward (no copy, nothing reloaded)."""
-        for name in ("config", "render_mode", "tokenizer", "vocab_size", "eos_token_id", "pad_token_id",
-                     "prompts", "_prompt_ids", "_reward", "_mask"):
+        for name in (
+            "config",
+            "render_mode",
+            "tokenizer",
+            "vocab_size",
+            "eos_token_id",
+            "pad_token_id",
+            "prompts",
+            "_prompt_ids",
+            "_reward",
+            "_mask",
+        ):
             setattr(self, name, getattr(other, name))
 
     def _single_spaces(self) -> tuple[spaces.Dict, spaces.Discrete]:
         """Observation and action space of one episode (docs/design.md section 3, step 1)."""
         L = self.config.obs_len
-        obs = spaces.Dict({
-            "input_ids": spaces.Box(0, self.vocab_size - 1, (L,), dtype=np.int64),
-            "attention_mask": spaces.Box(0, 1, (L,), dtype=np.int8),
-        })
+        obs = spaces.Dict(
+            {
+                "input_ids": spaces.Box(0, self.vocab_size - 1, (L,), dtype=np.int64),
+                "attention_mask": spaces.Box(0, 1, (L,), dtype=np.int8),
+            }
+        )
         return obs, spaces.Discrete(self.vocab_size)
 
     # ------------------------------------------------------------------ prompts
@@ -156,7 +166,7 @@ class TextTask:
                     f"{label} ({prompt[:60]!r}...) has {len(ids)} tokens, more than max_prompt_tokens="
                     f"{cfg.max_prompt_tokens}; raise max_prompt_tokens or set prompt_overflow='truncate'"
                 )
-            return ids[-cfg.max_prompt_tokens:], len(ids) - cfg.max_prompt_tokens
+            return ids[-cfg.max_prompt_tokens :], len(ids) - cfg.max_prompt_tokens
         return ids, 0
 
     def encode_prompt(self, prompt: str) -> np.ndarray:
@@ -201,8 +211,8 @@ class TextTask:
         input_ids = np.full(L, self.pad_token_id, dtype=np.int64)  # (L,)
         attention_mask = np.zeros(L, dtype=np.int8)  # (L,)
         if len(ids):
-            input_ids[L - len(ids):] = ids
-            attention_mask[L - len(ids):] = 1
+            input_ids[L - len(ids) :] = ids
+            attention_mask[L - len(ids) :] = 1
         return input_ids, attention_mask
 
     # ------------------------------------------------------------------ episode end and reward
@@ -227,8 +237,9 @@ class TextTask:
         ``ValueError`` naming the prompt for a score, or score + penalty, outside float32.
         """
         texts = [self.tokenizer.decode(r, skip_special_tokens=True) for r in responses]
-        scores = check_scores(self._get_reward().score(list(prompts), texts), prompts,
-                              source=f"reward {self.config.reward!r}")
+        scores = check_scores(
+            self._get_reward().score(list(prompts), texts), prompts, source=f"reward {self.config.reward!r}"
+        )
         infos = []
         for prompt, index, tokens, text, score in zip(prompts, indices, responses, texts, scores):
             hit_max = not (tokens and tokens[-1] == self.eos_token_id)
@@ -244,8 +255,16 @@ class TextTask:
                     )
             # response_tokens is a tuple, not an array: Gymnasium's vector envs stack same-shaped arrays
             # and fail on responses of different lengths, but keep other objects in an object array.
-            infos.append({"score": score, "response": text, "response_tokens": tuple(tokens), "prompt": prompt,
-                          "prompt_index": index, "hit_max_tokens": hit_max})
+            infos.append(
+                {
+                    "score": score,
+                    "response": text,
+                    "response_tokens": tuple(tokens),
+                    "prompt": prompt,
+                    "prompt_index": index,
+                    "hit_max_tokens": hit_max,
+                }
+            )
         return infos
 
     # ------------------------------------------------------------------ pickling

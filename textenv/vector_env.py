@@ -75,8 +75,13 @@ class TextRLHFVectorEnv(TextTask, VectorEnv):
 
     metadata = {"render_modes": ["ansi", "human"], "render_fps": 4, "autoreset_mode": AutoresetMode.DISABLED}
 
-    def __init__(self, num_envs: int = 1, config: EnvConfig | dict | None = None, render_mode: str | None = None,
-                 **overrides: Any):
+    def __init__(
+        self,
+        num_envs: int = 1,
+        config: EnvConfig | dict | None = None,
+        render_mode: str | None = None,
+        **overrides: Any,
+    ):
         if isinstance(num_envs, (bool, np.bool_)) or not isinstance(num_envs, (int, np.integer)):
             raise TypeError(f"num_envs must be an int, got {type(num_envs).__name__} {num_envs!r}")
         if num_envs < 1:
@@ -85,7 +90,7 @@ class TextRLHFVectorEnv(TextTask, VectorEnv):
         self._setup_rows(int(num_envs), [None] * int(num_envs))
 
     @classmethod
-    def from_envs(cls, envs: Sequence[gym.Env]) -> "TextRLHFVectorEnv":
+    def from_envs(cls, envs: Sequence[gym.Env]) -> TextRLHFVectorEnv:
         """A vector env whose rows continue ``envs``' random streams and share their first env's
         tokenizer, prompts and reward (nothing is reloaded); for code handed separate single envs.
 
@@ -164,8 +169,9 @@ class TextRLHFVectorEnv(TextTask, VectorEnv):
         if value is None or isinstance(value, scalar) or (isinstance(value, np.ndarray) and value.ndim == 0):
             return [value] * self.num_envs
         if isinstance(value, (str, bytes)) or not isinstance(value, (Sequence, np.ndarray)):
-            raise TypeError(f"{name} must be one value or a sequence of num_envs={self.num_envs} values, "
-                            f"got {type(value).__name__}")
+            raise TypeError(
+                f"{name} must be one value or a sequence of num_envs={self.num_envs} values, got {type(value).__name__}"
+            )
         values = list(value)
         if len(values) != self.num_envs:
             raise ValueError(f"{name} has {len(values)} values for num_envs={self.num_envs} rows; give one per row")
@@ -182,8 +188,10 @@ class TextRLHFVectorEnv(TextTask, VectorEnv):
         if not self._started:
             raise ResetNeeded("call reset() before step()")
         if self._done.all():
-            raise ResetNeeded("every episode has ended (terminated=True); call reset() (or reset with "
-                              "options={'reset_mask': ...}) before step()")
+            raise ResetNeeded(
+                "every episode has ended (terminated=True); call reset() (or reset with "
+                "options={'reset_mask': ...}) before step()"
+            )
         tokens = self._check_actions(actions)  # (n,)
         rows = np.flatnonzero(~self._done)
         ids, mask = self._input_ids.copy(), self._attention_mask.copy()  # (n, L): committed after scoring
@@ -192,8 +200,15 @@ class TextRLHFVectorEnv(TextTask, VectorEnv):
         n_tokens = np.array([len(self._responses[i]) + 1 for i in rows])
         ending = rows[self._ends(tokens[rows], n_tokens)]
         # One reward call for every episode ending now; it may raise, so nothing is committed before it.
-        finals = self._final_infos([self._prompt_text(i) for i in ending], [int(self._prompt_index[i]) for i in ending],
-                                   [[*self._responses[i], int(tokens[i])] for i in ending]) if len(ending) else []
+        finals = (
+            self._final_infos(
+                [self._prompt_text(i) for i in ending],
+                [int(self._prompt_index[i]) for i in ending],
+                [[*self._responses[i], int(tokens[i])] for i in ending],
+            )
+            if len(ending)
+            else []
+        )
         self._input_ids, self._attention_mask = ids, mask
         for i in rows:
             self._responses[i].append(int(tokens[i]))
@@ -214,8 +229,10 @@ class TextRLHFVectorEnv(TextTask, VectorEnv):
         except ValueError as exc:  # ragged nested sequences
             raise TypeError(f"actions must be an integer array of shape ({self.num_envs},), got {actions!r}") from exc
         if arr.shape != (self.num_envs,):
-            raise TypeError(f"actions must be one token id per env, an array of shape ({self.num_envs},), "
-                            f"got {type(actions).__name__} of shape {arr.shape}")
+            raise TypeError(
+                f"actions must be one token id per env, an array of shape ({self.num_envs},), "
+                f"got {type(actions).__name__} of shape {arr.shape}"
+            )
         if isinstance(actions, (list, tuple)) and any(isinstance(a, (bool, np.bool_)) for a in actions):
             arr = np.asarray(actions, dtype=object)  # NumPy would turn [5, True] into ints
         if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer):
@@ -242,10 +259,13 @@ class TextRLHFVectorEnv(TextTask, VectorEnv):
         if self.render_mode is None:
             gym.logger.warn("render() called without a render_mode; pass render_mode='ansi' or 'human'")
             return None
-        texts = tuple("(not reset yet)" if not self._started else
-                      f"Prompt: {self._prompt_text(i)}\n"
-                      f"Response: {self.tokenizer.decode(self._responses[i], skip_special_tokens=True)}"
-                      for i in range(self.num_envs))
+        texts = tuple(
+            "(not reset yet)"
+            if not self._started
+            else f"Prompt: {self._prompt_text(i)}\n"
+            f"Response: {self.tokenizer.decode(self._responses[i], skip_special_tokens=True)}"
+            for i in range(self.num_envs)
+        )
         if self.render_mode == "ansi":
             return texts
         print("\n\n".join(texts))

@@ -44,7 +44,6 @@ from course.scaffold import (
     collect,
     evaluate,
     make_envs,
-    token_logprobs,
     write_csv,
 )
 
@@ -80,8 +79,14 @@ def reinforce_loss(logp: torch.Tensor, advantages: torch.Tensor, mask: torch.Ten
     raise NotImplementedError("ex5.reinforce_loss")
 
 
-def update(model, optimizer: torch.optim.Optimizer, batch: Batch, cfg: TrainConfig,
-           allowed_tokens=None, advantage_fn: Callable | None = None) -> dict[str, float]:
+def update(
+    model,
+    optimizer: torch.optim.Optimizer,
+    batch: Batch,
+    cfg: TrainConfig,
+    allowed_tokens=None,
+    advantage_fn: Callable | None = None,
+) -> dict[str, float]:
     """One RLOO gradient step on a batch of finished episodes.
 
     Steps (in this order, so the grader can compare you with the reference exactly):
@@ -104,8 +109,9 @@ def update(model, optimizer: torch.optim.Optimizer, batch: Batch, cfg: TrainConf
     raise NotImplementedError("ex5.update")
 
 
-def train(cfg: TrainConfig, advantage_fn: Callable | None = None, algorithm: str = "rloo",
-          verbose: bool = True) -> dict:
+def train(
+    cfg: TrainConfig, advantage_fn: Callable | None = None, algorithm: str = "rloo", verbose: bool = True
+) -> dict:
     """The whole loop: sample, score, update; evaluate on held-out prompts before and after.
 
     Returns:
@@ -133,12 +139,21 @@ def train(cfg: TrainConfig, advantage_fn: Callable | None = None, algorithm: str
         indices = [p for p in chosen for _ in range(cfg.group_size)]  # k consecutive rows per prompt
         batch = collect(policy, ref, envs, indices, cfg, gen, allowed)
         stats = update(policy, optimizer, batch, cfg, allowed, advantage_fn)
-        row = {"algorithm": algorithm, "iteration": it, "score": float(batch.scores.mean()), "kl": stats["kl"],
-               "reward": stats["reward"], "loss": stats["loss"], "seconds": round(timer(), 2)}
+        row = {
+            "algorithm": algorithm,
+            "iteration": it,
+            "score": float(batch.scores.mean()),
+            "kl": stats["kl"],
+            "reward": stats["reward"],
+            "loss": stats["loss"],
+            "seconds": round(timer(), 2),
+        }
         history.append(row)
         if verbose:
-            print(f"[{algorithm}] it {it:3d}  score {row['score']:+.3f}  kl {row['kl']:.3f}  "
-                  f"loss {row['loss']:+.3f}  {row['seconds']:.0f}s")
+            print(
+                f"[{algorithm}] it {it:3d}  score {row['score']:+.3f}  kl {row['kl']:.3f}  "
+                f"loss {row['loss']:+.3f}  {row['seconds']:.0f}s"
+            )
     after = evaluate(policy, ref, eval_envs, cfg, allowed)
     if verbose:
         print(f"[{algorithm}] after:  score {after['score']:+.3f}  kl {after['kl']:.3f}  {after['example']}")
@@ -158,8 +173,11 @@ def main(argv=None) -> dict:
     result = train(cfg)
     if args.csv:
         write_csv(result["history"], args.csv)
-    print(json.dumps({"before": result["before"]["score"], "after": result["after"]["score"],
-                      "kl_after": result["after"]["kl"]}))
+    print(
+        json.dumps(
+            {"before": result["before"]["score"], "after": result["after"]["score"], "kl_after": result["after"]["kl"]}
+        )
+    )
     return result
 
 

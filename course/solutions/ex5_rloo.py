@@ -44,16 +44,23 @@ def reinforce_loss(logp: torch.Tensor, advantages: torch.Tensor, mask: torch.Ten
     return -(advantages.detach() * (logp * mask).sum(-1)).mean()
 
 
-def update(model, optimizer: torch.optim.Optimizer, batch: Batch, cfg: TrainConfig,
-           allowed_tokens=None, advantage_fn: Callable | None = None) -> dict[str, float]:
+def update(
+    model,
+    optimizer: torch.optim.Optimizer,
+    batch: Batch,
+    cfg: TrainConfig,
+    allowed_tokens=None,
+    advantage_fn: Callable | None = None,
+) -> dict[str, float]:
     """One RLOO gradient step on ``batch``; returns ``loss``, ``kl`` and ``reward`` (batch means)."""
     advantage_fn = advantage_fn or rloo_advantages
     mask = batch.response_mask.float()
     kl = ((batch.logp - batch.ref_logp) * mask).sum(-1)  # (B,) k1, summed over the response
     rewards = batch.scores - cfg.beta * kl
     advantages = advantage_fn(rewards, cfg.group_size)
-    logp = token_logprobs(model, batch.input_ids, batch.attention_mask, batch.response_mask,
-                          cfg.temperature, allowed_tokens)
+    logp = token_logprobs(
+        model, batch.input_ids, batch.attention_mask, batch.response_mask, cfg.temperature, allowed_tokens
+    )
     loss = reinforce_loss(logp, advantages, mask)
     optimizer.zero_grad()
     loss.backward()
@@ -62,8 +69,9 @@ def update(model, optimizer: torch.optim.Optimizer, batch: Batch, cfg: TrainConf
     return {"loss": loss.item(), "kl": float(kl.mean()), "reward": float(rewards.mean())}
 
 
-def train(cfg: TrainConfig, advantage_fn: Callable | None = None, algorithm: str = "rloo",
-          verbose: bool = True) -> dict:
+def train(
+    cfg: TrainConfig, advantage_fn: Callable | None = None, algorithm: str = "rloo", verbose: bool = True
+) -> dict:
     """The whole loop: sample, score, update; evaluate on held-out prompts before and after.
 
     Returns:
@@ -91,12 +99,21 @@ def train(cfg: TrainConfig, advantage_fn: Callable | None = None, algorithm: str
         indices = [p for p in chosen for _ in range(cfg.group_size)]  # k consecutive rows per prompt
         batch = collect(policy, ref, envs, indices, cfg, gen, allowed)
         stats = update(policy, optimizer, batch, cfg, allowed, advantage_fn)
-        row = {"algorithm": algorithm, "iteration": it, "score": float(batch.scores.mean()), "kl": stats["kl"],
-               "reward": stats["reward"], "loss": stats["loss"], "seconds": round(timer(), 2)}
+        row = {
+            "algorithm": algorithm,
+            "iteration": it,
+            "score": float(batch.scores.mean()),
+            "kl": stats["kl"],
+            "reward": stats["reward"],
+            "loss": stats["loss"],
+            "seconds": round(timer(), 2),
+        }
         history.append(row)
         if verbose:
-            print(f"[{algorithm}] it {it:3d}  score {row['score']:+.3f}  kl {row['kl']:.3f}  "
-                  f"loss {row['loss']:+.3f}  {row['seconds']:.0f}s")
+            print(
+                f"[{algorithm}] it {it:3d}  score {row['score']:+.3f}  kl {row['kl']:.3f}  "
+                f"loss {row['loss']:+.3f}  {row['seconds']:.0f}s"
+            )
     after = evaluate(policy, ref, eval_envs, cfg, allowed)
     if verbose:
         print(f"[{algorithm}] after:  score {after['score']:+.3f}  kl {after['kl']:.3f}  {after['example']}")
@@ -116,8 +133,11 @@ def main(argv=None) -> dict:
     result = train(cfg)
     if args.csv:
         write_csv(result["history"], args.csv)
-    print(json.dumps({"before": result["before"]["score"], "after": result["after"]["score"],
-                      "kl_after": result["after"]["kl"]}))
+    print(
+        json.dumps(
+            {"before": result["before"]["score"], "after": result["after"]["score"], "kl_after": result["after"]["kl"]}
+        )
+    )
     return result
 
 

@@ -30,16 +30,29 @@ def seed_everything(seed: int) -> None:
     set_seed(seed)
 
 
-def make_text_env(cfg: PipelineConfig, model: str | os.PathLike, prompts, split: str = "train",
-                  max_prompts: int | None = None, reward="length"):
+def make_text_env(
+    cfg: PipelineConfig,
+    model: str | os.PathLike,
+    prompts,
+    split: str = "train",
+    max_prompts: int | None = None,
+    reward="length",
+):
     """An unwrapped ``TextRLHF-v0`` used for its prompt list and ``encode_prompt`` (never stepped)."""
     import gymnasium as gym
 
     import textenv  # noqa: F401  (registers TextRLHF-v0)
 
-    env = gym.make("TextRLHF-v0", model=os.fspath(model), prompts=prompts, prompt_split=split,
-                   max_prompts=max_prompts, max_new_tokens=cfg.run.max_new_tokens,
-                   max_prompt_tokens=cfg.run.max_prompt_tokens, reward=reward)
+    env = gym.make(
+        "TextRLHF-v0",
+        model=os.fspath(model),
+        prompts=prompts,
+        prompt_split=split,
+        max_prompts=max_prompts,
+        max_new_tokens=cfg.run.max_new_tokens,
+        max_prompt_tokens=cfg.run.max_prompt_tokens,
+        reward=reward,
+    )
     return env.unwrapped
 
 

@@ -38,7 +38,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Optional
+from typing import Any, ClassVar, Literal
 
 from agents.kl import KLConfig
 from reward_models.config import RewardModelConfig, RewardTrainingConfig
@@ -62,17 +62,23 @@ def fix_hint(section: str, name: str) -> str:
 
 
 LIBRARY_OVERRIDES: dict[tuple[str, str], str] = {
-    ("reward_model", "logging_steps"):
-        "train_log.csv is the report's reward-model loss plot; the default run takes ~80 optimiser steps "
-        "(624 pairs / 16 x 2 epochs), which the library's 10 would draw as 8 points",
-    ("rl", "kl_coef"):
-        "the pipeline's reward is the normalised reward model (std 1 on SFT samples, ~2.5x the spread of "
-        "VADER, for which docs/design.md section 5 measured 0.05); at 0.1 session 1's run gained all its "
-        "RM score in 4 rollouts, then drifted to 15 nats of KL; the README's default-run results use 0.2",
-    ("rl", "kl_horizon"):
-        "the horizon counts episodes: the library's 10000 is lm-human-preferences' for ~10^6-episode runs, "
-        "and never moved beta in the default run's ~600-800 episodes; 128 lets beta move up to ~2.5% per "
-        "16-episode rollout (README results: beta 0.20 -> 0.37)",
+    (
+        "reward_model",
+        "logging_steps",
+    ): "train_log.csv is the report's reward-model loss plot; the default run takes ~80 optimiser steps "
+    "(624 pairs / 16 x 2 epochs), which the library's 10 would draw as 8 points",
+    (
+        "rl",
+        "kl_coef",
+    ): "the pipeline's reward is the normalised reward model (std 1 on SFT samples, ~2.5x the spread of "
+    "VADER, for which docs/design.md section 5 measured 0.05); at 0.1 session 1's run gained all its "
+    "RM score in 4 rollouts, then drifted to 15 nats of KL; the README's default-run results use 0.2",
+    (
+        "rl",
+        "kl_horizon",
+    ): "the horizon counts episodes: the library's 10000 is lm-human-preferences' for ~10^6-episode runs, "
+    "and never moved beta in the default run's ~600-800 episodes; 128 lets beta move up to ~2.5% per "
+    "16-episode rollout (README results: beta 0.20 -> 0.37)",
 }
 """``{(section, field): reason}``: the defaults of this module that differ, on purpose, from the library
 config field of the same name (:class:`reward_models.config.RewardModelConfig`,
@@ -96,8 +102,7 @@ class _Section:
         for name, (rule, ok) in self.RULES.items():
             value = getattr(self, name)
             if value is not None and not ok(value):
-                raise ValueError(f"{self.SECTION}.{name} must be {rule}, got {value!r}; "
-                                 f"{fix_hint(self.SECTION, name)}")
+                raise ValueError(f"{self.SECTION}.{name} must be {rule}, got {value!r}; {fix_hint(self.SECTION, name)}")
 
 
 @dataclass
@@ -106,14 +111,23 @@ class RunConfig(_Section):
 
     SECTION: ClassVar[str] = "run"
     RULES: ClassVar[dict[str, Rule]] = {
-        "run_dir": NON_EMPTY, "seed": ("an integer >= 0", lambda v: v >= 0), "algo": NON_EMPTY, "model": NON_EMPTY,
-        "annotator": NON_EMPTY, "max_new_tokens": COUNT, "max_prompt_tokens": COUNT, "temperature": POSITIVE,
-        "threads": COUNT, "stages": ("a non-empty list of stage names", bool)}
+        "run_dir": NON_EMPTY,
+        "seed": ("an integer >= 0", lambda v: v >= 0),
+        "algo": NON_EMPTY,
+        "model": NON_EMPTY,
+        "annotator": NON_EMPTY,
+        "max_new_tokens": COUNT,
+        "max_prompt_tokens": COUNT,
+        "temperature": POSITIVE,
+        "threads": COUNT,
+        "stages": ("a non-empty list of stage names", bool),
+    }
 
     run_dir: str = "runs/default"
     """Run directory (config, checkpoints, metrics, plots, report)."""
-    stages: list[str] = field(default_factory=lambda: ["sft", "preferences", "reward-model", "rl", "evaluate"],
-                              metadata={"metavar": "STAGE"})
+    stages: list[str] = field(
+        default_factory=lambda: ["sft", "preferences", "reward-model", "rl", "evaluate"], metadata={"metavar": "STAGE"}
+    )
     """Stages to run, in pipeline order: sft preferences reward-model rl evaluate (also comma-separated)."""
     resume: bool = False
     """Delete temporaries of a killed run, skip finished stages and continue RL from its last checkpoint."""
@@ -135,7 +149,7 @@ class RunConfig(_Section):
     """Prompt budget in tokens (longer prompts lose their first tokens)."""
     temperature: float = 0.7
     """Policy sampling temperature in RL and evaluation (also divides every log-prob)."""
-    threads: Optional[int] = None
+    threads: int | None = None
     """torch CPU threads (none = torch's default)."""
     progress: bool = True
     """Show progress bars."""
@@ -147,9 +161,17 @@ class SFTConfig(_Section):
 
     SECTION: ClassVar[str] = "sft"
     RULES: ClassVar[dict[str, Rule]] = {
-        "data": NON_EMPTY, "best_of_n": COUNT, "best_of_n_temperature": POSITIVE, "max_examples": COUNT,
-        "epochs": POSITIVE, "learning_rate": POSITIVE, "batch_size": COUNT, "warmup_ratio": FRACTION,
-        "weight_decay": NON_NEGATIVE, "max_response_tokens": COUNT}
+        "data": NON_EMPTY,
+        "best_of_n": COUNT,
+        "best_of_n_temperature": POSITIVE,
+        "max_examples": COUNT,
+        "epochs": POSITIVE,
+        "learning_rate": POSITIVE,
+        "batch_size": COUNT,
+        "warmup_ratio": FRACTION,
+        "weight_decay": NON_NEGATIVE,
+        "max_response_tokens": COUNT,
+    }
 
     data: str = "bundled"
     """Demonstrations: "bundled" (textenv/data/demonstrations.jsonl), "best_of_n" (the annotator picks among
@@ -164,7 +186,7 @@ class SFTConfig(_Section):
     """With data=best_of_n: samples per train prompt; the annotator's favourite becomes the demonstration."""
     best_of_n_temperature: float = 1.0
     """With data=best_of_n: sampling temperature."""
-    max_examples: Optional[int] = None
+    max_examples: int | None = None
     """Use only the first N demonstrations (none = all)."""
     epochs: float = 1.0
     """Passes over the demonstrations. One pass at 2e-5 teaches the review style and leaves RL room:
@@ -192,12 +214,17 @@ class PreferencesConfig(_Section):
 
     SECTION: ClassVar[str] = "preferences"
     RULES: ClassVar[dict[str, Rule]] = {
-        "max_prompts": COUNT, "samples_per_prompt": ("an integer >= 2 (a pair needs two responses)", lambda v: v >= 2),
-        "temperature": POSITIVE, "noise_temperature": NON_NEGATIVE, "min_gap": NON_NEGATIVE, "batch_size": COUNT}
+        "max_prompts": COUNT,
+        "samples_per_prompt": ("an integer >= 2 (a pair needs two responses)", lambda v: v >= 2),
+        "temperature": POSITIVE,
+        "noise_temperature": NON_NEGATIVE,
+        "min_gap": NON_NEGATIVE,
+        "batch_size": COUNT,
+    }
 
-    data: Optional[str] = None
+    data: str | None = None
     """Use this preference file / hub dataset instead of sampling (none = sample and label)."""
-    max_prompts: Optional[int] = None
+    max_prompts: int | None = None
     """Train review prompts used (none = all)."""
     samples_per_prompt: int = 4
     """Responses sampled per prompt (K); all K(K-1)/2 pairs are labelled."""
@@ -217,9 +244,15 @@ class RewardModelStageConfig(_Section):
 
     SECTION: ClassVar[str] = "reward_model"
     RULES: ClassVar[dict[str, Rule]] = {
-        "backbone": NON_EMPTY, "max_length": COUNT, "eval_fraction": ("a number in [0, 1)", lambda v: 0 <= v < 1),
-        "learning_rate": POSITIVE, "num_epochs": POSITIVE, "batch_size": COUNT, "warmup_ratio": FRACTION,
-        "logging_steps": COUNT}
+        "backbone": NON_EMPTY,
+        "max_length": COUNT,
+        "eval_fraction": ("a number in [0, 1)", lambda v: 0 <= v < 1),
+        "learning_rate": POSITIVE,
+        "num_epochs": POSITIVE,
+        "batch_size": COUNT,
+        "warmup_ratio": FRACTION,
+        "logging_steps": COUNT,
+    }
 
     backbone: str = RewardModelConfig.backbone
     """Backbone: "minilm" (offline all-MiniLM-L6-v2), "tiny", "smollm2-135m-instruct", a folder or a hub name."""
@@ -253,23 +286,33 @@ class RLConfig(_Section):
 
     SECTION: ClassVar[str] = "rl"
     RULES: ClassVar[dict[str, Rule]] = {
-        "total_timesteps": COUNT, "n_envs": COUNT, "n_steps": COUNT, "batch_size": COUNT, "n_epochs": COUNT,
-        "learning_rate": POSITIVE, "kl_coef": NON_NEGATIVE, "kl_target": POSITIVE, "kl_horizon": POSITIVE,
-        "prompts": NON_EMPTY, "max_prompts": COUNT, "no_eos_penalty": ("a finite number", math.isfinite),
-        "checkpoint_every": COUNT}
+        "total_timesteps": COUNT,
+        "n_envs": COUNT,
+        "n_steps": COUNT,
+        "batch_size": COUNT,
+        "n_epochs": COUNT,
+        "learning_rate": POSITIVE,
+        "kl_coef": NON_NEGATIVE,
+        "kl_target": POSITIVE,
+        "kl_horizon": POSITIVE,
+        "prompts": NON_EMPTY,
+        "max_prompts": COUNT,
+        "no_eos_penalty": ("a finite number", math.isfinite),
+        "checkpoint_every": COUNT,
+    }
 
     total_timesteps: int = 13824
     """Environment steps (= generated tokens) in total: 36 rollouts of 16 episodes x 24 tokens."""
     n_envs: int = 16
     """Parallel environments (episodes per rollout round)."""
-    n_steps: Optional[int] = None
+    n_steps: int | None = None
     """Steps (tokens) per env per rollout (none = the algorithm's default)."""
-    batch_size: Optional[int] = None
+    batch_size: int | None = None
     """Minibatch size (none = the algorithm's default; episodes for rlhf_ppo and the critic-free agents)."""
-    n_epochs: Optional[int] = 1
+    n_epochs: int | None = 1
     """Optimisation epochs per rollout (none = the algorithm's default). One pass keeps a CPU run in
     budget: an epoch is a forward+backward over every episode, the most expensive part (docs/design.md section 4)."""
-    learning_rate: Optional[float] = 1e-4
+    learning_rate: float | None = 1e-4
     """Learning rate (none = the algorithm's RLHF default). docs/design.md section 5 measured that one Adam step
     per batch at 1e-4 moves SmolLM2's sentiment in minutes on this CPU, and 1e-5 does not."""
     kl_coef: float = 0.2  # a named override: LIBRARY_OVERRIDES
@@ -286,7 +329,7 @@ class RLConfig(_Section):
     """More algorithm options as JSON, e.g. {"clip_range": 0.1}."""
     prompts: str = "bundled:reviews"
     """Training prompts (the train split of this source)."""
-    max_prompts: Optional[int] = None
+    max_prompts: int | None = None
     """Keep only the first N training prompts."""
     no_eos_penalty: float = 0.0
     """Added to the score of responses that hit the length limit without EOS."""
@@ -301,12 +344,16 @@ class EvaluateConfig(_Section):
 
     SECTION: ClassVar[str] = "evaluate"
     RULES: ClassVar[dict[str, Rule]] = {
-        "prompts": NON_EMPTY, "max_prompts": COUNT, "samples_per_prompt": COUNT, "batch_size": COUNT,
-        "samples_in_report": ("an integer >= 0", lambda v: v >= 0)}
+        "prompts": NON_EMPTY,
+        "max_prompts": COUNT,
+        "samples_per_prompt": COUNT,
+        "batch_size": COUNT,
+        "samples_in_report": ("an integer >= 0", lambda v: v >= 0),
+    }
 
     prompts: str = "bundled:reviews"
     """Held-out prompts (the test split of this source)."""
-    max_prompts: Optional[int] = None
+    max_prompts: int | None = None
     """Evaluate on the first N test prompts (none = all)."""
     samples_per_prompt: int = 3
     """Responses per held-out prompt and policy (more samples, a less noisy win rate: 34 prompts x 3)."""
@@ -317,8 +364,12 @@ class EvaluateConfig(_Section):
 
 
 SECTIONS: dict[str, type] = {
-    "run": RunConfig, "sft": SFTConfig, "preferences": PreferencesConfig,
-    "reward_model": RewardModelStageConfig, "rl": RLConfig, "evaluate": EvaluateConfig,
+    "run": RunConfig,
+    "sft": SFTConfig,
+    "preferences": PreferencesConfig,
+    "reward_model": RewardModelStageConfig,
+    "rl": RLConfig,
+    "evaluate": EvaluateConfig,
 }
 """YAML section -> its dataclass."""
 
@@ -327,13 +378,35 @@ TINY_PRESET: dict[str, dict[str, Any]] = {
     # The tiny random LM writes random tokens; VADER scores most of them exactly 0 (ties, skipped), so
     # the tiny preset's annotator is the length rule, which separates almost every pair.
     "run": {"model": "tiny", "annotator": "length", "max_new_tokens": 4, "max_prompt_tokens": 24},
-    "sft": {"max_examples": 8, "epochs": 1.0, "batch_size": 4, "learning_rate": 1e-3, "max_response_tokens": 8,
-            "best_of_n": 2},
+    "sft": {
+        "max_examples": 8,
+        "epochs": 1.0,
+        "batch_size": 4,
+        "learning_rate": 1e-3,
+        "max_response_tokens": 8,
+        "best_of_n": 2,
+    },
     "preferences": {"max_prompts": 8, "samples_per_prompt": 4, "min_gap": 0.0, "batch_size": 16},
-    "reward_model": {"random_init": True, "config_overrides": TINY_BERT, "learning_rate": 1e-3, "max_length": 32,
-                     "num_epochs": 2.0, "batch_size": 4, "logging_steps": 1, "eval_fraction": 0.25},
-    "rl": {"total_timesteps": 64, "n_envs": 2, "n_steps": 8, "batch_size": 8, "n_epochs": 1, "learning_rate": 1e-3,
-           "max_prompts": 8, "checkpoint_every": 1},
+    "reward_model": {
+        "random_init": True,
+        "config_overrides": TINY_BERT,
+        "learning_rate": 1e-3,
+        "max_length": 32,
+        "num_epochs": 2.0,
+        "batch_size": 4,
+        "logging_steps": 1,
+        "eval_fraction": 0.25,
+    },
+    "rl": {
+        "total_timesteps": 64,
+        "n_envs": 2,
+        "n_steps": 8,
+        "batch_size": 8,
+        "n_epochs": 1,
+        "learning_rate": 1e-3,
+        "max_prompts": 8,
+        "checkpoint_every": 1,
+    },
     "evaluate": {"max_prompts": 4, "samples_per_prompt": 1, "samples_in_report": 4},
 }
 """What ``--tiny`` changes: every stage runs in seconds on 2 CPU cores."""
@@ -392,8 +465,9 @@ def load_yaml(path: str | Path) -> dict[str, dict[str, Any]]:
     try:
         layer = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as exc:  # the parser's message carries line and column
-        raise ValueError(f"config file {str(path)!r} is not valid YAML; fix or delete it: "
-                         + " ".join(str(exc).split())) from exc
+        raise ValueError(
+            f"config file {str(path)!r} is not valid YAML; fix or delete it: " + " ".join(str(exc).split())
+        ) from exc
     return check_layer(layer, str(path))
 
 

@@ -26,10 +26,12 @@ def build_parser() -> argparse.ArgumentParser:
     """One flag per field of every section (the scripts' engine, :func:`scripts.cli.add_options`); flags
     not given stay out of the namespace, so only explicit flags override the other layers."""
     parser = argparse.ArgumentParser(
-        prog=pipeline_command(), formatter_class=HelpFormatter,
+        prog=pipeline_command(),
+        formatter_class=HelpFormatter,
         description="The whole RLHF pipeline: sft -> preferences -> reward-model -> rl -> evaluate.\n"
-                    "Precedence: defaults < --tiny < the run folder's config.yaml < --config YAML < flags.\n"
-                    "See README 'The pipeline'.")
+        "Precedence: defaults < --tiny < the run folder's config.yaml < --config YAML < flags.\n"
+        "See README 'The pipeline'.",
+    )
     parser.add_argument("--config", type=Path, default=None, help="YAML file with sections " + ", ".join(SECTIONS))
     for section, cls in SECTIONS.items():
         group = parser.add_argument_group(section, inspect_doc(cls))

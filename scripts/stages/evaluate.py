@@ -35,9 +35,11 @@ def samples_markdown(rows: list[dict], limit: int | None = None) -> str:
     """Markdown table: prompt, SFT response (scores), RL response (scores)."""
     lines = ["| prompt | SFT (start) response | annot. / RM | RL response | annot. / RM |", "|---|---|---|---|---|"]
     for r in rows[:limit]:
-        lines.append(f"| {_md_cell(r['prompt'])} | {_md_cell(r['sft_response'])} | "
-                     f"{fmt(r['sft_annotator'], 2)} / {fmt(r['sft_rm'], 2)} | {_md_cell(r['rl_response'])} | "
-                     f"{fmt(r['rl_annotator'], 2)} / {fmt(r['rl_rm'], 2)} |")
+        lines.append(
+            f"| {_md_cell(r['prompt'])} | {_md_cell(r['sft_response'])} | "
+            f"{fmt(r['sft_annotator'], 2)} / {fmt(r['sft_rm'], 2)} | {_md_cell(r['rl_response'])} | "
+            f"{fmt(r['rl_annotator'], 2)} / {fmt(r['rl_rm'], 2)} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -70,18 +72,38 @@ def run_evaluate(cfg: PipelineConfig) -> str:
     results = {}
     for name in progress_bar(POLICIES, desc="evaluate", unit="policy", disable=not run.progress):
         model = reference if name == "sft" else load_model(sources[name], device=device)
-        results[name] = evaluate_policy(name, model, reference, tokenizer, prompts, prompt_ids, reward_fn, annotator,
-                                        max_new_tokens=run.max_new_tokens, temperature=run.temperature,
-                                        seed=run.seed, batch_size=ev.batch_size)
+        results[name] = evaluate_policy(
+            name,
+            model,
+            reference,
+            tokenizer,
+            prompts,
+            prompt_ids,
+            reward_fn,
+            annotator,
+            max_new_tokens=run.max_new_tokens,
+            temperature=run.temperature,
+            seed=run.seed,
+            batch_size=ev.batch_size,
+        )
         if model is not reference:
             del model
             if device == "cuda":
                 torch.cuda.empty_cache()
-    wins = {"rl_vs_sft": win_rate(results["rl"], results["sft"]),
-            "rl_vs_base": win_rate(results["rl"], results["base"]),
-            "sft_vs_base": win_rate(results["sft"], results["base"])}
-    metrics = {"n_prompts": len(env.prompts), "samples_per_prompt": ev.samples_per_prompt, "annotator": run.annotator, "temperature": run.temperature,
-               "reference": "sft", "policies": {k: r.metrics for k, r in results.items()}, "win_rate": wins}
+    wins = {
+        "rl_vs_sft": win_rate(results["rl"], results["sft"]),
+        "rl_vs_base": win_rate(results["rl"], results["base"]),
+        "sft_vs_base": win_rate(results["sft"], results["base"]),
+    }
+    metrics = {
+        "n_prompts": len(env.prompts),
+        "samples_per_prompt": ev.samples_per_prompt,
+        "annotator": run.annotator,
+        "temperature": run.temperature,
+        "reference": "sft",
+        "policies": {k: r.metrics for k, r in results.items()},
+        "win_rate": wins,
+    }
     atomic_write_json(out / "metrics.json", metrics)
     atomic_write_json(out / "per_prompt.json", {k: r.to_dict() for k, r in results.items()})
     rows = []
@@ -89,8 +111,14 @@ def run_evaluate(cfg: PipelineConfig) -> str:
         row = {"prompt": prompt}
         for name in POLICIES:
             r = results[name]
-            row.update({f"{name}_response": r.responses[i], f"{name}_annotator": r.annotator_scores[i],
-                        f"{name}_rm": r.rm_scores[i], f"{name}_kl": r.kl[i]})
+            row.update(
+                {
+                    f"{name}_response": r.responses[i],
+                    f"{name}_annotator": r.annotator_scores[i],
+                    f"{name}_rm": r.rm_scores[i],
+                    f"{name}_kl": r.kl[i],
+                }
+            )
         rows.append(row)
     atomic_write_csv(out / "samples.csv", rows)
     atomic_write_text(out / "samples.md", samples_markdown(rows))
@@ -99,6 +127,7 @@ def run_evaluate(cfg: PipelineConfig) -> str:
         f"{len(env.prompts)} test prompts x {ev.samples_per_prompt}, annotator {fmt(s['annotator_score'], 2)} (SFT) -> "
         f"{fmt(r['annotator_score'], 2)} (RL), "
         f"RM {fmt(s['rm_score'], 2)} -> {fmt(r['rm_score'], 2)}, win rate vs SFT {fmt(wins['rl_vs_sft'], 2)}, "
-        f"vs base {fmt(wins['rl_vs_base'], 2)}, KL {fmt(r['kl'], 2)} nats")
+        f"vs base {fmt(wins['rl_vs_base'], 2)}, KL {fmt(r['kl'], 2)} nats"
+    )
     mark_done(run.run_dir, "evaluate", summary, timer.seconds)
     return summary

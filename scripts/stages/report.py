@@ -22,10 +22,10 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")  # files only, no display (servers, CI, tests)
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
-from scripts.run_dir import (  # noqa: E402
+from scripts.run_dir import (
     STAGES,
     atomic_write_bytes,
     atomic_write_text,
@@ -33,14 +33,22 @@ from scripts.run_dir import (  # noqa: E402
     read_marker,
     stage_dir,
 )
-from scripts.stages.common import fmt  # noqa: E402
-from scripts.stages.config import PipelineConfig  # noqa: E402
+from scripts.stages.common import fmt
+from scripts.stages.config import PipelineConfig
 
-RL_CURVES = (("rlhf/score", "RM score (normalised)"), ("rlhf/kl", "KL to SFT (nats / episode)"),
-             ("rlhf/beta", "KL coefficient beta"), ("rlhf/response_len", "response length (tokens)"))
+RL_CURVES = (
+    ("rlhf/score", "RM score (normalised)"),
+    ("rlhf/kl", "KL to SFT (nats / episode)"),
+    ("rlhf/beta", "KL coefficient beta"),
+    ("rlhf/response_len", "response length (tokens)"),
+)
 METRIC_NAMES = {
-    "rm_score": "RM score", "annotator_score": "annotator score", "kl": "KL to SFT (nats)",
-    "distinct_1": "distinct-1", "distinct_2": "distinct-2", "ref_perplexity": "perplexity under SFT",
+    "rm_score": "RM score",
+    "annotator_score": "annotator score",
+    "kl": "KL to SFT (nats)",
+    "distinct_1": "distinct-1",
+    "distinct_2": "distinct-2",
+    "ref_perplexity": "perplexity under SFT",
     "response_len": "response length (tokens)",
 }
 EMA_WEIGHT = 0.6
@@ -71,16 +79,23 @@ def smooth_ema(values: Sequence[float], weight: float = EMA_WEIGHT) -> list[floa
     return out
 
 
-def plot_raw_and_smoothed(ax, xs: Sequence[float], ys: Sequence[float], label: str | None = None,
-                          color: str | None = None, weight: float = EMA_WEIGHT) -> tuple:
+def plot_raw_and_smoothed(
+    ax,
+    xs: Sequence[float],
+    ys: Sequence[float],
+    label: str | None = None,
+    color: str | None = None,
+    weight: float = EMA_WEIGHT,
+) -> tuple:
     """Draw a training curve as a faint raw line and, on top, its :func:`smooth_ema` in the same colour.
 
     Only the smoothed line carries ``label`` (one legend entry per curve); say which is which with
     :data:`SMOOTHING_NOTE`. Returns ``(raw line, smoothed line)``.
     """
     (raw,) = ax.plot(xs, ys, color=color, lw=0.8, alpha=0.35, marker="o", ms=2, label="_nolegend_")
-    (smooth,) = ax.plot(xs, smooth_ema(ys, weight), color=raw.get_color(), lw=2,
-                        label=label if label is not None else "_nolegend_")
+    (smooth,) = ax.plot(
+        xs, smooth_ema(ys, weight), color=raw.get_color(), lw=2, label=label if label is not None else "_nolegend_"
+    )
     return raw, smooth
 
 
@@ -213,14 +228,23 @@ def write_report(cfg: PipelineConfig) -> Path:
     """Draw every plot whose data exists and write ``report.md``; returns its path."""
     run_dir = Path(cfg.run.run_dir)
     plots = run_dir / "plots"
-    pngs = {name: fn(run_dir, plots) for name, fn in
-            (("rl", plot_rl), ("rm", plot_reward_model), ("scores", plot_scores), ("sft", plot_sft))}
+    pngs = {
+        name: fn(run_dir, plots)
+        for name, fn in (("rl", plot_rl), ("rm", plot_reward_model), ("scores", plot_scores), ("sft", plot_sft))
+    }
     r = cfg.run
-    md = [f"# RLHF run `{run_dir.name}`", "",
-          f"Base model `{r.model}`, algorithm `{r.algo}`, annotator `{r.annotator}`, reward model backbone "
-          f"`{cfg.reward_model.backbone}`, seed {r.seed}, {r.max_new_tokens} new tokens at temperature "
-          f"{r.temperature}. Full config: [config.yaml](config.yaml).", "",
-          "## Stages", "", "| stage | summary | seconds |", "|---|---|---|"]
+    md = [
+        f"# RLHF run `{run_dir.name}`",
+        "",
+        f"Base model `{r.model}`, algorithm `{r.algo}`, annotator `{r.annotator}`, reward model backbone "
+        f"`{cfg.reward_model.backbone}`, seed {r.seed}, {r.max_new_tokens} new tokens at temperature "
+        f"{r.temperature}. Full config: [config.yaml](config.yaml).",
+        "",
+        "## Stages",
+        "",
+        "| stage | summary | seconds |",
+        "|---|---|---|",
+    ]
     for stage in STAGES:
         m = read_marker(run_dir, stage)
         text = re.sub(r", \d+ s$", "", m.get("summary", "not finished").removeprefix(f"[{stage}] "))
@@ -231,28 +255,43 @@ def write_report(cfg: PipelineConfig) -> Path:
     if ev_path.is_file():
         ev = json.loads(ev_path.read_text())
         pols = ev["policies"]
-        md += [f"{ev['n_prompts']} test prompts, {ev.get('samples_per_prompt', 1)} sample(s) each, same seed for every policy. KL and perplexity are "
-               f"measured against the SFT model (the RL reference).", "",
-               "| metric | base | SFT (RL start) | RL |", "|---|---|---|---|"]
+        md += [
+            f"{ev['n_prompts']} test prompts, {ev.get('samples_per_prompt', 1)} sample(s) each, "
+            "same seed for every policy. KL and perplexity are measured against the SFT model (the RL reference).",
+            "",
+            "| metric | base | SFT (RL start) | RL |",
+            "|---|---|---|---|",
+        ]
         for key, label in METRIC_NAMES.items():
             md.append(f"| {label} | " + " | ".join(fmt(pols[p].get(key)) for p in ("base", "sft", "rl")) + " |")
         w = ev["win_rate"]
-        md += ["", f"**Annotator win rate** (ties count 1/2): RL vs SFT **{fmt(w['rl_vs_sft'], 2)}**, "
-               f"RL vs base {fmt(w['rl_vs_base'], 2)}, SFT vs base {fmt(w['sft_vs_base'], 2)}.", ""]
+        md += [
+            "",
+            f"**Annotator win rate** (ties count 1/2): RL vs SFT **{fmt(w['rl_vs_sft'], 2)}**, "
+            f"RL vs base {fmt(w['rl_vs_base'], 2)}, SFT vs base {fmt(w['sft_vs_base'], 2)}.",
+            "",
+        ]
     else:
         md.append("Not evaluated yet.")
     rm_path = stage_dir(run_dir, "reward-model") / "metrics.json"
     if rm_path.is_file():
         rm = json.loads(rm_path.read_text())
-        md += ["## Reward model", "", f"{rm['train_pairs']} training pairs, {rm['heldout_pairs']} held-out; "
-               f"{rm['accuracy_set']} accuracy {fmt(rm['before']['accuracy'], 3)} before, "
-               f"**{fmt(rm['after']['accuracy'], 3)}** after training; normalisation gain {fmt(rm['gain'], 4)}, "
-               f"bias {fmt(rm['bias'], 4)}.", ""]
+        md += [
+            "## Reward model",
+            "",
+            f"{rm['train_pairs']} training pairs, {rm['heldout_pairs']} held-out; "
+            f"{rm['accuracy_set']} accuracy {fmt(rm['before']['accuracy'], 3)} before, "
+            f"**{fmt(rm['after']['accuracy'], 3)}** after training; normalisation gain {fmt(rm['gain'], 4)}, "
+            f"bias {fmt(rm['bias'], 4)}.",
+            "",
+        ]
     md += ["## Plots", ""]
-    captions = {"rl": "RL training: score, KL, beta, response length per iteration (raw and EMA-smoothed)",
-                "rm": "Reward model: Bradley-Terry loss and accuracy",
-                "scores": "Held-out annotator scores (one count per sampled response)",
-                "sft": "SFT loss"}
+    captions = {
+        "rl": "RL training: score, KL, beta, response length per iteration (raw and EMA-smoothed)",
+        "rm": "Reward model: Bradley-Terry loss and accuracy",
+        "scores": "Held-out annotator scores (one count per sampled response)",
+        "sft": "SFT loss",
+    }
     for key, png in pngs.items():
         if png:
             md += [f"![{captions[key]}](plots/{png})", ""]
@@ -261,19 +300,26 @@ def write_report(cfg: PipelineConfig) -> Path:
         from scripts.stages.evaluate import samples_markdown
 
         rows = read_csv(samples)
-        md += ["## Samples (held-out prompts)", "", f"First {min(len(rows), cfg.evaluate.samples_in_report)} of "
-               f"{len(rows)}; all in [evaluate/samples.csv](evaluate/samples.csv).", "",
-               samples_markdown(rows, cfg.evaluate.samples_in_report)]
-    md += ["## Metrics", "",
-           "- **RM score**: the trained reward model's score, normalised to mean 0 / std 1 on SFT samples "
-           "(what RL maximised).",
-           "- **annotator score**: the simulated annotator's score (never seen by RL; the honest measure).",
-           "- **win rate**: share of prompts where the first policy's response beats the second's by the annotator.",
-           "- **KL**: summed log pi - log pi_SFT over the response at the sampling temperature (k1), "
-           "nats per response.",
-           "- **distinct-1/2**: unique word uni/bigrams over all responses / their count (diversity).",
-           "- **perplexity under SFT**: exp of the mean per-token negative log-likelihood under the SFT model "
-           "at T=1.", ""]
+        md += [
+            "## Samples (held-out prompts)",
+            "",
+            f"First {min(len(rows), cfg.evaluate.samples_in_report)} of "
+            f"{len(rows)}; all in [evaluate/samples.csv](evaluate/samples.csv).",
+            "",
+            samples_markdown(rows, cfg.evaluate.samples_in_report),
+        ]
+    md += [
+        "## Metrics",
+        "",
+        "- **RM score**: the trained reward model's score, normalised to mean 0 / std 1 on SFT samples "
+        "(what RL maximised).",
+        "- **annotator score**: the simulated annotator's score (never seen by RL; the honest measure).",
+        "- **win rate**: share of prompts where the first policy's response beats the second's by the annotator.",
+        "- **KL**: summed log pi - log pi_SFT over the response at the sampling temperature (k1), nats per response.",
+        "- **distinct-1/2**: unique word uni/bigrams over all responses / their count (diversity).",
+        "- **perplexity under SFT**: exp of the mean per-token negative log-likelihood under the SFT model at T=1.",
+        "",
+    ]
     path = run_dir / "report.md"
     atomic_write_text(path, "\n".join(md) + "\n")
     return path

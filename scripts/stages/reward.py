@@ -43,19 +43,30 @@ def run_preferences(cfg: PipelineConfig) -> str:
         prompts = load_prompt_file(None, task="review", split="train")[: pc.max_prompts]
         # policy= is only recorded in pairs.jsonl and its .meta.json (the model is passed in): relative to the
         # run folder, so a copied or moved run never points back at the original one.
-        acfg = AnnotatorConfig(policy="sft/model", annotator=run.annotator, samples_per_prompt=pc.samples_per_prompt,
-                               temperature=pc.temperature, max_new_tokens=run.max_new_tokens,
-                               batch_size=pc.batch_size, noise_temperature=pc.noise_temperature,
-                               min_gap=pc.min_gap, seed=run.seed)
+        acfg = AnnotatorConfig(
+            policy="sft/model",
+            annotator=run.annotator,
+            samples_per_prompt=pc.samples_per_prompt,
+            temperature=pc.temperature,
+            max_new_tokens=run.max_new_tokens,
+            batch_size=pc.batch_size,
+            noise_temperature=pc.noise_temperature,
+            min_gap=pc.min_gap,
+            seed=run.seed,
+        )
         rows, meta = generate_preference_pairs(prompts, acfg, model=model, tokenizer=tokenizer, progress=run.progress)
         if len(rows) < 2:
-            raise ValueError(f"the annotator {run.annotator!r} separated only {len(rows)} pair(s) out of "
-                             f"{meta['counts']['candidates']}; sample more (preferences.samples_per_prompt, "
-                             f"max_prompts) or lower preferences.min_gap")
+            raise ValueError(
+                f"the annotator {run.annotator!r} separated only {len(rows)} pair(s) out of "
+                f"{meta['counts']['candidates']}; sample more (preferences.samples_per_prompt, "
+                f"max_prompts) or lower preferences.min_gap"
+            )
         write_pairs(rows, out / "pairs.jsonl", meta)
         c = meta["counts"]
-        text = (f"{c['pairs']} pairs from {c['prompts']} prompts x {pc.samples_per_prompt} samples "
-                f"(annotator {run.annotator!r}; {c['skipped_ties']} ties, {c['skipped_invalid']} invalid skipped)")
+        text = (
+            f"{c['pairs']} pairs from {c['prompts']} prompts x {pc.samples_per_prompt} samples "
+            f"(annotator {run.annotator!r}; {c['skipped_ties']} ties, {c['skipped_invalid']} invalid skipped)"
+        )
     summary = timer.summary(text)
     mark_done(run.run_dir, "preferences", summary, timer.seconds)
     return summary
@@ -106,16 +117,29 @@ def run_reward_model(cfg: PipelineConfig) -> str:
     seed_everything(run.seed)
     pairs = load_preferences(pairs_path)
     train_pairs, held = split_by_prompt(pairs, rc.eval_fraction, seed=run.seed)
-    model = BradleyTerryRewardModel.build(RewardModelConfig(
-        backbone=rc.backbone, pooling=rc.pooling, max_length=rc.max_length, random_init=rc.random_init,
-        config_overrides=dict(rc.config_overrides), seed=run.seed))
+    model = BradleyTerryRewardModel.build(
+        RewardModelConfig(
+            backbone=rc.backbone,
+            pooling=rc.pooling,
+            max_length=rc.max_length,
+            random_init=rc.random_init,
+            config_overrides=dict(rc.config_overrides),
+            seed=run.seed,
+        )
+    )
     device = resolve_device(run.device)
     model.to(device)
     eval_set = held or train_pairs  # tiny data may leave nothing held out: then report train accuracy
     before = evaluate_preferences(model, eval_set)
-    train_cfg = RewardTrainingConfig(learning_rate=rc.learning_rate, num_epochs=rc.num_epochs, batch_size=rc.batch_size,
-                                     warmup_ratio=rc.warmup_ratio, seed=run.seed, logging_steps=rc.logging_steps,
-                                     progress_bar=run.progress)
+    train_cfg = RewardTrainingConfig(
+        learning_rate=rc.learning_rate,
+        num_epochs=rc.num_epochs,
+        batch_size=rc.batch_size,
+        warmup_ratio=rc.warmup_ratio,
+        seed=run.seed,
+        logging_steps=rc.logging_steps,
+        progress_bar=run.progress,
+    )
     with capture_trainer_logs() as history:
         metrics = train_reward_model(model, train_pairs, held or None, train_cfg)
     history = metrics.pop("log_history", None) or history
@@ -124,19 +148,36 @@ def run_reward_model(cfg: PipelineConfig) -> str:
         samples = sorted({(p.prompt, r) for p in pairs for r in (p.chosen, p.rejected)})
         model.fit_normalization([s[0] for s in samples], [s[1] for s in samples])
     model.to("cpu")
-    model.save_pretrained(out / "model", metadata={"pipeline_run": Path(run.run_dir).resolve().name,
-                                                   "pipeline_stage": "reward-model"})  # a name, never a path
-    log_rows = [{"step": h.get("step"), "epoch": h.get("epoch"), "loss": h.get("loss"),
-                 "eval_loss": h.get("eval_loss"), "eval_accuracy": h.get("eval_accuracy")}
-                for h in history if "loss" in h or "eval_loss" in h]
+    model.save_pretrained(
+        out / "model", metadata={"pipeline_run": Path(run.run_dir).resolve().name, "pipeline_stage": "reward-model"}
+    )  # a name, never a path
+    log_rows = [
+        {
+            "step": h.get("step"),
+            "epoch": h.get("epoch"),
+            "loss": h.get("loss"),
+            "eval_loss": h.get("eval_loss"),
+            "eval_accuracy": h.get("eval_accuracy"),
+        }
+        for h in history
+        if "loss" in h or "eval_loss" in h
+    ]
     atomic_write_csv(out / "train_log.csv", log_rows, ["step", "epoch", "loss", "eval_loss", "eval_accuracy"])
-    result = {"train_pairs": len(train_pairs), "heldout_pairs": len(held),
-              "accuracy_set": "held-out" if held else "train",
-              "before": before, "after": after, "train": metrics, "gain": model.gain, "bias": model.bias}
+    result = {
+        "train_pairs": len(train_pairs),
+        "heldout_pairs": len(held),
+        "accuracy_set": "held-out" if held else "train",
+        "before": before,
+        "after": after,
+        "train": metrics,
+        "gain": model.gain,
+        "bias": model.bias,
+    }
     atomic_write_json(out / "metrics.json", result)
     summary = timer.summary(
         f"{len(train_pairs)} train / {len(held)} held-out pairs, {'held-out' if held else 'train'} accuracy "
         f"{fmt(before['accuracy'], 2)} -> {fmt(after['accuracy'], 2)}, "
-        f"loss {fmt(before['loss'])} -> {fmt(after['loss'])}")
+        f"loss {fmt(before['loss'])} -> {fmt(after['loss'])}"
+    )
     mark_done(run.run_dir, "reward-model", summary, timer.seconds)
     return summary

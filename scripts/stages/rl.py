@@ -134,8 +134,12 @@ def _algo_kwargs(cfg: PipelineConfig, algo_class) -> dict:
     """Agent options from the config: unset ones (None) keep the algorithm's RLHF defaults."""
     rl = cfg.rl
     valid = set(inspect.signature(algo_class.__init__).parameters)
-    kwargs = {"kl_coef": rl.kl_coef, "adaptive_kl": rl.adaptive_kl, "kl_target": rl.kl_target,
-              "kl_horizon": rl.kl_horizon}
+    kwargs = {
+        "kl_coef": rl.kl_coef,
+        "adaptive_kl": rl.adaptive_kl,
+        "kl_target": rl.kl_target,
+        "kl_horizon": rl.kl_horizon,
+    }
     for key in ("n_steps", "batch_size", "n_epochs", "learning_rate"):
         value = getattr(rl, key)
         if value is None:
@@ -145,7 +149,6 @@ def _algo_kwargs(cfg: PipelineConfig, algo_class) -> dict:
             continue
         kwargs[key] = value
     return {**kwargs, **rl.algo_kwargs}
-
 
 
 def resume_state(out: Path, algo: str) -> tuple[dict | None, list[dict]]:
@@ -169,19 +172,26 @@ def resume_state(out: Path, algo: str) -> tuple[dict | None, list[dict]]:
     except ValueError:  # an algorithm this version no longer has
         same_algo = False
     if not same_algo:
-        raise RunDirError(f"{folder} was written by algorithm {state['algo']!r}, this run asks for {algo!r}; pass "
-                          f"--algo {state['algo']} to continue it, or restart RL with --stages rl")
+        raise RunDirError(
+            f"{folder} was written by algorithm {state['algo']!r}, this run asks for {algo!r}; pass "
+            f"--algo {state['algo']} to continue it, or restart RL with --stages rl"
+        )
     return state, progress_rows(out / PROGRESS, state["iteration"])
 
 
 def _set_logger(agent, out: Path, counter: IterationCounter, rows: list[dict], resuming: bool):
     """SB3 logger: progress.csv (one row per iteration), TensorBoard, log.txt. Returns log.txt's handle."""
     log_file = open(out / "log.txt", "a", encoding="utf-8")  # SB3's human-readable tables, appended on resume
-    agent.set_logger(Logger(str(out), [
-        ResumableCSV(out / PROGRESS, counter, rows),
-        _TensorBoard(str(out / "tensorboard"), purge_step=agent.num_timesteps if resuming else None),
-        HumanOutputFormat(log_file),
-    ]))
+    agent.set_logger(
+        Logger(
+            str(out),
+            [
+                ResumableCSV(out / PROGRESS, counter, rows),
+                _TensorBoard(str(out / "tensorboard"), purge_step=agent.num_timesteps if resuming else None),
+                HumanOutputFormat(log_file),
+            ],
+        )
+    )
     return log_file
 
 
@@ -189,9 +199,11 @@ def _summary(run, agent, rows: list[dict], resuming: bool) -> str:
     scores = [float(r["rlhf/score"]) for r in rows if r.get("rlhf/score") not in (None, "")]
     kls = [float(r["rlhf/kl"]) for r in rows if r.get("rlhf/kl") not in (None, "")]
     beta = float(agent.policy.kl_beta) if hasattr(agent.policy, "kl_beta") else math.nan
-    return (f"{run.algo}, {len(rows)} iterations ({agent.num_timesteps} tokens), score "
-            f"{fmt(scores[0] if scores else None, 2)} -> {fmt(scores[-1] if scores else None, 2)}, "
-            f"KL {fmt(kls[-1] if kls else None, 2)} nats, beta {beta:.3g}" + (" (resumed)" if resuming else ""))
+    return (
+        f"{run.algo}, {len(rows)} iterations ({agent.num_timesteps} tokens), score "
+        f"{fmt(scores[0] if scores else None, 2)} -> {fmt(scores[-1] if scores else None, 2)}, "
+        f"KL {fmt(kls[-1] if kls else None, 2)} nats, beta {beta:.3g}" + (" (resumed)" if resuming else "")
+    )
 
 
 def run_rl(cfg: PipelineConfig, resume: bool = False) -> str:
@@ -214,12 +226,27 @@ def run_rl(cfg: PipelineConfig, resume: bool = False) -> str:
     seed_everything(run.seed)
     device = resolve_device(run.device)
     env = agents.make_vec_text_env(
-        n_envs=rl.n_envs, seed=run.seed, model=sft_dir, reward=rm_dir, prompts=rl.prompts, prompt_split="train",
-        max_prompts=rl.max_prompts, max_new_tokens=run.max_new_tokens, max_prompt_tokens=run.max_prompt_tokens,
-        no_eos_penalty=rl.no_eos_penalty)
+        n_envs=rl.n_envs,
+        seed=run.seed,
+        model=sft_dir,
+        reward=rm_dir,
+        prompts=rl.prompts,
+        prompt_split="train",
+        max_prompts=rl.max_prompts,
+        max_new_tokens=run.max_new_tokens,
+        max_prompt_tokens=run.max_prompt_tokens,
+        no_eos_penalty=rl.no_eos_penalty,
+    )
     # Resumed or not, the agent is built the same way; a resume then loads the saved state into it.
-    agent = agents.make_agent(run.algo, env, temperature=run.temperature, seed=run.seed, device=device,
-                              verbose=0, **_algo_kwargs(cfg, spec.algo_class))
+    agent = agents.make_agent(
+        run.algo,
+        env,
+        temperature=run.temperature,
+        seed=run.seed,
+        device=device,
+        verbose=0,
+        **_algo_kwargs(cfg, spec.algo_class),
+    )
     counter = IterationCounter(0)
     if resuming:
         load_checkpoint(agent, out / CHECKPOINT, state)
@@ -231,9 +258,11 @@ def run_rl(cfg: PipelineConfig, resume: bool = False) -> str:
     remaining = rl.total_timesteps - agent.num_timesteps
     if resuming:
         beta = float(agent.policy.kl_beta) if hasattr(agent.policy, "kl_beta") else math.nan
-        print(f"[rl] resuming {run.algo} at iteration {counter.done} ({agent.num_timesteps} steps, beta {beta:.4g}); "
-              + (f"{remaining} steps left" if remaining > 0 else "every step is done: exporting the policy"),
-              flush=True)
+        print(
+            f"[rl] resuming {run.algo} at iteration {counter.done} ({agent.num_timesteps} steps, beta {beta:.4g}); "
+            + (f"{remaining} steps left" if remaining > 0 else "every step is done: exporting the policy"),
+            flush=True,
+        )
     if remaining > 0:
         callbacks = [checkpointer, ProgressBar()] if run.progress else [checkpointer]
         agent.learn(remaining, callback=callbacks, reset_num_timesteps=not resuming, log_interval=1)

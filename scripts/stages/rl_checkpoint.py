@@ -36,8 +36,13 @@ CHECKPOINT = "checkpoint"
 WEIGHTS, OPTIMIZER, STATE = "policy.safetensors", "optimizer.pt", "state.json"
 FORMAT = "textrlhf-rl-checkpoint-v1"
 STATE_TYPES: dict[str, tuple[type, ...]] = {
-    "format": (str,), "algo": (str,), "num_timesteps": (int,), "iteration": (int,), "n_updates": (int,),
-    "beta": (float, int, type(None)), "seconds": (float, int),
+    "format": (str,),
+    "algo": (str,),
+    "num_timesteps": (int,),
+    "iteration": (int,),
+    "n_updates": (int,),
+    "beta": (float, int, type(None)),
+    "seconds": (float, int),
 }
 """Keys of ``state.json`` and their JSON types."""
 PICKLE_SUFFIXES = (".zip", ".pkl", ".pickle")
@@ -45,8 +50,10 @@ PICKLE_SUFFIXES = (".zip", ".pkl", ".pickle")
 
 
 def _restart_hint(folder: Path) -> str:
-    return (f"delete {folder} and run again with --resume to restart RL from the SFT model "
-            f"(or restore the folder from a backup)")
+    return (
+        f"delete {folder} and run again with --resume to restart RL from the SFT model "
+        f"(or restore the folder from a backup)"
+    )
 
 
 def _same_number(a: float | None, b: float | None) -> bool:
@@ -70,9 +77,15 @@ def save_checkpoint(agent, folder: Path, algo: str, iteration: int, seconds: flo
     from safetensors.torch import save_model
 
     beta = getattr(agent.policy, "kl_beta", None)
-    state = {"format": FORMAT, "algo": algo, "num_timesteps": int(agent.num_timesteps), "iteration": int(iteration),
-             "n_updates": int(agent._n_updates), "beta": float(beta) if beta is not None else None,
-             "seconds": round(float(seconds), 2)}
+    state = {
+        "format": FORMAT,
+        "algo": algo,
+        "num_timesteps": int(agent.num_timesteps),
+        "iteration": int(iteration),
+        "n_updates": int(agent._n_updates),
+        "beta": float(beta) if beta is not None else None,
+        "seconds": round(float(seconds), 2),
+    }
     with atomic_dir(folder) as tmp:
         save_model(agent.policy, os.fspath(tmp / WEIGHTS))  # handles the LM's tied embedding / head weights
         torch.save(agent.policy.optimizer.state_dict(), tmp / OPTIMIZER)
@@ -96,8 +109,9 @@ def read_state(folder: Path) -> dict[str, Any]:
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         found = state.get("format") if isinstance(state, dict) else type(state).__name__
         raise RunDirError(f"{path} is not a {FORMAT} checkpoint (format {found!r}); {_restart_hint(folder)}")
-    bad = [k for k, types in STATE_TYPES.items()
-           if not isinstance(state.get(k), types) or isinstance(state.get(k), bool)]
+    bad = [
+        k for k, types in STATE_TYPES.items() if not isinstance(state.get(k), types) or isinstance(state.get(k), bool)
+    ]
     if bad:
         raise RunDirError(f"{path} is corrupt (missing or mistyped {bad}); {_restart_hint(folder)}")
     check_safetensors(folder / WEIGHTS, _restart_hint(folder))  # now, not after minutes of model loading
@@ -123,18 +137,23 @@ def load_checkpoint(agent, folder: Path, state: dict[str, Any]) -> None:
     try:
         load_model(agent.policy, folder / WEIGHTS, strict=True, device=str(agent.device))
     except RuntimeError as exc:
-        raise RunDirError(f"{folder / WEIGHTS} does not fit the {state['algo']} policy built from sft/model "
-                          f"({' '.join(str(exc).split())[:300]}); {fix}") from None
+        raise RunDirError(
+            f"{folder / WEIGHTS} does not fit the {state['algo']} policy built from sft/model "
+            f"({' '.join(str(exc).split())[:300]}); {fix}"
+        ) from None
     try:
         optimizer_state = torch.load(folder / OPTIMIZER, map_location=agent.device, weights_only=True)
         agent.policy.optimizer.load_state_dict(optimizer_state)
     except (OSError, RuntimeError, ValueError, KeyError, EOFError, pickle.UnpicklingError) as exc:
-        raise RunDirError(f"{folder / OPTIMIZER} is missing, truncated or does not fit the optimizer "
-                          f"({' '.join(str(exc).split())[:300]}); {fix}") from None
+        raise RunDirError(
+            f"{folder / OPTIMIZER} is missing, truncated or does not fit the optimizer "
+            f"({' '.join(str(exc).split())[:300]}); {fix}"
+        ) from None
     beta = getattr(agent.policy, "kl_beta", None)
     if not _same_number(float(beta) if beta is not None else None, state["beta"]):
-        raise RunDirError(f"{folder} is inconsistent: {STATE} says beta {state['beta']} but {WEIGHTS} holds "
-                          f"{float(beta)}; {fix}")
+        raise RunDirError(
+            f"{folder} is inconsistent: {STATE} says beta {state['beta']} but {WEIGHTS} holds {float(beta)}; {fix}"
+        )
     agent.num_timesteps = state["num_timesteps"]
     agent._n_updates = state["n_updates"]  # SB3's update counter (train/n_updates), part of its public state
     buffer = getattr(agent, "rollout_buffer", None)
@@ -158,8 +177,10 @@ def progress_rows(path: Path, iteration: int) -> list[dict[str, str]]:
         if iteration:
             print(f"[rl] note: {path} is missing; iterations 1-{iteration} will have no rows", flush=True)
         return []
-    fix = (f"restore {path} from a backup, or delete it to continue without the rows of iterations 1-{iteration}, "
-           f"or restart RL with --stages rl")
+    fix = (
+        f"restore {path} from a backup, or delete it to continue without the rows of iterations 1-{iteration}, "
+        f"or restart RL with --stages rl"
+    )
     with open(path, newline="", encoding="utf-8") as fh:
         reader = csv.DictReader(fh)
         rows, header = list(reader), reader.fieldnames or []
@@ -174,14 +195,18 @@ def progress_rows(path: Path, iteration: int) -> list[dict[str, str]]:
         if it > iteration:
             continue
         if None in row or None in row.values():
-            raise RunDirError(f"{path} line {line} (iteration {it}) is truncated: it has "
-                              f"{sum(v is not None for v in row.values())} of {len(header)} columns; {fix}")
+            raise RunDirError(
+                f"{path} line {line} (iteration {it}) is truncated: it has "
+                f"{sum(v is not None for v in row.values())} of {len(header)} columns; {fix}"
+            )
         kept.append(row)
     found = [int(r["iteration"]) for r in kept]
     if found != list(range(1, iteration + 1)):
         missing = sorted(set(range(1, iteration + 1)) - set(found))
-        raise RunDirError(f"{path} does not match the checkpoint at iteration {iteration}: iterations "
-                          f"{missing[:10] or 'repeated'} missing (a truncated or edited file); {fix}")
+        raise RunDirError(
+            f"{path} does not match the checkpoint at iteration {iteration}: iterations "
+            f"{missing[:10] or 'repeated'} missing (a truncated or edited file); {fix}"
+        )
     return kept
 
 
@@ -201,5 +226,5 @@ def no_pickle_note(folder: Path, has_checkpoint: bool) -> None:
     raise RunDirError(
         f"{folder} holds {pickles} but no data-only checkpoint ({CHECKPOINT}/); the pipeline never unpickles "
         f"(loading a pickle can run arbitrary code), so it cannot resume from them. Move them out of {folder} "
-        f"and run again to restart RL from the SFT model (load them with SB3 yourself only if you trust them)")
-
+        f"and run again to restart RL from the SFT model (load them with SB3 yourself only if you trust them)"
+    )

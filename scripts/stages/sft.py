@@ -55,15 +55,18 @@ def load_demonstrations(cfg: PipelineConfig, model, tokenizer) -> list[dict[str,
             ds = datasets.load_dataset(sft.data, split=sft.split)
         missing = [c for c in (sft.prompt_column, sft.response_column) if c not in ds.column_names]
         if missing:
-            raise ValueError(f"sft.data {sft.data!r} lacks column(s) {missing} (has {ds.column_names}); "
-                             f"set sft.prompt_column / sft.response_column")
+            raise ValueError(
+                f"sft.data {sft.data!r} lacks column(s) {missing} (has {ds.column_names}); "
+                f"set sft.prompt_column / sft.response_column"
+            )
         rows = [{"prompt": r[sft.prompt_column], "response": r[sft.response_column]} for r in ds]
     if sft.max_examples is not None and sft.data != "best_of_n":
         rows = rows[: sft.max_examples]
     bad = [i for i, r in enumerate(rows) if not str(r["prompt"]).strip() or not str(r["response"]).strip()]
     if not rows or bad:
-        raise ValueError(f"SFT demonstrations from {sft.data!r}: {len(rows)} rows, "
-                         f"empty prompt/response at rows {bad[:5]}")
+        raise ValueError(
+            f"SFT demonstrations from {sft.data!r}: {len(rows)} rows, empty prompt/response at rows {bad[:5]}"
+        )
     return rows
 
 
@@ -75,8 +78,16 @@ def best_of_n_demonstrations(cfg: PipelineConfig, model, tokenizer) -> list[dict
     from reward_models.annotator import load_prompt_file, sample_responses
 
     prompts = load_prompt_file(None, task="review", split="train")[: cfg.sft.max_examples]
-    groups = sample_responses(model, tokenizer, prompts, n=cfg.sft.best_of_n, temperature=cfg.sft.best_of_n_temperature,
-                              max_new_tokens=cfg.run.max_new_tokens, seed=cfg.run.seed, progress=cfg.run.progress)
+    groups = sample_responses(
+        model,
+        tokenizer,
+        prompts,
+        n=cfg.sft.best_of_n,
+        temperature=cfg.sft.best_of_n_temperature,
+        max_new_tokens=cfg.run.max_new_tokens,
+        seed=cfg.run.seed,
+        progress=cfg.run.progress,
+    )
     annotator = make_reward(cfg.run.annotator)
     rows = []
     for prompt, group in zip(prompts, groups):
@@ -145,27 +156,47 @@ def run_sft(cfg: PipelineConfig) -> str:
         total = max(1, int(steps_per_epoch * cfg.sft.epochs))
         with tempfile.TemporaryDirectory(prefix="sft-trainer-") as tmp:
             args = TrainingArguments(
-                output_dir=tmp, per_device_train_batch_size=cfg.sft.batch_size, num_train_epochs=cfg.sft.epochs,
-                learning_rate=cfg.sft.learning_rate, weight_decay=cfg.sft.weight_decay, lr_scheduler_type="linear",
-                warmup_steps=int(cfg.sft.warmup_ratio * total), logging_steps=max(1, total // 20), save_strategy="no",
-                report_to="none", seed=run.seed, data_seed=run.seed, remove_unused_columns=False,
-                disable_tqdm=not run.progress, dataloader_num_workers=0, use_cpu=device == "cpu",
+                output_dir=tmp,
+                per_device_train_batch_size=cfg.sft.batch_size,
+                num_train_epochs=cfg.sft.epochs,
+                learning_rate=cfg.sft.learning_rate,
+                weight_decay=cfg.sft.weight_decay,
+                lr_scheduler_type="linear",
+                warmup_steps=int(cfg.sft.warmup_ratio * total),
+                logging_steps=max(1, total // 20),
+                save_strategy="no",
+                report_to="none",
+                seed=run.seed,
+                data_seed=run.seed,
+                remove_unused_columns=False,
+                disable_tqdm=not run.progress,
+                dataloader_num_workers=0,
+                use_cpu=device == "cpu",
             )
             verbosity = hf_logging.get_verbosity()
             hf_logging.set_verbosity_error()
             try:
-                trainer = Trainer(model=model, args=args, train_dataset=datasets.Dataset.from_list(examples),
-                                  data_collator=_Collator(tokenizer.pad_token_id))
+                trainer = Trainer(
+                    model=model,
+                    args=args,
+                    train_dataset=datasets.Dataset.from_list(examples),
+                    data_collator=_Collator(tokenizer.pad_token_id),
+                )
                 result = bar_only(trainer, "sft").train()  # the logs go to train_log.csv, not stdout
             finally:
                 hf_logging.set_verbosity(verbosity)
-            log_rows = [{k: h[k] for k in ("step", "epoch", "loss", "learning_rate", "grad_norm") if k in h}
-                        for h in trainer.state.log_history if "loss" in h]
+            log_rows = [
+                {k: h[k] for k in ("step", "epoch", "loss", "learning_rate", "grad_norm") if k in h}
+                for h in trainer.state.log_history
+                if "loss" in h
+            ]
         model.eval()
         losses = [r["loss"] for r in log_rows]
-        summary_text = (f"{n_rows} demonstrations ({cfg.sft.data}), {cfg.sft.epochs:g} epochs, "
-                        f"{result.global_step} steps, "
-                        f"loss {fmt(losses[0] if losses else None)} -> {fmt(losses[-1] if losses else None)}")
+        summary_text = (
+            f"{n_rows} demonstrations ({cfg.sft.data}), {cfg.sft.epochs:g} epochs, "
+            f"{result.global_step} steps, "
+            f"loss {fmt(losses[0] if losses else None)} -> {fmt(losses[-1] if losses else None)}"
+        )
         atomic_write_csv(out / "train_log.csv", log_rows, ["step", "epoch", "loss", "learning_rate", "grad_norm"])
     with atomic_dir(out / "model") as tmp:
         model.to("cpu").save_pretrained(tmp, safe_serialization=True)

@@ -52,14 +52,23 @@ def test_aggregations():
 
 def _env(n_envs=2, **kw):
     kw.setdefault("reward", "sentiment")
-    return agents.make_vec_text_env(n_envs=n_envs, model="tiny", prompts=PROMPTS, max_new_tokens=5,
-                                    max_prompt_tokens=10, **kw)
+    return agents.make_vec_text_env(
+        n_envs=n_envs, model="tiny", prompts=PROMPTS, max_new_tokens=5, max_prompt_tokens=10, **kw
+    )
 
 
 def test_reinforce_gradient_equals_the_hand_written_score_function_gradient():
     env = _env(n_envs=3, reward=lambda p, r: float(len(r)) / 10)
-    agent = CriticFreePG(LMActorCriticPolicy, env, estimator="reinforce", baseline=False, kl_coef=0.0,
-                         adaptive_kl=False, policy_kwargs={"model": "tiny"}, seed=0)
+    agent = CriticFreePG(
+        LMActorCriticPolicy,
+        env,
+        estimator="reinforce",
+        baseline=False,
+        kl_coef=0.0,
+        adaptive_kl=False,
+        policy_kwargs={"model": "tiny"},
+        seed=0,
+    )
     from stable_baselines3.common.logger import configure
 
     agent.set_logger(configure(None, []))  # _finish_batch logs rlhf/*; learn() would set this up
@@ -77,7 +86,7 @@ def test_reinforce_gradient_equals_the_hand_written_score_function_gradient():
     for i in range(batch.n):
         for j in np.flatnonzero(batch.mask[i].numpy()):
             pos = batch.input_ids.shape[1] - batch.horizon + j
-            ids, mask = batch.input_ids[i:i + 1, :pos], batch.attention_mask[i:i + 1, :pos]
+            ids, mask = batch.input_ids[i : i + 1, :pos], batch.attention_mask[i : i + 1, :pos]
             dist = agent.policy.get_distribution({"input_ids": ids.float(), "attention_mask": mask.float()})
             logp = dist.log_prob(batch.input_ids[i, pos][None]).sum()
             g = torch.autograd.grad(logp, params, allow_unused=True)
@@ -92,14 +101,25 @@ def test_reinforce_gradient_equals_the_hand_written_score_function_gradient():
 
 
 def test_groups_share_prompts_through_the_env():
-    env = agents.make_vec_text_env(n_envs=4, model="tiny", prompts="bundled:reviews", max_new_tokens=3,
-                                   max_prompt_tokens=24, reward="sentiment", seed=0)
-    agent = CriticFreePG(LMActorCriticPolicy, env, estimator="grpo", group_size=2, policy_kwargs={"model": "tiny"}, seed=0)
+    env = agents.make_vec_text_env(
+        n_envs=4,
+        model="tiny",
+        prompts="bundled:reviews",
+        max_new_tokens=3,
+        max_prompt_tokens=24,
+        reward="sentiment",
+        seed=0,
+    )
+    agent = CriticFreePG(
+        LMActorCriticPolicy, env, estimator="grpo", group_size=2, policy_kwargs={"model": "tiny"}, seed=0
+    )
     env.reset()
     batch, _ = collect_round(agent.policy, env, group_size=2)
     assert batch.prompts[0] == batch.prompts[1] and batch.prompts[2] == batch.prompts[3]
     with pytest.raises(ValueError, match="multiple of group_size"):
-        CriticFreePG(LMActorCriticPolicy, _env(n_envs=3), estimator="rloo", group_size=2, policy_kwargs={"model": "tiny"})
+        CriticFreePG(
+            LMActorCriticPolicy, _env(n_envs=3), estimator="rloo", group_size=2, policy_kwargs={"model": "tiny"}
+        )
     with pytest.raises(ValueError, match="unknown estimator"):
         CriticFreePG(LMActorCriticPolicy, env, estimator="ppo", policy_kwargs={"model": "tiny"})
 

@@ -53,11 +53,28 @@ def test_sequence_logprobs_match_a_naive_loop(setup):
 
 def test_evaluate_policy_and_win_rate(setup):
     model, tok, prompts, ids = setup
-    res = evaluate_policy("start", model, model, tok, prompts, ids, make_reward("sentiment"),
-                          make_reward("length", target=3), max_new_tokens=5, seed=0)
+    res = evaluate_policy(
+        "start",
+        model,
+        model,
+        tok,
+        prompts,
+        ids,
+        make_reward("sentiment"),
+        make_reward("length", target=3),
+        max_new_tokens=5,
+        seed=0,
+    )
     assert res.metrics["kl"] == 0.0  # policy == reference
-    assert set(res.metrics) == {"rm_score", "annotator_score", "kl", "distinct_1", "distinct_2",
-                                "ref_perplexity", "response_len"}
+    assert set(res.metrics) == {
+        "rm_score",
+        "annotator_score",
+        "kl",
+        "distinct_1",
+        "distinct_2",
+        "ref_perplexity",
+        "response_len",
+    }
     assert res.metrics["ref_perplexity"] > 1.0
     assert len(res.responses) == len(res.annotator_scores) == 3
     better = EvalResult("t", res.prompts, res.responses, res.rm_scores, [9.0, 9.0, -9.0], res.kl, res.response_lengths)

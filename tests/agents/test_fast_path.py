@@ -20,7 +20,7 @@ def test_sample_tokens_draws_from_the_softmax_and_never_a_masked_token():
     tokens, logp = sample_tokens(logits.repeat_interleave(40000, 0))
     probs = torch.softmax(logits, -1)
     for row in range(3):
-        freq = torch.bincount(tokens[row * 40000:(row + 1) * 40000], minlength=40) / 40000
+        freq = torch.bincount(tokens[row * 40000 : (row + 1) * 40000], minlength=40) / 40000
         # binomial std of a frequency is at most 0.5 / sqrt(40000) = 0.0025: 0.012 is ~5 std
         torch.testing.assert_close(freq, probs[row], atol=0.012, rtol=0)
         assert freq[::3].sum() == 0
@@ -38,8 +38,16 @@ def test_sample_tokens_is_seeded_by_torch():
 
 
 def _env(n=3, **kw):
-    return agents.make_vec_text_env(n_envs=n, model="tiny", prompts=PROMPTS, max_new_tokens=5, max_prompt_tokens=12,
-                                    reward="length", reward_kwargs={"target": 3}, **kw)
+    return agents.make_vec_text_env(
+        n_envs=n,
+        model="tiny",
+        prompts=PROMPTS,
+        max_new_tokens=5,
+        max_prompt_tokens=12,
+        reward="length",
+        reward_kwargs={"target": 3},
+        **kw,
+    )
 
 
 def test_lock_step_rollout_scores_episode_ends_in_batches_with_the_envs_own_scores():
@@ -86,6 +94,10 @@ def test_adam_is_fused_unless_the_caller_picks_a_kernel():
     env = _env(n=1)
     fused = RLHFPPO(LMActorCriticPolicy, env, policy_kwargs={"model": "tiny"}, seed=0)
     assert fused.policy.optimizer.defaults["fused"] is True
-    plain = RLHFPPO(LMActorCriticPolicy, env, seed=0,
-                    policy_kwargs={"model": "tiny", "optimizer_kwargs": {"eps": 1e-5, "foreach": False}})
+    plain = RLHFPPO(
+        LMActorCriticPolicy,
+        env,
+        seed=0,
+        policy_kwargs={"model": "tiny", "optimizer_kwargs": {"eps": 1e-5, "foreach": False}},
+    )
     assert not plain.policy.optimizer.defaults["fused"]

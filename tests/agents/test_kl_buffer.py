@@ -25,8 +25,7 @@ def episode():
     """Observations of one 3-token episode, the policy, and its reference log-probs."""
     import textenv  # noqa: F401
 
-    env = gym.make("TextRLHF-v0", model="tiny", prompts=PROMPTS, reward="length", max_prompt_tokens=8,
-                   max_new_tokens=3)
+    env = gym.make("TextRLHF-v0", model="tiny", prompts=PROMPTS, reward="length", max_prompt_tokens=8, max_new_tokens=3)
     policy = LMActorCriticPolicy(env.observation_space, env.action_space, lambda _: 1e-4, model="tiny")
     obs, _ = env.reset(seed=0, options={"prompt_index": 0})
     observations = [obs]
@@ -36,14 +35,27 @@ def episode():
     full = observations[-1]
     resp = np.zeros_like(full["input_ids"], dtype=bool)
     resp[-3:] = True
-    ref = policy.reference_logprobs(torch.as_tensor(full["input_ids"])[None], torch.as_tensor(full["attention_mask"])[None],
-                                    torch.as_tensor(resp)[None])[0, -3:].numpy()
+    ref = policy.reference_logprobs(
+        torch.as_tensor(full["input_ids"])[None],
+        torch.as_tensor(full["attention_mask"])[None],
+        torch.as_tensor(resp)[None],
+    )[0, -3:].numpy()
     return env, policy, observations[:3], ref
 
 
 def _buffer(env, policy, size, lam, mode="terminal"):
-    buf = KLRolloutBuffer(size, env.observation_space, env.action_space, device="cpu", gamma=1.0, gae_lambda=lam,
-                          n_envs=1, kl_coef=BETA, adaptive_kl=False, kl_mode=mode)
+    buf = KLRolloutBuffer(
+        size,
+        env.observation_space,
+        env.action_space,
+        device="cpu",
+        gamma=1.0,
+        gae_lambda=lam,
+        n_envs=1,
+        kl_coef=BETA,
+        adaptive_kl=False,
+        kl_mode=mode,
+    )
     buf.bind(policy)
     return buf
 
@@ -51,8 +63,14 @@ def _buffer(env, policy, size, lam, mode="terminal"):
 def _add(buf, obs, t, ref, start, values):
     reward = SCORE if t == 2 else 0.0
     batch = {k: v[None] for k, v in obs.items()}
-    buf.add(batch, np.array([[TOKENS[t]]]), np.array([reward]), np.array([start]),
-            torch.tensor([values[t]]), torch.tensor([ref[t] + DELTA[t]]))
+    buf.add(
+        batch,
+        np.array([[TOKENS[t]]]),
+        np.array([reward]),
+        np.array([start]),
+        torch.tensor([values[t]]),
+        torch.tensor([ref[t] + DELTA[t]]),
+    )
 
 
 def _gae(rewards, values, lam):

@@ -52,13 +52,16 @@ def test_plain_sb3_without_the_kl_buffer_warns_once(algo):
     assert not _no_kl_warnings(again)
 
 
-@pytest.mark.parametrize("name, kwargs", [
-    ("ppo", {"n_steps": 4, "n_epochs": 1}),
-    ("trpo", {"n_steps": 4, "cg_max_steps": 2}),  # LMTRPO: the get_distribution path
-    ("maskable_ppo", {"n_steps": 4, "n_epochs": 1}),
-    ("rlhf_ppo", {"n_epochs": 1}),  # the fast agents add the KL themselves, no rollout buffer
-    ("reinforce", {}),
-])
+@pytest.mark.parametrize(
+    "name, kwargs",
+    [
+        ("ppo", {"n_steps": 4, "n_epochs": 1}),
+        ("trpo", {"n_steps": 4, "cg_max_steps": 2}),  # LMTRPO: the get_distribution path
+        ("maskable_ppo", {"n_steps": 4, "n_epochs": 1}),
+        ("rlhf_ppo", {"n_epochs": 1}),  # the fast agents add the KL themselves, no rollout buffer
+        ("reinforce", {}),
+    ],
+)
 def test_agents_with_a_kl_penalty_do_not_warn(name, kwargs):
     env = _env(mask="reference", mask_kwargs={"top_k": 5}) if name == "maskable_ppo" else _env()
     agent = agents.make_agent(name, env, seed=0, **kwargs)
@@ -73,8 +76,16 @@ def test_plain_sb3_with_the_kl_buffer_does_not_warn():
     """The README's plain-SB3 recipe: the buffer binds itself on its first rollout, before any update."""
     from stable_baselines3 import PPO
 
-    agent = PPO(agents.LMActorCriticPolicy, _env(), policy_kwargs={"model": "tiny"},
-                rollout_buffer_class=agents.KLRolloutBuffer, n_steps=4, batch_size=8, n_epochs=1, seed=0)
+    agent = PPO(
+        agents.LMActorCriticPolicy,
+        _env(),
+        policy_kwargs={"model": "tiny"},
+        rollout_buffer_class=agents.KLRolloutBuffer,
+        n_steps=4,
+        batch_size=8,
+        n_epochs=1,
+        seed=0,
+    )
     with warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always")
         agent.learn(8)

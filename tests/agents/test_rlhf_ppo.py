@@ -16,8 +16,9 @@ PROMPTS = ["The film opens with", "I watched this movie and", "Halfway through t
 
 def make_env(n_envs=3, max_new_tokens=6, **kw):
     kw.setdefault("reward", "sentiment")
-    return agents.make_vec_text_env(n_envs=n_envs, model="tiny", prompts=PROMPTS, max_new_tokens=max_new_tokens,
-                                    max_prompt_tokens=10, **kw)
+    return agents.make_vec_text_env(
+        n_envs=n_envs, model="tiny", prompts=PROMPTS, max_new_tokens=max_new_tokens, max_prompt_tokens=10, **kw
+    )
 
 
 def make_agent(env, **kw):
@@ -54,7 +55,9 @@ def test_kv_cached_rollout_logits_match_full_window_forwards():
             window_ids = torch.cat([torch.full((T - j,), 0), ids[:pos]])[None]  # the env's obs before it
             window_mask = torch.cat([torch.zeros(T - j, dtype=torch.long), mask[:pos]])[None]
             with torch.no_grad():
-                dist = agent.policy.get_distribution({"input_ids": window_ids.float(), "attention_mask": window_mask.float()})
+                dist = agent.policy.get_distribution(
+                    {"input_ids": window_ids.float(), "attention_mask": window_mask.float()}
+                )
                 expected = dist.log_prob(ids[pos][None])
             assert float(batch.logp[row, j]) == pytest.approx(float(expected), abs=1e-4)
 

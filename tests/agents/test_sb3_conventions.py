@@ -7,12 +7,11 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(__file__))
-from sb3_helpers import small_env_kwargs  # noqa: E402  (also sets the offline environment variables)
-
 import gymnasium as gym  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
+from sb3_helpers import small_env_kwargs  # noqa: E402  (also sets the offline environment variables)
 from stable_baselines3 import PPO  # noqa: E402
 from stable_baselines3.common.env_util import is_wrapped  # noqa: E402
 from stable_baselines3.common.monitor import Monitor  # noqa: E402
@@ -59,14 +58,17 @@ def test_critic_free_load_with_env_keeps_the_saved_group_size(saved):
     assert loaded.group_size == 2 and loaded.estimator == "rloo" and loaded.env.num_envs == 2
 
 
-@pytest.mark.parametrize("loader, saved_by, use", [
-    (PPO, "rlhf_ppo", r"saved by agents\.rlhf_ppo\.RLHFPPO.*RLHFPPO\.load"),
-    (PPO, "rloo", r"saved by agents\.critic_free\.CriticFreePG.*CriticFreePG\.load"),
-    (RLHFPPO, "ppo", r"not saved by agents\.rlhf_ppo\.RLHFPPO.*PPO\.load"),
-    (CriticFreePG, "ppo", r"not saved by agents\.critic_free\.CriticFreePG.*PPO\.load"),
-    (RLHFPPO, "rloo", r"saved by agents\.critic_free\.CriticFreePG.*CriticFreePG\.load"),
-    (CriticFreePG, "rlhf_ppo", r"saved by agents\.rlhf_ppo\.RLHFPPO.*RLHFPPO\.load"),
-])
+@pytest.mark.parametrize(
+    "loader, saved_by, use",
+    [
+        (PPO, "rlhf_ppo", r"saved by agents\.rlhf_ppo\.RLHFPPO.*RLHFPPO\.load"),
+        (PPO, "rloo", r"saved by agents\.critic_free\.CriticFreePG.*CriticFreePG\.load"),
+        (RLHFPPO, "ppo", r"not saved by agents\.rlhf_ppo\.RLHFPPO.*PPO\.load"),
+        (CriticFreePG, "ppo", r"not saved by agents\.critic_free\.CriticFreePG.*PPO\.load"),
+        (RLHFPPO, "rloo", r"saved by agents\.critic_free\.CriticFreePG.*CriticFreePG\.load"),
+        (CriticFreePG, "rlhf_ppo", r"saved by agents\.rlhf_ppo\.RLHFPPO.*RLHFPPO\.load"),
+    ],
+)
 def test_loading_with_the_wrong_class_names_the_right_one(saved, loader, saved_by, use):
     with pytest.raises(ValueError, match=use) as err:
         loader.load(saved[saved_by][1])
@@ -87,11 +89,14 @@ def test_make_agent_wraps_a_single_env_like_sb3(name):
     assert agent._batch.n == 1
 
 
-@pytest.mark.parametrize("name, kwargs", [
-    ("ppo", {"n_steps": 6, "n_epochs": 1, "batch_size": 6}),  # generic path: KLRolloutBuffer
-    ("rlhf_ppo", {"kl_coef": 0.1, "adaptive_kl": False}),  # fast path, KL in the reward
-    ("grpo", {"group_size": 2}),  # fast path, KL in the loss
-])
+@pytest.mark.parametrize(
+    "name, kwargs",
+    [
+        ("ppo", {"n_steps": 6, "n_epochs": 1, "batch_size": 6}),  # generic path: KLRolloutBuffer
+        ("rlhf_ppo", {"kl_coef": 0.1, "adaptive_kl": False}),  # fast path, KL in the reward
+        ("grpo", {"group_size": 2}),  # fast path, KL in the loss
+    ],
+)
 def test_every_path_logs_the_same_rlhf_metrics(name, kwargs):
     from agents.callbacks import RLHF_METRICS, RLHFHistory
 

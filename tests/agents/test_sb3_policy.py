@@ -51,8 +51,12 @@ def test_rollout_logprobs_equal_evaluate_actions_and_kl_is_zero_before_any_updat
 def _mixed_envs():
     # Same window length L = 14, different horizons, so episodes end (and reset) at different steps.
     def make(p, n):
-        return lambda: Monitor(gym.make("TextRLHF-v0", model="tiny", prompts=PROMPTS, reward="length",
-                                        max_prompt_tokens=p, max_new_tokens=n))
+        return lambda: Monitor(
+            gym.make(
+                "TextRLHF-v0", model="tiny", prompts=PROMPTS, reward="length", max_prompt_tokens=p, max_new_tokens=n
+            )
+        )
+
     return DummyVecEnv([make(10, 4), make(8, 6), make(11, 3)])
 
 
@@ -70,7 +74,9 @@ def test_kv_cached_logits_equal_full_forward_with_resets_and_batch_changes():
             sub = {k: v[:1] for k, v in o.items()}
             with torch.no_grad():
                 got = policy.get_distribution(sub).distribution.logits
-            full = policy.action_logits(trunk_hidden(policy.lm.base_model, sub["input_ids"], sub["attention_mask"])[:, -1])
+            full = policy.action_logits(
+                trunk_hidden(policy.lm.base_model, sub["input_ids"], sub["attention_mask"])[:, -1]
+            )
             torch.testing.assert_close(got, torch.log_softmax(full, -1), atol=1e-4, rtol=0)
         with torch.no_grad():
             actions, _, _ = policy(o)
@@ -158,8 +164,9 @@ def test_same_seed_same_actions():
 
 
 def test_reference_masks_never_empty_and_masked_distribution_is_exact():
-    env = agents.make_vec_text_env(2, seed=0, mask="reference", mask_kwargs={"top_k": 5, "top_p": 0.5},
-                                   **small_env_kwargs())
+    env = agents.make_vec_text_env(
+        2, seed=0, mask="reference", mask_kwargs={"top_k": 5, "top_p": 0.5}, **small_env_kwargs()
+    )
     agent = agents.make_agent("maskable_ppo", env, seed=0, n_steps=6)
     obs = env.reset()
     for _ in range(8):

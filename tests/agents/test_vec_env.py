@@ -12,8 +12,14 @@ from agents.rlhf_ppo import RLHFPPO
 from agents.vec_env import TextRLHFVecEnv, text_vector_env
 from textenv import TextRLHFVectorEnv
 
-KWARGS = dict(model="tiny", prompts=["one two", "three four five", "six"], max_new_tokens=3, max_prompt_tokens=8,
-              reward="length", reward_kwargs={"target": 3})
+KWARGS = dict(
+    model="tiny",
+    prompts=["one two", "three four five", "six"],
+    max_new_tokens=3,
+    max_prompt_tokens=8,
+    reward="length",
+    reward_kwargs={"target": 3},
+)
 
 
 def test_adapter_steps_like_sb3s_dummy_vec_env_of_single_envs():
@@ -73,7 +79,12 @@ def test_text_vector_env_accepts_what_the_fast_agents_can_step_and_refuses_the_r
     assert isinstance(text_vector_env(single), TextRLHFVectorEnv)
     with pytest.raises(TypeError, match="VecEnv wrappers"):
         text_vector_env(VecNormalize(env))
-    clipped = make_vec_env("TextRLHF-v0", n_envs=1, env_kwargs={**KWARGS, "render_mode": None},
-                           wrapper_class=gym.wrappers.TransformReward, wrapper_kwargs={"func": lambda r: 2 * r})
+    clipped = make_vec_env(
+        "TextRLHF-v0",
+        n_envs=1,
+        env_kwargs={**KWARGS, "render_mode": None},
+        wrapper_class=gym.wrappers.TransformReward,
+        wrapper_kwargs={"func": lambda r: 2 * r},
+    )
     with pytest.raises(TypeError, match="TransformReward"):
         text_vector_env(clipped)

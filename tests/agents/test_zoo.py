@@ -14,7 +14,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 import rl_zoo3  # noqa: F401  (the `zoo` extra, installed by `make setup`: a missing zoo fails here, never skips)
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -23,13 +22,36 @@ ROOT = Path(__file__).resolve().parents[2]
 def _zoo_train(algo: str, tmp_path: Path, *extra: str) -> subprocess.CompletedProcess:
     env = dict(os.environ)
     # Offline like the test process (tests/conftest.py), and the tiny model for env and policy alike.
-    env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
-               TEXTRLHF_ZOO_MODEL="tiny")
+    env.update(
+        HF_HUB_OFFLINE="1",
+        HF_DATASETS_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        TOKENIZERS_PARALLELISM="false",
+        TEXTRLHF_ZOO_MODEL="tiny",
+    )
     cmd = [
-        sys.executable, "-m", "rl_zoo3.train", "--algo", algo, "--env", "TextRLHF-v0", "--gym-packages", "textenv",
-        "-conf", str(ROOT / "configs" / "zoo" / f"{algo}.py"),
-        "--seed", "0", "--num-threads", "2", "--eval-freq", "-1",  # no eval env: the rlhf/* metrics are the point
-        "-f", str(tmp_path / "logs"), "-tb", str(tmp_path / "tb"), *extra,
+        sys.executable,
+        "-m",
+        "rl_zoo3.train",
+        "--algo",
+        algo,
+        "--env",
+        "TextRLHF-v0",
+        "--gym-packages",
+        "textenv",
+        "-conf",
+        str(ROOT / "configs" / "zoo" / f"{algo}.py"),
+        "--seed",
+        "0",
+        "--num-threads",
+        "2",
+        "--eval-freq",
+        "-1",  # no eval env: the rlhf/* metrics are the point
+        "-f",
+        str(tmp_path / "logs"),
+        "-tb",
+        str(tmp_path / "tb"),
+        *extra,
     ]
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
 

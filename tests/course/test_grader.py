@@ -84,12 +84,19 @@ def test_crashing_and_unimportable_files_are_reported(tmp_path):
 
 def test_cli_exit_status_and_env_var(tmp_path):
     env = dict(os.environ, HF_HUB_OFFLINE="1")
-    ok = subprocess.run([sys.executable, "-m", "course.grade", "ex2", "--solutions", str(SOLUTIONS_DIR)],
-                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    ok = subprocess.run(
+        [sys.executable, "-m", "course.grade", "ex2", "--solutions", str(SOLUTIONS_DIR)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert "ex2" in ok.stdout and "TOTAL 6/6" in ok.stdout
     env[ENV_VAR] = str(DEFAULT_DIR)
-    bad = subprocess.run([sys.executable, "-m", "course.grade", "2"], cwd=ROOT, env=env,
-                         capture_output=True, text=True, timeout=300)
+    bad = subprocess.run(
+        [sys.executable, "-m", "course.grade", "2"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
     assert bad.returncode == 1
     assert "ex2.gae[vs agents.losses.gae]: not implemented yet" in bad.stdout

@@ -47,8 +47,14 @@ def _with_gae(body: str) -> str:
 
 def _cli(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
     env = dict(os.environ, HF_HUB_OFFLINE="1")
-    return subprocess.run([sys.executable, "-m", "course.grade", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "course.grade", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def test_an_infinite_loop_costs_that_exercise_only(tmp_path):
@@ -65,14 +71,23 @@ def test_an_infinite_loop_costs_that_exercise_only(tmp_path):
 # (the file's change, where the reason shows up, what it says, the total)
 ENDINGS = {
     "sys.exit(0) at import": (
-        "import sys\nsys.exit(0)\n" + WRONG_GAE, "ex2.gae[vs agents.losses.gae]",
-        "could not import the exercise file: SystemExit: 0", "TOTAL 0/6"),
+        "import sys\nsys.exit(0)\n" + WRONG_GAE,
+        "ex2.gae[vs agents.losses.gae]",
+        "could not import the exercise file: SystemExit: 0",
+        "TOTAL 0/6",
+    ),
     "os._exit(0) in a graded function": (
-        _with_gae("import os; os._exit(0)"), "ex2.gae[vs agents.losses.gae]",
-        "the grading process of ex2 ended (exit status 0) before reporting", "TOTAL 0/6"),
+        _with_gae("import os; os._exit(0)"),
+        "ex2.gae[vs agents.losses.gae]",
+        "the grading process of ex2 ended (exit status 0) before reporting",
+        "TOTAL 0/6",
+    ),
     "KeyboardInterrupt in a graded function": (
-        _with_gae("raise KeyboardInterrupt"), "ex2.gae[vs agents.losses.gae]",
-        "raised KeyboardInterrupt at ex2_gae.py:", "TOTAL 2/6"),  # the discounted_returns checks still pass
+        _with_gae("raise KeyboardInterrupt"),
+        "ex2.gae[vs agents.losses.gae]",
+        "raised KeyboardInterrupt at ex2_gae.py:",
+        "TOTAL 2/6",
+    ),  # the discounted_returns checks still pass
 }
 
 
@@ -90,13 +105,20 @@ def test_patching_the_checks_gives_no_marks(tmp_path, monkeypatch):
     import course.checks
     import course.grading
 
-    for module, name in ((course.checks, "assert_close"), (course.grading, "assert_close"),
-                         (course.checks, "require"), (course.grading, "require")):
+    for module, name in (
+        (course.checks, "assert_close"),
+        (course.grading, "assert_close"),
+        (course.checks, "require"),
+        (course.grading, "require"),
+    ):
         monkeypatch.setattr(module, name, getattr(module, name))  # restored afterwards, whatever the file does
-    mine = _student(tmp_path, "ex2_gae.py",
-                    "import course.checks, course.grading\n"
-                    "course.checks.assert_close = course.grading.assert_close = lambda *a, **k: None\n"
-                    "course.checks.require = course.grading.require = lambda *a, **k: None\n" + WRONG_GAE)
+    mine = _student(
+        tmp_path,
+        "ex2_gae.py",
+        "import course.checks, course.grading\n"
+        "course.checks.assert_close = course.grading.assert_close = lambda *a, **k: None\n"
+        "course.checks.require = course.grading.require = lambda *a, **k: None\n" + WRONG_GAE,
+    )
     (r,) = grade(["ex2"], directory=mine)
     assert r.points == 0, f"{r.points}/{r.total}; failures: {r.failures}"
     reasons = dict(r.failures)
@@ -123,8 +145,13 @@ def test_the_wire_carries_plain_data_only():
 
     from course._wire import ARRAY, Unsupported, WireError, decode, encode
 
-    sent = {"loss": torch.tensor(1.5), "grad": torch.ones(2, 3, dtype=torch.bfloat16), "n": np.int64(3),
-            "pair": (torch.arange(3), [None, "x", True]), "odd": {1, 2}}
+    sent = {
+        "loss": torch.tensor(1.5),
+        "grad": torch.ones(2, 3, dtype=torch.bfloat16),
+        "n": np.int64(3),
+        "pair": (torch.arange(3), [None, "x", True]),
+        "odd": {1, 2},
+    }
     got = decode(encode(sent))
     assert got["loss"].shape == () and float(got["loss"]) == 1.5
     assert got["grad"].dtype == np.float32 and got["grad"].shape == (2, 3)
@@ -132,10 +159,12 @@ def test_the_wire_carries_plain_data_only():
     assert got["pair"][0].tolist() == [0, 1, 2] and got["pair"][1] == [None, "x", True]
     assert got["odd"] == Unsupported("set")
     data = base64.b64encode(b"\0" * 8).decode()
-    for bad in ({ARRAY: {"dtype": "object", "shape": [1], "data": data}},  # numpy would unpickle objects
-                {ARRAY: {"dtype": "float64", "shape": [2], "data": data}},  # 8 bytes cannot hold 2 floats
-                {ARRAY: {"dtype": "float64", "shape": [1], "data": "not base64!"}},
-                {ARRAY: {"dtype": "float64", "shape": [-1], "data": data}}):
+    for bad in (
+        {ARRAY: {"dtype": "object", "shape": [1], "data": data}},  # numpy would unpickle objects
+        {ARRAY: {"dtype": "float64", "shape": [2], "data": data}},  # 8 bytes cannot hold 2 floats
+        {ARRAY: {"dtype": "float64", "shape": [1], "data": "not base64!"}},
+        {ARRAY: {"dtype": "float64", "shape": [-1], "data": data}},
+    ):
         with pytest.raises(WireError):
             decode(bad)
     nested = []

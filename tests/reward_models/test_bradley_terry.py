@@ -94,7 +94,7 @@ def test_score_is_eval_mode_no_grad_and_batch_independent(trained_model):
     a = model.score(prompts, responses)
     assert model.training  # the caller's mode is restored
     model.eval()
-    b = np.concatenate([model.score(prompts[i:i + 1], responses[i:i + 1]) for i in range(len(prompts))])
+    b = np.concatenate([model.score(prompts[i : i + 1], responses[i : i + 1]) for i in range(len(prompts))])
     np.testing.assert_allclose(a, b, atol=1e-4)
 
 

@@ -21,7 +21,8 @@ HH_ROWS = [
         "rejected": "\n\nHuman: What is a good movie?\n\nAssistant: I don't know.",
     },
     {
-        "chosen": "\n\nHuman: Hi\n\nAssistant: Hello!\n\nHuman: Tell me a joke\n\nAssistant: Why did the chicken cross the road?",
+        "chosen": "\n\nHuman: Hi\n\nAssistant: Hello!\n\nHuman: Tell me a joke"
+        "\n\nAssistant: Why did the chicken cross the road?",
         "rejected": "\n\nHuman: Hi\n\nAssistant: Hello!\n\nHuman: Tell me a joke\n\nAssistant: No.",
     },
 ]
@@ -29,8 +30,9 @@ HH_ROWS = [
 
 def test_hh_splitter_on_hand_written_rows():
     pairs = pairs_from_rows(HH_ROWS)
-    assert pairs[0] == PreferencePair("\n\nHuman: What is a good movie?\n\nAssistant:",
-                                      "Try Casablanca, a classic.", "I don't know.")
+    assert pairs[0] == PreferencePair(
+        "\n\nHuman: What is a good movie?\n\nAssistant:", "Try Casablanca, a classic.", "I don't know."
+    )
     # Multi-turn: the prompt keeps the earlier assistant turn, only the final reply is the response.
     assert pairs[1].prompt == "\n\nHuman: Hi\n\nAssistant: Hello!\n\nHuman: Tell me a joke\n\nAssistant:"
     assert (pairs[1].chosen, pairs[1].rejected) == ("Why did the chicken cross the road?", "No.")
@@ -43,8 +45,10 @@ def _write_jsonl(path, rows):
 
 
 def test_local_files_explicit_and_hh_schema(tmp_path):
-    rows = [{"prompt": "p1", "chosen": "good", "rejected": "bad", "extra": 1},
-            {"prompt": "p2", "chosen": "nice", "rejected": "mean", "extra": 2}]
+    rows = [
+        {"prompt": "p1", "chosen": "good", "rejected": "bad", "extra": 1},
+        {"prompt": "p2", "chosen": "nice", "rejected": "mean", "extra": 2},
+    ]
     pairs = load_preferences(_write_jsonl(tmp_path / "a.jsonl", rows))
     assert pairs == [PreferencePair("p1", "good", "bad"), PreferencePair("p2", "nice", "mean")]
     (tmp_path / "a.csv").write_text("prompt,chosen,rejected\np1,good,bad\np2,nice,mean\n")
@@ -58,20 +62,29 @@ def test_local_files_explicit_and_hh_schema(tmp_path):
 @pytest.mark.parametrize(
     "rows, match",
     [
-        ([{"prompt": "p", "chosen": "a", "rejected": "b"}, {"prompt": "p", "chosen": "", "rejected": "b"}],
-         r"row 1: the 'chosen' response is empty"),
+        (
+            [{"prompt": "p", "chosen": "a", "rejected": "b"}, {"prompt": "p", "chosen": "", "rejected": "b"}],
+            r"row 1: the 'chosen' response is empty",
+        ),
         ([{"prompt": "p", "chosen": "a", "rejected": "   "}], r"row 0: the 'rejected' response is empty"),
         ([{"prompt": "p", "chosen": "same", "rejected": "same"}], r"row 0: 'chosen' and 'rejected' are identical"),
         ([{"prompt": "p", "chosen": "a"}], r"row 0 lacks column\(s\) \['rejected'\]"),
         ([{"prompt": "p", "chosen": "a", "rejected": None}], r"row 0: the 'rejected' response is empty"),
         ([{"prompt": "p", "chosen": 3, "rejected": "b"}], r"row 0: column 'chosen' must be text"),
         ([{"prompt": "p", "chosen": "a", "rejected": "b", "margin": float("nan")}], r"row 0: 'margin'"),
-        ([HH_ROWS[0], {"chosen": "\n\nHuman: A\n\nAssistant: x", "rejected": "\n\nHuman: B\n\nAssistant: y"}],
-         r"row 1: the 'chosen' and 'rejected' dialogues differ"),
+        (
+            [HH_ROWS[0], {"chosen": "\n\nHuman: A\n\nAssistant: x", "rejected": "\n\nHuman: B\n\nAssistant: y"}],
+            r"row 1: the 'chosen' and 'rejected' dialogues differ",
+        ),
         ([{"chosen": "no turns here", "rejected": "\n\nHuman: A\n\nAssistant: y"}], r"row 0 \(chosen\) has no"),
-        ([{"chosen": "\n\nHuman: A\n\nAssistant: x", "rejected": "\n\nHuman: A\n\nAssistant: x"}],
-         r"row 0: 'chosen' and 'rejected' are identical"),
-        ([{"prompt": "p", "chosen": "a", "rejected": "b"}, {"chosen": "a", "rejected": "b"}], r"row 1 lacks a 'prompt'"),
+        (
+            [{"chosen": "\n\nHuman: A\n\nAssistant: x", "rejected": "\n\nHuman: A\n\nAssistant: x"}],
+            r"row 0: 'chosen' and 'rejected' are identical",
+        ),
+        (
+            [{"prompt": "p", "chosen": "a", "rejected": "b"}, {"chosen": "a", "rejected": "b"}],
+            r"row 1 lacks a 'prompt'",
+        ),
         ([], r"no preference rows"),
     ],
 )

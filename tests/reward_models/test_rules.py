@@ -18,14 +18,19 @@ def test_sentiment_sign_on_obvious_texts():
 
 def test_length_keywords_and_weighted_sum():
     np.testing.assert_allclose(make_reward("length", target=4).score(P, ["a b c d", "a b"]), [0.0, -0.5])
-    np.testing.assert_allclose(make_reward("keywords", keywords=["good", "fun"]).score(P, ["GOOD fun", "meh"]), [1.0, 0.0])
+    np.testing.assert_allclose(
+        make_reward("keywords", keywords=["good", "fun"]).score(P, ["GOOD fun", "meh"]), [1.0, 0.0]
+    )
     ws = make_reward("weighted_sum", rewards={"length": 2.0, "keywords": 1.0})
-    np.testing.assert_allclose(ws.score(P, ["good a b c d e f g h i j k", "x"]),
-                               [2 * 0.0 + 1 / 3, 2 * (-11 / 12) + 0.0], rtol=1e-6)
+    np.testing.assert_allclose(
+        ws.score(P, ["good a b c d e f g h i j k", "x"]), [2 * 0.0 + 1 / 3, 2 * (-11 / 12) + 0.0], rtol=1e-6
+    )
 
 
-@pytest.mark.parametrize("value, error", [(float("nan"), ValueError), (float("inf"), ValueError),
-                                          ([1.0, 2.0], TypeError), ("1.0", TypeError)])
+@pytest.mark.parametrize(
+    "value, error",
+    [(float("nan"), ValueError), (float("inf"), ValueError), ([1.0, 2.0], TypeError), ("1.0", TypeError)],
+)
 def test_callable_bad_outputs_name_the_prompt(value, error):
     reward = make_reward(lambda p, r: value if p == "bad prompt" else 0.0)
     with pytest.raises(error, match="bad prompt"):

@@ -24,8 +24,24 @@ def _run_tiny(tmp_path, methods: str) -> dict:
     from scripts.benchmark import main
 
     out = tmp_path / "bench"
-    rc = main(["--model", "tiny", "--batch-sizes", "2", "--max-new-tokens", "4", "--iterations", "1",
-               "--runs", "1", "--methods", methods, "--run-dir", str(out)])
+    rc = main(
+        [
+            "--model",
+            "tiny",
+            "--batch-sizes",
+            "2",
+            "--max-new-tokens",
+            "4",
+            "--iterations",
+            "1",
+            "--runs",
+            "1",
+            "--methods",
+            methods,
+            "--run-dir",
+            str(out),
+        ]
+    )
     assert rc == 0
     assert (out / "tokens_per_s.png").stat().st_size > 1000
     return json.loads((out / "benchmark.json").read_text())
@@ -43,8 +59,14 @@ def test_tiny_benchmark_reports_every_method(tmp_path, capsys):
     for key in ("rollout_s", "rollout_tokens_per_s"):
         assert _positive(res["naive"][key])
     assert res["naive"]["tokens_per_iteration"] == 4  # one env at a time
-    for key in ("generate_s", "forward_s", "forward_backward_s", "generate_tokens_per_s",
-                "forward_seq_tokens_per_s", "forward_backward_seq_tokens_per_s"):
+    for key in (
+        "generate_s",
+        "forward_s",
+        "forward_backward_s",
+        "generate_tokens_per_s",
+        "forward_seq_tokens_per_s",
+        "forward_backward_seq_tokens_per_s",
+    ):
         assert _positive(res["limits"][key]), key
     ratios = data["ratios"]["2"]
     for key in ("fast_rollout_vs_generate", "generic_rollout_vs_naive"):

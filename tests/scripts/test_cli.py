@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Literal
 
 import pytest
 
@@ -26,7 +26,7 @@ class Demo(Base):
     lr: float = 1e-3
     """Learning rate of
     the optimiser."""
-    name: Optional[str] = None
+    name: str | None = None
     """Run name."""
     verbose: bool = False
     """Talk more."""
@@ -51,11 +51,47 @@ def test_field_docs_read_source_and_bases():
 
 
 def test_parse_all_types():
-    cfg = parse_args(Demo, ["--seed", "3", "--lr", "0.5", "--name", "none", "--verbose", "--tags", "a", "b",
-                            "--sizes", "4", "5", "--mode", "slow", "--extra", '{"k": 1}', "--out", "/tmp/o",
-                            "--helped", "7", "--max_len", "6"])
-    assert cfg == Demo(seed=3, lr=0.5, name=None, verbose=True, tags=["a", "b"], sizes=(4, 5), mode="slow",
-                       extra={"k": 1}, out=Path("/tmp/o"), helped=7, max_len=6)
+    cfg = parse_args(
+        Demo,
+        [
+            "--seed",
+            "3",
+            "--lr",
+            "0.5",
+            "--name",
+            "none",
+            "--verbose",
+            "--tags",
+            "a",
+            "b",
+            "--sizes",
+            "4",
+            "5",
+            "--mode",
+            "slow",
+            "--extra",
+            '{"k": 1}',
+            "--out",
+            "/tmp/o",
+            "--helped",
+            "7",
+            "--max_len",
+            "6",
+        ],
+    )
+    assert cfg == Demo(
+        seed=3,
+        lr=0.5,
+        name=None,
+        verbose=True,
+        tags=["a", "b"],
+        sizes=(4, 5),
+        mode="slow",
+        extra={"k": 1},
+        out=Path("/tmp/o"),
+        helped=7,
+        max_len=6,
+    )
     assert parse_args(Demo, []) == Demo()
     assert parse_args(Demo, ["--no-verbose", "--name", "run1"]).name == "run1"
     assert parse_args(Demo, ["--max-len", "8"]).max_len == 8
@@ -79,10 +115,24 @@ def test_the_pipeline_parses_with_the_same_engine(capsys):
     from scripts.stages.config_cli import cli_layer
 
     parser = pipeline_parser()
-    ns = parser.parse_args(["--rl.kl_coef", "0.1", "--reward-model.max-length", "64", "--threads", "none",
-                            "--stages", "rl,evaluate", "--no-progress"])
-    assert cli_layer(ns) == {"rl": {"kl_coef": 0.1}, "reward_model": {"max_length": 64},
-                             "run": {"threads": None, "stages": ["rl", "evaluate"], "progress": False}}
+    ns = parser.parse_args(
+        [
+            "--rl.kl_coef",
+            "0.1",
+            "--reward-model.max-length",
+            "64",
+            "--threads",
+            "none",
+            "--stages",
+            "rl,evaluate",
+            "--no-progress",
+        ]
+    )
+    assert cli_layer(ns) == {
+        "rl": {"kl_coef": 0.1},
+        "reward_model": {"max_length": 64},
+        "run": {"threads": None, "stages": ["rl", "evaluate"], "progress": False},
+    }
     with pytest.raises(SystemExit):
         parser.parse_args(["--device", "tpu"])  # a Literal field: choices, as in the scripts
     assert "invalid choice" in capsys.readouterr().err

@@ -13,9 +13,30 @@ def test_tiny_comparison_writes_curves_plot_and_summary(tmp_path):
     from scripts.compare_agents import main
 
     out = tmp_path / "compare"
-    summary = main(["--model", "tiny", "--reward", "length", "--algos", "rlhf_ppo,rloo", "--n-envs", "4",
-                    "--max-new-tokens", "4", "--max-prompt-tokens", "16", "--total-timesteps", "48",
-                    "--eval-samples", "1", "--learning-rates", '{"rloo": 1e-3}', "--run-dir", str(out)])
+    summary = main(
+        [
+            "--model",
+            "tiny",
+            "--reward",
+            "length",
+            "--algos",
+            "rlhf_ppo,rloo",
+            "--n-envs",
+            "4",
+            "--max-new-tokens",
+            "4",
+            "--max-prompt-tokens",
+            "16",
+            "--total-timesteps",
+            "48",
+            "--eval-samples",
+            "1",
+            "--learning-rates",
+            '{"rloo": 1e-3}',
+            "--run-dir",
+            str(out),
+        ]
+    )
     assert set(summary) == {"reference", "rlhf_ppo", "rloo"}
     assert summary["rloo"]["learning_rate"] == 1e-3
     for algo in ("rlhf_ppo", "rloo"):
@@ -24,8 +45,9 @@ def test_tiny_comparison_writes_curves_plot_and_summary(tmp_path):
         for key in ("final_score", "final_kl", "held_out_score", "held_out_kl"):
             assert math.isfinite(s[key]), (algo, key)
     rows = list(csv.DictReader(open(out / "curves.csv")))
-    assert [r["algo"] for r in rows] == (["rlhf_ppo"] * summary["rlhf_ppo"]["rollouts"]
-                                         + ["rloo"] * summary["rloo"]["rollouts"])
+    assert [r["algo"] for r in rows] == (
+        ["rlhf_ppo"] * summary["rlhf_ppo"]["rollouts"] + ["rloo"] * summary["rloo"]["rollouts"]
+    )
     assert all(math.isfinite(float(r["rlhf/kl"])) for r in rows)
     assert (out / "curves.png").stat().st_size > 1000
     assert json.loads((out / "summary.json").read_text()) == json.loads(json.dumps(summary))

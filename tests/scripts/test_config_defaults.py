@@ -32,10 +32,18 @@ OTHER_CONCEPT = {(RewardModelConfig, "batch_size")}
 
 # (name, script / pipeline config, its library configs, its named overrides {field: reason})
 CASES = [
-    ("pipeline reward_model", pipeline.RewardModelStageConfig, RM_CONFIGS,
-     {f: why for (section, f), why in pipeline.LIBRARY_OVERRIDES.items() if section == "reward_model"}),
-    ("pipeline rl", pipeline.RLConfig, (KLConfig,),
-     {f: why for (section, f), why in pipeline.LIBRARY_OVERRIDES.items() if section == "rl"}),
+    (
+        "pipeline reward_model",
+        pipeline.RewardModelStageConfig,
+        RM_CONFIGS,
+        {f: why for (section, f), why in pipeline.LIBRARY_OVERRIDES.items() if section == "reward_model"},
+    ),
+    (
+        "pipeline rl",
+        pipeline.RLConfig,
+        (KLConfig,),
+        {f: why for (section, f), why in pipeline.LIBRARY_OVERRIDES.items() if section == "rl"},
+    ),
     ("scripts.train_reward_model", train_reward_model.Config, RM_CONFIGS, train_reward_model.LIBRARY_OVERRIDES),
     ("scripts.train_agent", train_agent.Config, (KLConfig,), {}),
     ("scripts.compare_agents", compare_agents.Config, (KLConfig,), compare_agents.LIBRARY_OVERRIDES),
@@ -55,8 +63,12 @@ def default(f: dataclasses.Field):
 def shared_fields(cls, libraries) -> list[tuple[str, object, type, object]]:
     """``(field, its default, library config, the library's default)`` for every same-concept field."""
     lib_fields = {(lib, f.name): default(f) for lib in libraries for f in dataclasses.fields(lib)}
-    return [(f.name, default(f), lib, lib_fields[lib, f.name]) for f in dataclasses.fields(cls)
-            for lib in libraries if (lib, f.name) in lib_fields and (lib, f.name) not in OTHER_CONCEPT]
+    return [
+        (f.name, default(f), lib, lib_fields[lib, f.name])
+        for f in dataclasses.fields(cls)
+        for lib in libraries
+        if (lib, f.name) in lib_fields and (lib, f.name) not in OTHER_CONCEPT
+    ]
 
 
 def test_the_cases_cover_the_concepts():
@@ -69,12 +81,16 @@ def test_the_cases_cover_the_concepts():
 
 @pytest.mark.parametrize(("name", "cls", "libraries", "overrides"), CASES, ids=IDS)
 def test_defaults_are_the_library_s_unless_named_overrides(name, cls, libraries, overrides):
-    drifted = [f"{field} = {value!r} but {lib.__name__}.{field} = {lib_value!r}"
-               for field, value, lib, lib_value in shared_fields(cls, libraries)
-               if field not in overrides and value != lib_value]
-    assert not drifted, (f"{name}: defaults that drifted from the library: {drifted}; take the library's "
-                         f"(`= {libraries[0].__name__}.<field>`) or name the override and its reason in "
-                         f"LIBRARY_OVERRIDES")
+    drifted = [
+        f"{field} = {value!r} but {lib.__name__}.{field} = {lib_value!r}"
+        for field, value, lib, lib_value in shared_fields(cls, libraries)
+        if field not in overrides and value != lib_value
+    ]
+    assert not drifted, (
+        f"{name}: defaults that drifted from the library: {drifted}; take the library's "
+        f"(`= {libraries[0].__name__}.<field>`) or name the override and its reason in "
+        f"LIBRARY_OVERRIDES"
+    )
 
 
 @pytest.mark.parametrize(("name", "cls", "libraries", "overrides"), CASES, ids=IDS)
@@ -85,7 +101,8 @@ def test_every_named_override_differs_from_the_library(name, cls, libraries, ove
     for field, reason in overrides.items():
         assert field in shared, f"{name}: override {field!r} is not a field shared with the library"
         assert all(value != lib_value for value, lib_value in shared[field]), (
-            f"{name}: override {field!r} equals the library's default {shared[field]}: drop it from LIBRARY_OVERRIDES")
+            f"{name}: override {field!r} equals the library's default {shared[field]}: drop it from LIBRARY_OVERRIDES"
+        )
         assert isinstance(reason, str) and len(reason.split()) >= 5, f"{name}: override {field!r} needs its reason"
 
 
@@ -96,8 +113,11 @@ def test_the_pipeline_keeps_its_measured_rl_kl_defaults():
 
 
 def test_the_reward_model_max_length_is_one_value():
-    values = {RewardModelConfig.max_length, pipeline.RewardModelStageConfig.max_length,
-              train_reward_model.Config.max_length}
+    values = {
+        RewardModelConfig.max_length,
+        pipeline.RewardModelStageConfig.max_length,
+        train_reward_model.Config.max_length,
+    }
     assert values == {RewardModelConfig.max_length}, values
 
 
@@ -118,11 +138,19 @@ def test_make_agent_s_kl_options_are_the_klconfig_fields():
     assert tuple(KL_OPTIONS) == tuple(f.name for f in dataclasses.fields(KLConfig))
 
 
-@pytest.mark.parametrize("bad", [{"kl_coef": -0.1}, {"kl_coef": math.inf}, {"kl_estimator": "k4"},
-                                 {"kl_mode": "sequence"}, {"kl_target": 0.0}, {"kl_horizon": -1.0},
-                                 {"kl_horizon": math.nan}])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"kl_coef": -0.1},
+        {"kl_coef": math.inf},
+        {"kl_estimator": "k4"},
+        {"kl_mode": "sequence"},
+        {"kl_target": 0.0},
+        {"kl_horizon": -1.0},
+        {"kl_horizon": math.nan},
+    ],
+)
 def test_klconfig_rejects_bad_values_naming_them(bad):
-    (key, value), = bad.items()
+    ((key, value),) = bad.items()
     with pytest.raises(ValueError, match=key):
         KLConfig(**bad)
-

@@ -27,21 +27,38 @@ def _legend_labels(ax) -> list[str]:
 
 def _progress_rows(n: int = 3) -> list[dict]:
     # Three iterations: matplotlib's default locator would put ticks at 1.25, 1.5, ...
-    return [{"iteration": str(i), "timesteps": str(8 * i), **{k: str(0.1 * i + j) for j, k in enumerate(RL_KEYS)}}
-            for i in range(1, n + 1)]
+    return [
+        {"iteration": str(i), "timesteps": str(8 * i), **{k: str(0.1 * i + j) for j, k in enumerate(RL_KEYS)}}
+        for i in range(1, n + 1)
+    ]
 
 
 # ----------------------------------------------------------------------------- numbers
 def test_compare_summary_line_keeps_small_learning_rates():
     from scripts.compare_agents import display_number, summary_line
 
-    line = summary_line("grpo", {"learning_rate": 3e-5, "seconds": 12.34, "final_score": 0.123456,
-                                 "held_out_kl": 1234.56789, "rollouts": 3, "zero": 0.0})
+    line = summary_line(
+        "grpo",
+        {
+            "learning_rate": 3e-5,
+            "seconds": 12.34,
+            "final_score": 0.123456,
+            "held_out_kl": 1234.56789,
+            "rollouts": 3,
+            "zero": 0.0,
+        },
+    )
     assert line.startswith("[compare] grpo: ")
     shown = json.loads(line.removeprefix("[compare] grpo: "))
     assert "3e-05" in line and shown["learning_rate"] == 3e-5
-    assert shown == {"learning_rate": 3e-5, "seconds": 12.34, "final_score": 0.123, "held_out_kl": 1234.568,
-                     "rollouts": 3, "zero": 0.0}
+    assert shown == {
+        "learning_rate": 3e-5,
+        "seconds": 12.34,
+        "final_score": 0.123,
+        "held_out_kl": 1234.568,
+        "rollouts": 3,
+        "zero": 0.0,
+    }
     assert display_number(-0.000123456) == -0.000123
     assert math.isnan(display_number(float("nan")))
 
@@ -79,8 +96,9 @@ def test_rl_figure_draws_raw_and_smoothed_lines_on_integer_iterations():
 def test_score_histogram_counts_responses_not_prompts():
     from scripts.stages.report import scores_figure
 
-    fig = scores_figure({"sft": {"annotator_scores": [0.1, 0.2, 0.2, 0.9]},
-                         "rl": {"annotator_scores": [0.5, 0.6, 0.7, 0.9]}})
+    fig = scores_figure(
+        {"sft": {"annotator_scores": [0.1, 0.2, 0.2, 0.9]}, "rl": {"annotator_scores": [0.5, 0.6, 0.7, 0.9]}}
+    )
     (ax,) = fig.axes
     assert ax.get_ylabel() == "responses"
     assert _legend_labels(ax) == ["SFT (before RL)", "RL (after)"]
@@ -124,8 +142,11 @@ def _check_two_agent_curves(fig, algos) -> None:
 def test_compare_agents_curves_are_smoothed_per_agent(tmp_path):
     from scripts.compare_agents import curves_figure, plot
 
-    rows = [{"algo": algo, "timesteps": 8 * i, "rlhf/score": 0.1 * i + k, "rlhf/kl": 0.01 * i}
-            for k, algo in enumerate(("rloo", "grpo")) for i in range(1, 4)]
+    rows = [
+        {"algo": algo, "timesteps": 8 * i, "rlhf/score": 0.1 * i + k, "rlhf/kl": 0.01 * i}
+        for k, algo in enumerate(("rloo", "grpo"))
+        for i in range(1, 4)
+    ]
     fig = curves_figure(rows, "title")
     _check_two_agent_curves(fig, ("rloo", "grpo"))
     assert fig.axes[0].get_xlabel() == "generated tokens"
@@ -136,8 +157,11 @@ def test_compare_agents_curves_are_smoothed_per_agent(tmp_path):
 def test_course_curves_are_smoothed_per_algorithm(tmp_path):
     from course.scaffold import curves_figure, plot_curves
 
-    rows = [{"algorithm": algo, "iteration": i, "score": 0.1 * i + k, "kl": 0.01 * i}
-            for k, algo in enumerate(("rloo", "ppo")) for i in range(3)]
+    rows = [
+        {"algorithm": algo, "iteration": i, "score": 0.1 * i + k, "kl": 0.01 * i}
+        for k, algo in enumerate(("rloo", "ppo"))
+        for i in range(3)
+    ]
     fig = curves_figure(rows)
     _check_two_agent_curves(fig, ("rloo", "ppo"))
     assert fig.axes[0].get_xlabel() == "iteration"
@@ -153,22 +177,49 @@ def test_benchmark_chart_keeps_rollout_only_rates_off_the_whole_iteration_panel(
     from scripts.benchmark import bar_chart, throughput_figure
 
     results = {
-        2: {"naive": _bench(None, 5.0), "generic": _bench(20.0, 40.0), "fast": _bench(30.0, 60.0),
-            "trl": _bench(10.0, 15.0), "limits": {"generate_tokens_per_s": 100.0}},
-        8: {"naive": _bench(None, 5.0), "generic": _bench(None, 90.0), "fast": _bench(50.0, 80.0),
-            "trl": _bench(25.0, 30.0), "limits": {"generate_tokens_per_s": 200.0}},
+        2: {
+            "naive": _bench(None, 5.0),
+            "generic": _bench(20.0, 40.0),
+            "fast": _bench(30.0, 60.0),
+            "trl": _bench(10.0, 15.0),
+            "limits": {"generate_tokens_per_s": 100.0},
+        },
+        8: {
+            "naive": _bench(None, 5.0),
+            "generic": _bench(None, 90.0),
+            "fast": _bench(50.0, 80.0),
+            "trl": _bench(25.0, 30.0),
+            "limits": {"generate_tokens_per_s": 200.0},
+        },
     }
     whole, rollout = throughput_figure(results).axes
     assert "whole iteration" in whole.get_title() and "whole iteration" in whole.get_ylabel()
     assert "rollout only" in rollout.get_title() and "rollout only" in rollout.get_ylabel()
     assert _legend_labels(whole) == ["generic SB3 PPO", "fast RLHFPPO", "TRL PPO"]  # no rollout-only series
     assert sorted(p.get_height() for p in whole.patches) == [10.0, 20.0, 25.0, 30.0, 50.0]  # generic at 8: none
-    assert _legend_labels(rollout) == ["naive: 1 env, no cache", "generic SB3 PPO", "fast RLHFPPO", "TRL PPO",
-                                       "generate (limit)"]
-    assert sorted(p.get_height() for p in rollout.patches) == [5.0, 5.0, 15.0, 30.0, 40.0, 60.0, 80.0, 90.0,
-                                                               100.0, 200.0]
-    colours = [{label: h.patches[0].get_facecolor() for h, label in zip(*ax.get_legend_handles_labels())}
-               for ax in (whole, rollout)]
+    assert _legend_labels(rollout) == [
+        "naive: 1 env, no cache",
+        "generic SB3 PPO",
+        "fast RLHFPPO",
+        "TRL PPO",
+        "generate (limit)",
+    ]
+    assert sorted(p.get_height() for p in rollout.patches) == [
+        5.0,
+        5.0,
+        15.0,
+        30.0,
+        40.0,
+        60.0,
+        80.0,
+        90.0,
+        100.0,
+        200.0,
+    ]
+    colours = [
+        {label: h.patches[0].get_facecolor() for h, label in zip(*ax.get_legend_handles_labels())}
+        for ax in (whole, rollout)
+    ]
     assert all(colours[0][k] == colours[1][k] for k in colours[0])  # a method keeps its colour on both panels
     bar_chart(results, tmp_path / "tokens_per_s.png")
     assert (tmp_path / "tokens_per_s.png").stat().st_size > 1000

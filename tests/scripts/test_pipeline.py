@@ -69,9 +69,20 @@ def test_plots_open_and_report_mentions_metrics(tiny_run):
         img = mpimg.imread(tiny_run / "plots" / name)
         assert img.ndim == 3 and img.shape[0] > 100 and img.shape[1] > 100
     report = (tiny_run / "report.md").read_text()
-    for needle in ("RM score", "annotator score", "win rate", "KL", "distinct-1", "distinct-2", "perplexity",
-                   "plots/rl_training.png", "plots/reward_model.png", "plots/annotator_scores.png",
-                   "| base | SFT (RL start) | RL |", "## Samples"):
+    for needle in (
+        "RM score",
+        "annotator score",
+        "win rate",
+        "KL",
+        "distinct-1",
+        "distinct-2",
+        "perplexity",
+        "plots/rl_training.png",
+        "plots/reward_model.png",
+        "plots/annotator_scores.png",
+        "| base | SFT (RL start) | RL |",
+        "## Samples",
+    ):
         assert needle in report, needle
 
 
@@ -99,8 +110,10 @@ def _wait_for(predicate, proc, timeout=240.0):
         if predicate():
             return
         if proc.poll() is not None:
-            pytest.fail(f"pipeline exited (rc {proc.returncode}) before the condition was met:\n"
-                        f"{proc.stdout.read() if proc.stdout else ''}")
+            pytest.fail(
+                f"pipeline exited (rc {proc.returncode}) before the condition was met:\n"
+                f"{proc.stdout.read() if proc.stdout else ''}"
+            )
         time.sleep(0.05)
     proc.kill()
     pytest.fail("timed out waiting for the RL checkpoint")
@@ -110,8 +123,20 @@ def test_sigkill_during_rl_then_resume(tiny_run, tmp_path):
     run_dir = tmp_path / "killed"
     shutil.copytree(tiny_run, run_dir, ignore=shutil.ignore_patterns("rl", "evaluate", "plots", "report.md"))
     # 5 iterations, checkpoint every 2: the kill lands after the CSV has rows newer than the checkpoint.
-    args = [sys.executable, "-m", "scripts.pipeline", "--tiny", "--run-dir", str(run_dir), "--resume",
-            "--no-progress", "--rl.total-timesteps", "80", "--rl.checkpoint-every", "2"]
+    args = [
+        sys.executable,
+        "-m",
+        "scripts.pipeline",
+        "--tiny",
+        "--run-dir",
+        str(run_dir),
+        "--resume",
+        "--no-progress",
+        "--rl.total-timesteps",
+        "80",
+        "--rl.checkpoint-every",
+        "2",
+    ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     ckpt, csv_path = run_dir / "rl" / "checkpoint" / "state.json", run_dir / "rl" / "progress.csv"
@@ -219,8 +244,16 @@ def test_sft_masks_prompt_tokens_and_best_of_n_picks_the_annotators_favourite():
     model, tok = load_model("tiny"), load_tokenizer("tiny")
     rows = best_of_n_demonstrations(cfg, model, tok)
     assert len(rows) == 3 and all(r["response"] for r in rows)
-    groups = sample_responses(model, tok, [r["prompt"] for r in rows], n=3, temperature=cfg.sft.best_of_n_temperature,
-                              max_new_tokens=cfg.run.max_new_tokens, seed=cfg.run.seed, progress=False)
+    groups = sample_responses(
+        model,
+        tok,
+        [r["prompt"] for r in rows],
+        n=3,
+        temperature=cfg.sft.best_of_n_temperature,
+        max_new_tokens=cfg.run.max_new_tokens,
+        seed=cfg.run.seed,
+        progress=False,
+    )
     annotator = make_reward(cfg.run.annotator)
     for row, group in zip(rows, groups):  # same seed, same samples: the chosen one has the best annotator score
         scores = annotator.score([row["prompt"]] * len(group), group)

@@ -22,10 +22,14 @@ from scripts.stages.rl_checkpoint import OPTIMIZER, STATE, load_checkpoint, read
 PROMPTS = ["The movie was", "I think that", "A short story:", "Hello"]
 GENERIC = ("ppo", "a2c", "trpo", "maskable_ppo")
 OPTIONS = {  # small and fast; adaptive beta with a short horizon so that it visibly moves in one rollout
-    "ppo": {"n_steps": 4, "n_epochs": 1, "batch_size": 8}, "a2c": {"n_steps": 4},
+    "ppo": {"n_steps": 4, "n_epochs": 1, "batch_size": 8},
+    "a2c": {"n_steps": 4},
     "maskable_ppo": {"n_steps": 4, "n_epochs": 1, "batch_size": 8},
     "trpo": {"n_steps": 4, "batch_size": 8, "n_critic_updates": 1, "cg_max_steps": 1, "line_search_max_iter": 1},
-    "rlhf_ppo": {"n_epochs": 1}, "reinforce": {}, "rloo": {"group_size": 2}, "grpo": {"group_size": 2},
+    "rlhf_ppo": {"n_epochs": 1},
+    "reinforce": {},
+    "rloo": {"group_size": 2},
+    "grpo": {"group_size": 2},
     "reinforce_pp": {},
 }
 
@@ -33,8 +37,9 @@ OPTIONS = {  # small and fast; adaptive beta with a short horizon so that it vis
 @pytest.fixture(scope="module")
 def env():
     """One tiny env for every agent of the module (building one takes seconds; make_agent reseeds it)."""
-    vec_env = agents.make_vec_text_env(2, seed=0, model="tiny", reward="length", prompts=PROMPTS, max_new_tokens=4,
-                                       max_prompt_tokens=16)
+    vec_env = agents.make_vec_text_env(
+        2, seed=0, model="tiny", reward="length", prompts=PROMPTS, max_new_tokens=4, max_prompt_tokens=16
+    )
     yield vec_env
     vec_env.close()
 
@@ -116,8 +121,18 @@ def test_crafted_optimizer_file_is_refused_without_running_it(env, tmp_path):
 def test_state_json_is_checked_key_by_key(tmp_path):
     folder = tmp_path / "checkpoint"
     folder.mkdir()
-    (folder / STATE).write_text(json.dumps({"format": "textrlhf-rl-checkpoint-v1", "algo": "ppo",
-                                            "num_timesteps": "64", "iteration": 4, "n_updates": 4,
-                                            "beta": 0.2, "seconds": 1.0}))
+    (folder / STATE).write_text(
+        json.dumps(
+            {
+                "format": "textrlhf-rl-checkpoint-v1",
+                "algo": "ppo",
+                "num_timesteps": "64",
+                "iteration": 4,
+                "n_updates": 4,
+                "beta": 0.2,
+                "seconds": 1.0,
+            }
+        )
+    )
     with pytest.raises(RunDirError, match=r"state\.json is corrupt \(missing or mistyped \['num_timesteps'\]\)"):
         read_state(folder)

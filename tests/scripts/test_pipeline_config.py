@@ -37,8 +37,17 @@ def test_explicit_config_and_flags_override_the_saved_config(tiny_run, tmp_path)
 
 def test_a_changed_setting_of_a_stage_that_is_not_rerun_is_named(tiny_run, tmp_path, capsys):
     run_dir = copy_run(tiny_run, tmp_path / "run")
-    code, out, err = run_pipeline(capsys, "--run-dir", str(run_dir), "--stages", "evaluate",
-                                  "--sft.learning-rate", "0.002", "--evaluate.max-prompts", "2")
+    code, out, err = run_pipeline(
+        capsys,
+        "--run-dir",
+        str(run_dir),
+        "--stages",
+        "evaluate",
+        "--sft.learning-rate",
+        "0.002",
+        "--evaluate.max-prompts",
+        "2",
+    )
     assert code == 0, err
     assert "config.yaml as saved" in out
     warnings = [line for line in out.splitlines() if "warning" in line]

@@ -42,23 +42,41 @@ def _write(path: Path, data: bytes) -> None:
 RESUME_RL = ("--resume", "--stages", "rl", "--rl.total-timesteps", "80")
 RESUME_EVAL = ("--resume", "--stages", "evaluate")
 DAMAGE = {  # case: (damage the copied run, the pipeline's arguments, what the message must say)
-    "corrupt_done_json": (lambda r: (r / "preferences" / "DONE.json").write_text('{"stage": '),
-                          ("--resume", "--stages", "preferences"),
-                          ["preferences/DONE.json is corrupt", "delete it and run again with --resume"]),
-    "corrupt_checkpoint_json": (lambda r: _write(r / "rl" / "checkpoint" / "state.json", b"{"), RESUME_RL,
-                                ["rl/checkpoint/state.json is corrupt", "delete", "--resume"]),
-    "truncated_checkpoint_weights": (lambda r: _write(r / "rl" / "checkpoint" / "policy.safetensors",
-                                                      b"\x40\0\0\0\0\0\0\0{"), RESUME_RL,
-                                     ["rl/checkpoint/policy.safetensors is truncated", "delete"]),
-    "missing_progress_rows": (lambda r: _lines(r / "rl" / "progress.csv", 3), RESUME_RL,
-                              ["rl/progress.csv does not match the checkpoint at iteration 4", "[3, 4] missing",
-                               "restore"]),
-    "cut_progress_row": (lambda r: _cut(r / "rl" / "progress.csv", drop=40), RESUME_RL,
-                         ["rl/progress.csv line 5 (iteration 4) is truncated", "restore"]),
-    "missing_sft_model": (lambda r: shutil.rmtree(r / "sft" / "model"), RESUME_EVAL,
-                          ["sft/model is missing", "--stages sft"]),
-    "truncated_sft_weights": (lambda r: _cut(r / "sft" / "model" / "model.safetensors", keep=100_000), RESUME_EVAL,
-                              ["sft/model/model.safetensors is truncated", "--stages sft"]),
+    "corrupt_done_json": (
+        lambda r: (r / "preferences" / "DONE.json").write_text('{"stage": '),
+        ("--resume", "--stages", "preferences"),
+        ["preferences/DONE.json is corrupt", "delete it and run again with --resume"],
+    ),
+    "corrupt_checkpoint_json": (
+        lambda r: _write(r / "rl" / "checkpoint" / "state.json", b"{"),
+        RESUME_RL,
+        ["rl/checkpoint/state.json is corrupt", "delete", "--resume"],
+    ),
+    "truncated_checkpoint_weights": (
+        lambda r: _write(r / "rl" / "checkpoint" / "policy.safetensors", b"\x40\0\0\0\0\0\0\0{"),
+        RESUME_RL,
+        ["rl/checkpoint/policy.safetensors is truncated", "delete"],
+    ),
+    "missing_progress_rows": (
+        lambda r: _lines(r / "rl" / "progress.csv", 3),
+        RESUME_RL,
+        ["rl/progress.csv does not match the checkpoint at iteration 4", "[3, 4] missing", "restore"],
+    ),
+    "cut_progress_row": (
+        lambda r: _cut(r / "rl" / "progress.csv", drop=40),
+        RESUME_RL,
+        ["rl/progress.csv line 5 (iteration 4) is truncated", "restore"],
+    ),
+    "missing_sft_model": (
+        lambda r: shutil.rmtree(r / "sft" / "model"),
+        RESUME_EVAL,
+        ["sft/model is missing", "--stages sft"],
+    ),
+    "truncated_sft_weights": (
+        lambda r: _cut(r / "sft" / "model" / "model.safetensors", keep=100_000),
+        RESUME_EVAL,
+        ["sft/model/model.safetensors is truncated", "--stages sft"],
+    ),
 }
 
 

@@ -58,8 +58,12 @@ def test_resume_with_every_step_in_the_checkpoint_exports_the_policy(tiny_run, t
 
 def test_resume_removes_stale_temporaries_and_restores_a_swapped_folder(tiny_run, tmp_path, capsys):
     run_dir = copy_run(tiny_run, tmp_path / "run")
-    stale = [run_dir / ".config.yaml.tmp-4242", run_dir / "rl" / ".progress.csv.tmp-17",
-             run_dir / "preferences" / "pairs.jsonl.meta.json.tmp-99", run_dir / "reward_model" / ".model.old-5"]
+    stale = [
+        run_dir / ".config.yaml.tmp-4242",
+        run_dir / "rl" / ".progress.csv.tmp-17",
+        run_dir / "preferences" / "pairs.jsonl.meta.json.tmp-99",
+        run_dir / "reward_model" / ".model.old-5",
+    ]
     for path in stale:
         path.write_text("half-written")
     (run_dir / "sft" / ".model.tmp-ab_c9").mkdir()
@@ -79,15 +83,17 @@ def test_resume_removes_stale_temporaries_and_restores_a_swapped_folder(tiny_run
 # ----------------------------------------------------------------------------- point 2
 def test_moved_run_folder_resumes_against_its_own_models(tiny_run, tmp_path, capsys):
     first = copy_run(tiny_run, tmp_path / "first", "rl", "evaluate", "plots", "report.md")
-    code, _, err = run_pipeline(capsys, "--tiny", "--run-dir", str(first), "--stages", "rl",
-                                "--rl.total-timesteps", "32")
+    code, _, err = run_pipeline(
+        capsys, "--tiny", "--run-dir", str(first), "--stages", "rl", "--rl.total-timesteps", "32"
+    )
     assert code == 0, err
     moved = tmp_path / "elsewhere" / "moved"
     moved.parent.mkdir()
     shutil.move(first, moved)  # the original folder is gone
     (moved / "rl" / "DONE.json").unlink()  # interrupted after its last checkpoint
-    code, out, err = run_pipeline(capsys, "--run-dir", str(moved), "--resume", "--stages", "rl",
-                                  "--rl.total-timesteps", "48")
+    code, out, err = run_pipeline(
+        capsys, "--run-dir", str(moved), "--resume", "--stages", "rl", "--rl.total-timesteps", "48"
+    )
     assert code == 0, err
     assert "resuming" in out
     rows = read_csv(moved / "rl" / "progress.csv")
@@ -112,8 +118,9 @@ def test_rerunning_a_stage_invalidates_every_later_stage(tiny_run, tmp_path, cap
     from scripts.pipeline import plan_stages, resolve_config
 
     run_dir = copy_run(tiny_run, tmp_path / "run")
-    code, out, err = run_pipeline(capsys, "--tiny", "--run-dir", str(run_dir), "--stages", "sft",
-                                  "--sft.learning-rate", "0.002")  # a new SFT model
+    code, out, err = run_pipeline(
+        capsys, "--tiny", "--run-dir", str(run_dir), "--stages", "sft", "--sft.learning-rate", "0.002"
+    )  # a new SFT model
     assert code == 0, err
     assert "invalidates preferences, reward-model, rl, evaluate" in out
     assert is_done(run_dir, "sft") and not any(is_done(run_dir, s) for s in STAGES[1:])
@@ -144,8 +151,9 @@ def test_pickles_in_rl_are_never_loaded_and_resume_continues_from_the_data_check
     # With the data-only checkpoint back, the pickles are ignored and RL continues from exactly its state.
     shutil.move(aside, checkpoint)
     saved = json.loads((checkpoint / "state.json").read_text())
-    code, out, err = run_pipeline(capsys, "--run-dir", str(run_dir), "--resume", "--stages", "rl",
-                                  "--rl.total-timesteps", "80")
+    code, out, err = run_pipeline(
+        capsys, "--run-dir", str(run_dir), "--resume", "--stages", "rl", "--rl.total-timesteps", "80"
+    )
     assert code == 0, err
     assert not marker.exists()
     assert "never loads pickles" in out and f"at iteration 4 (64 steps, beta {saved['beta']:.4g})" in out

@@ -21,8 +21,9 @@ def _run(capsys, *argv: str) -> tuple[int, str, str]:
 
 def test_no_progress_prints_only_summary_lines(tiny_run, tmp_path, capsys):
     run_dir = copy_run(tiny_run, tmp_path / "run")
-    code, out, err = _run(capsys, "--run-dir", str(run_dir), "--stages", "sft,preferences,reward-model",
-                          "--no-progress")
+    code, out, err = _run(
+        capsys, "--run-dir", str(run_dir), "--stages", "sft,preferences,reward-model", "--no-progress"
+    )
     assert code == 0, err
     assert err == ""
     assert all(line.startswith("[") for line in out.splitlines()), out  # no {'loss': '10.81', ...} dictionaries
@@ -32,8 +33,9 @@ def test_progress_bars_share_one_format(tiny_run, tmp_path, capsys):
     from textenv.progress import BAR_FORMAT
 
     run_dir = copy_run(tiny_run, tmp_path / "run")
-    code, out, err = _run(capsys, "--run-dir", str(run_dir), "--stages", "sft,preferences,reward-model,rl",
-                          "--progress")
+    code, out, err = _run(
+        capsys, "--run-dir", str(run_dir), "--stages", "sft,preferences,reward-model,rl", "--progress"
+    )
     assert code == 0, err
     assert "{'loss'" not in out + err and "Loading weights" not in err
     lines = [line.strip() for line in err.replace("\r", "\n").splitlines() if line.strip()]

@@ -73,8 +73,13 @@ def test_empty_prompt_source_and_empty_prompt(make_env):
 
 @pytest.mark.parametrize(
     "value, error",
-    [(float("nan"), ValueError), (float("inf"), ValueError), ([1.0, 2.0], TypeError), ("high", TypeError),
-     (None, TypeError)],
+    [
+        (float("nan"), ValueError),
+        (float("inf"), ValueError),
+        ([1.0, 2.0], TypeError),
+        ("high", TypeError),
+        (None, TypeError),
+    ],
 )
 def test_bad_reward_values_name_the_prompt(make_env, prompts, value, error):
     env = make_env(reward=lambda p, r: value)
@@ -106,8 +111,16 @@ def test_unknown_reward_name_lists_the_valid_ones(make_env):
         make_env(reward="length", reward_kwargs={"goal": 3})
 
 
-@pytest.mark.parametrize("field, value", [("max_new_tokens", 0), ("max_prompt_tokens", -3), ("max_new_tokens", 2.5),
-                                          ("prompt_overflow", "drop"), ("max_prompts", 0)])
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("max_new_tokens", 0),
+        ("max_prompt_tokens", -3),
+        ("max_new_tokens", 2.5),
+        ("prompt_overflow", "drop"),
+        ("max_prompts", 0),
+    ],
+)
 def test_bad_config_values(make_env, field, value):
     with pytest.raises(ValueError, match=field):
         make_env(**{field: value})

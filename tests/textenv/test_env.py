@@ -33,7 +33,7 @@ def test_spaces_follow_the_design(make_env):
     n = int(obs["attention_mask"].sum())
     assert obs["attention_mask"][: L - n].sum() == 0  # left padding
     assert (obs["input_ids"][: L - n] == env.pad_token_id).all()
-    assert env.tokenizer.decode(obs["input_ids"][L - n:]) == info["prompt"]
+    assert env.tokenizer.decode(obs["input_ids"][L - n :]) == info["prompt"]
 
 
 def test_both_registration_paths():
@@ -148,7 +148,9 @@ def test_same_seed_same_50_step_rollout_different_seeds_differ(make_env):
         return trace
 
     assert rollout(7) == rollout(7)
-    first_prompts = {make_env(prompts="bundled:reviews", max_prompt_tokens=24).reset(seed=s)[1]["prompt"] for s in range(8)}
+    first_prompts = {
+        make_env(prompts="bundled:reviews", max_prompt_tokens=24).reset(seed=s)[1]["prompt"] for s in range(8)
+    }
     assert len(first_prompts) > 1
 
 

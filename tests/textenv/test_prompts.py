@@ -90,8 +90,11 @@ def test_corrupt_json_names_the_file_and_line(tmp_path, suffix):
 @pytest.mark.parametrize("suffix", ["txt", "jsonl", "csv"])
 def test_non_utf8_file_names_the_file_line_and_fix(tmp_path, suffix):
     path = tmp_path / f"latin.{suffix}"
-    lines = {"txt": ["first", "café au lait"], "jsonl": ['{"prompt": "first"}', '{"prompt": "café"}'],
-             "csv": ["prompt", "café"]}[suffix]
+    lines = {
+        "txt": ["first", "café au lait"],
+        "jsonl": ['{"prompt": "first"}', '{"prompt": "café"}'],
+        "csv": ["prompt", "café"],
+    }[suffix]
     path.write_bytes("\n".join(lines).encode("latin-1") + b"\n")
     with pytest.raises(ValueError, match=rf"latin\.{suffix}.* line 2 is not UTF-8.*iconv"):
         load_prompts(str(path))

@@ -88,8 +88,9 @@ def test_exported_policy_folder_is_readable_and_pads_left(tmp_path, umask):
     import agents
 
     umask(0o022)
-    env = agents.make_vec_text_env(2, model="tiny", prompts=PROMPTS, max_new_tokens=2, max_prompt_tokens=12,
-                                   reward="length")
+    env = agents.make_vec_text_env(
+        2, model="tiny", prompts=PROMPTS, max_new_tokens=2, max_prompt_tokens=12, reward="length"
+    )
     agent = agents.make_agent("ppo", env, seed=0, n_steps=2, batch_size=4)
     agent.policy.save_pretrained(tmp_path / "hf")
     env.close()
@@ -104,8 +105,9 @@ def test_sft_stage_model_folder_pads_left(tmp_path, umask):
     from scripts.stages.sft import run_sft
 
     umask(0o022)
-    cfg = build_config(TINY_PRESET, {"run": {"run_dir": str(tmp_path / "run"), "progress": False},
-                                     "sft": {"skip": True}})
+    cfg = build_config(
+        TINY_PRESET, {"run": {"run_dir": str(tmp_path / "run"), "progress": False}, "sft": {"skip": True}}
+    )
     run_sft(cfg)
     folder = tmp_path / "run" / "sft" / "model"
     assert _mode(folder) == 0o755 and _mode(folder / "model.safetensors") == 0o644
@@ -127,15 +129,17 @@ def test_vector_env_copies_the_tokenizer_once_and_the_copy_stays_independent(mon
         return real_deepcopy(obj, *args, **kwargs)
 
     monkeypatch.setattr(copy, "deepcopy", counting)
-    env = agents.make_vec_text_env(4, model="tiny", prompts=PROMPTS, max_new_tokens=2, max_prompt_tokens=12,
-                                   reward="length")
+    env = agents.make_vec_text_env(
+        4, model="tiny", prompts=PROMPTS, max_new_tokens=2, max_prompt_tokens=12, reward="length"
+    )
     monkeypatch.setattr(copy, "deepcopy", real_deepcopy)
     assert len(copies) == 1  # one for all rows (env.tokenizer is public and may be modified); none for sizes
     tokenizers = env.get_attr("tokenizer")
     assert all(t is tokenizers[0] for t in tokenizers)
 
-    other_env = agents.make_vec_text_env(2, model="tiny", prompts=PROMPTS, max_new_tokens=2, max_prompt_tokens=12,
-                                         reward="length")
+    other_env = agents.make_vec_text_env(
+        2, model="tiny", prompts=PROMPTS, max_new_tokens=2, max_prompt_tokens=12, reward="length"
+    )
     first, second = tokenizers[0], other_env.get_attr("tokenizer")[0]
     n_tokens = len(second)
     first.padding_side = "right"

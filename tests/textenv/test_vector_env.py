@@ -13,8 +13,9 @@ import textenv  # noqa: F401
 from textenv import TextRLHFEnv, TextRLHFVectorEnv
 
 PROMPTS = ["one two", "three four five", "six", "seven eight nine ten"]
-KWARGS = dict(model="tiny", prompts=PROMPTS, max_new_tokens=4, max_prompt_tokens=8, reward="length",
-              reward_kwargs={"target": 3})
+KWARGS = dict(
+    model="tiny", prompts=PROMPTS, max_new_tokens=4, max_prompt_tokens=8, reward="length", reward_kwargs={"target": 3}
+)
 
 
 def make_vec(n=3, **kw):
@@ -25,8 +26,11 @@ def make_vec(n=3, **kw):
 
 def row_info(infos, i):
     """Row ``i`` of Gymnasium's batched info (``info[key]`` where ``info["_key"][i]``), NumPy scalars as Python's."""
-    return {k: v[i].item() if isinstance(v[i], np.generic) else v[i]
-            for k, v in infos.items() if not k.startswith("_") and infos[f"_{k}"][i]}
+    return {
+        k: v[i].item() if isinstance(v[i], np.generic) else v[i]
+        for k, v in infos.items()
+        if not k.startswith("_") and infos[f"_{k}"][i]
+    }
 
 
 class CountingReward:

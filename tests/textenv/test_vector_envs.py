@@ -8,15 +8,21 @@ from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
 import textenv  # noqa: F401
 
-KWARGS = dict(model="tiny", prompts=["one two", "three four five"], max_new_tokens=3, max_prompt_tokens=8,
-              reward="length", reward_kwargs={"target": 3})
+KWARGS = dict(
+    model="tiny",
+    prompts=["one two", "three four five"],
+    max_new_tokens=3,
+    max_prompt_tokens=8,
+    reward="length",
+    reward_kwargs={"target": 3},
+)
 
 
 def test_gymnasium_sync_vector_env():
     envs = gym.make_vec("TextRLHF-v0", num_envs=2, vectorization_mode="sync", **KWARGS)
     obs, _ = envs.reset(seed=0)
     assert obs["input_ids"].shape == (2, 11)
-    for t in range(3):
+    for _ in range(3):
         obs, rewards, terminated, truncated, infos = envs.step(np.array([300, 400]))
     assert terminated.all() and not truncated.any()
     assert rewards.shape == (2,) and np.isfinite(rewards).all()
@@ -27,8 +33,9 @@ def test_gymnasium_sync_vector_env():
 def test_sb3_vec_envs(vec_cls):
     kwargs = {"start_method": "spawn"} if vec_cls is SubprocVecEnv else {}
     # A spawned worker has not imported textenv: the "module:id" form imports it there.
-    venv = make_vec_env("textenv:TextRLHF-v0", n_envs=2, seed=0, env_kwargs=KWARGS, vec_env_cls=vec_cls,
-                        vec_env_kwargs=kwargs)
+    venv = make_vec_env(
+        "textenv:TextRLHF-v0", n_envs=2, seed=0, env_kwargs=KWARGS, vec_env_cls=vec_cls, vec_env_kwargs=kwargs
+    )
     obs = venv.reset()
     assert obs["input_ids"].shape == (2, 11)
     masks = venv.env_method("action_masks")
