@@ -100,14 +100,14 @@ class RLHFHistory(BaseCallback):
 
 
 class ProgressBar(BaseCallback):
-    """Generated tokens so far, as the project's tqdm bar (:func:`textenv.progress.progress_bar`).
+    """Generated tokens so far, as the project's tqdm bar (:func:`textrlhf.progress.progress_bar`).
 
     Use instead of SB3's ``learn(progress_bar=True)``, which draws a ``rich`` bar in another style (and
     warns that ``tqdm.rich`` is experimental). Counts steps of all envs, as SB3's own bar does.
     """
 
     def _on_training_start(self) -> None:
-        from textenv.progress import progress_bar
+        from textrlhf.progress import progress_bar
 
         self.bar = progress_bar(total=self.locals["total_timesteps"] - self.model.num_timesteps, desc="rl", unit="tok")
 

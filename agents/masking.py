@@ -27,7 +27,7 @@ from agents.cache import KVCacheRunner
 def _shared_reference(name: str, dtype: str):
     # One frozen copy per process, shared by all wrapped envs of a DummyVecEnv (a 135M-parameter
     # model is 540 MB in fp32); it is only read.
-    from textenv.models import load_model
+    from textrlhf.models import load_model
 
     model = load_model(name, dtype=getattr(torch, dtype))
     return model.requires_grad_(False).eval()

@@ -175,7 +175,7 @@ class _LMPolicyMixin:
         pass
 
     def _build(self, lr_schedule) -> None:
-        from textenv.models import load_model, load_tokenizer
+        from textrlhf.models import load_model, load_tokenizer
 
         dtype = _DTYPES[self.dtype_name]
         self.lm = load_model(self.model_name, dtype=dtype)
@@ -454,8 +454,8 @@ class _LMPolicyMixin:
         The folder loads anywhere with ``AutoModelForCausalLM.from_pretrained(path)`` (and with
         ``textenv.load_model(path)``); the value head is extra and optional.
         """
-        from textenv.atomic import atomic_dir
-        from textenv.models import load_tokenizer
+        from textrlhf.atomic import atomic_dir
+        from textrlhf.models import load_tokenizer
 
         with atomic_dir(path) as tmp:
             self.lm.save_pretrained(tmp, safe_serialization=True)

@@ -40,6 +40,7 @@ import torch
 from reward_models.base import check_scores, make_reward
 from reward_models.bradley_terry import config_from_dict
 from reward_models.preferences import save_preferences
+from textrlhf.prompts import BUNDLED_PATH
 
 
 @dataclass
@@ -87,7 +88,7 @@ def load_prompt_file(
     """Prompts from a jsonl file of rows ``{"prompt", "task", "split"}`` (default: the bundled file).
 
     Args:
-        path: the file (default ``textenv/data/prompts.jsonl``).
+        path: the file (default ``textrlhf/data/prompts.jsonl``).
         task: keep rows of this task (``"review"``/``"instruction"``); ``None`` keeps all.
         split: keep rows of this split (``"train"``/``"test"``); ``None`` keeps all.
 
@@ -95,12 +96,7 @@ def load_prompt_file(
         FileNotFoundError: the file does not exist.
         ValueError: no prompt matches, or a row lacks a non-empty ``prompt``.
     """
-    if path is None:
-        from importlib.util import find_spec
-
-        spec = find_spec("textenv")
-        path = os.path.join(list(spec.submodule_search_locations)[0], "data", "prompts.jsonl")
-    path = os.fspath(path)
+    path = os.fspath(BUNDLED_PATH if path is None else path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"prompt file {path!r} does not exist")
     prompts = []
@@ -139,12 +135,12 @@ def sample_responses(
     Returns:
         ``responses[i][j]``: the ``j``-th sample for ``prompts[i]`` (special tokens removed).
     """
-    from textenv.progress import progress_bar
+    from textrlhf.progress import progress_bar
 
     if tokenizer.padding_side != "left" or tokenizer.pad_token_id in (None, tokenizer.eos_token_id):
         raise ValueError(
             "the policy tokenizer must pad on the left with a pad token distinct from EOS; "
-            "load it with textenv.models.load_tokenizer"
+            "load it with textrlhf.models.load_tokenizer"
         )
     texts = [
         tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
@@ -241,8 +237,8 @@ def generate_preference_pairs(
     Args:
         prompts: the prompts (e.g. :func:`load_prompt_file`).
         config: an :class:`AnnotatorConfig` or a dict of its fields.
-        model: a loaded policy (default: ``textenv.models.load_model(config.policy)``).
-        tokenizer: its tokenizer (default: ``textenv.models.load_tokenizer(config.policy)``).
+        model: a loaded policy (default: ``textrlhf.models.load_model(config.policy)``).
+        tokenizer: its tokenizer (default: ``textrlhf.models.load_tokenizer(config.policy)``).
         progress: show tqdm bars.
 
     Returns:
@@ -257,7 +253,7 @@ def generate_preference_pairs(
         raise ValueError(f"prompts must be a non-empty list of non-empty strings (bad index: {bad})")
     start = time.perf_counter()
     if model is None or tokenizer is None:
-        from textenv.models import load_model, load_tokenizer
+        from textrlhf.models import load_model, load_tokenizer
 
         model = model if model is not None else load_model(cfg.policy)
         tokenizer = tokenizer if tokenizer is not None else load_tokenizer(cfg.policy)

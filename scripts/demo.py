@@ -20,7 +20,7 @@ import torch
 
 import textenv  # registers TextRLHF-v0
 from scripts.cli import parse_args
-from textenv.models import load_model
+from textrlhf.models import load_model
 
 
 @dataclass

@@ -45,7 +45,7 @@ class Config:
     annotator: str = "sentiment"
     """Reward spec the model's ranking is compared with."""
     prompts: Path | None = None
-    """Prompt file for fresh samples (default: the bundled textenv/data/prompts.jsonl)."""
+    """Prompt file for fresh samples (default: the bundled textrlhf/data/prompts.jsonl)."""
     task: str | None = "review"
     """Task of the fresh-sample prompts (none = all)."""
     split: str | None = "test"
@@ -122,7 +122,7 @@ def main(argv=None) -> dict:
 
     # 2. Fresh samples on unseen prompts: does the model rank them like the annotator?
     if cfg.samples_per_prompt > 0:
-        from textenv.models import load_model, load_tokenizer
+        from textrlhf.models import load_model, load_tokenizer
 
         prompts = load_prompt_file(cfg.prompts, task=cfg.task, split=cfg.split)
         responses = sample_responses(

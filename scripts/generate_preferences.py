@@ -39,7 +39,7 @@ class Config(AnnotatorConfig):
     output: Path = Path("runs/preferences/sentiment_pairs.jsonl")
     """Where the pairs go (jsonl); the metadata goes to <output>.meta.json."""
     prompts: Path | None = None
-    """Prompt file (jsonl rows {"prompt", "task", "split"}); default: the bundled textenv/data/prompts.jsonl."""
+    """Prompt file (jsonl rows {"prompt", "task", "split"}); default: the bundled textrlhf/data/prompts.jsonl."""
     task: str | None = "review"
     """Keep prompts of this task ("review" or "instruction"; none = all)."""
     split: str | None = "train"

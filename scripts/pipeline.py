@@ -255,7 +255,7 @@ def _run(cfg: PipelineConfig) -> int:
         import torch
 
         torch.set_num_threads(run.threads)
-    # One progress style (textenv.progress): the libraries' own bars (a "Loading weights" bar per model load,
+    # One progress style (textrlhf.progress): the libraries' own bars (a "Loading weights" bar per model load,
     # datasets' map bars) are off; the stages show their own bars unless --no-progress.
     import datasets
     from transformers.utils import logging as hf_logging

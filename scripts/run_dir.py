@@ -46,7 +46,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from textenv.atomic import atomic_dir  # noqa: F401  (re-exported: the pipeline's model folders)
+from textrlhf.atomic import atomic_dir  # noqa: F401  (re-exported: the pipeline's model folders)
 
 STAGES = ("sft", "preferences", "reward-model", "rl", "evaluate")
 """Pipeline stages, in the order they run (InstructGPT, Ouyang et al. 2022, figure 2)."""

@@ -77,7 +77,7 @@ compared with the sequence sums of REINFORCE/RLOO, so their learning rates are s
 def _word_ids() -> list[int]:
     from sb3_helpers import WORDS
 
-    from textenv.models import load_tokenizer
+    from textrlhf.models import load_tokenizer
 
     tok = load_tokenizer("tiny")
     return [tok(w, add_special_tokens=False)["input_ids"][0] for w in WORDS]

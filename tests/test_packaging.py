@@ -50,8 +50,8 @@ def test_wheel_ships_the_library_and_scripts_but_not_the_course(tmp_path):
     (wheel,) = out.glob("textrlhf-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     top = {n.split("/")[0] for n in names if not n.startswith("textrlhf-")}
-    assert top == {"textenv", "agents", "reward_models", "scripts"}
-    assert "textenv/data/prompts.jsonl" in names and "textenv/data/demonstrations.jsonl" in names
+    assert top == {"textrlhf", "textenv", "agents", "reward_models", "scripts"}
+    assert "textrlhf/data/prompts.jsonl" in names and "textrlhf/data/demonstrations.jsonl" in names
     assert wheel.name.startswith(f"textrlhf-{textenv.__version__}-")
     entry_points = zipfile.ZipFile(wheel).read(f"textrlhf-{textenv.__version__}.dist-info/entry_points.txt").decode()
     assert "textrlhf = scripts.pipeline:main" in entry_points

@@ -9,7 +9,9 @@ import gymnasium as gym
 
 from textenv.config import EnvConfig
 from textenv.env import TextRLHFEnv
-from textenv.models import (
+from textenv.vector_env import TextRLHFVectorEnv
+from textrlhf import __version__
+from textrlhf.models import (
     OFFLINE_MODEL,
     TINY_MODEL,
     ModelNotFoundError,
@@ -17,12 +19,7 @@ from textenv.models import (
     load_model,
     load_tokenizer,
 )
-from textenv.prompts import PromptTruncatedWarning, load_prompts
-from textenv.vector_env import TextRLHFVectorEnv
-
-__version__ = "0.1.0"
-"""The textrlhf release; ``pyproject.toml`` (``[tool.setuptools.dynamic]``) reads it from here, statically,
-without importing, as the package version."""
+from textrlhf.prompts import PromptTruncatedWarning, load_prompts
 
 __all__ = [
     "__version__",

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from textenv.models import OFFLINE_MODEL
+from textrlhf.models import OFFLINE_MODEL
 
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 

@@ -19,8 +19,8 @@ from gymnasium import spaces
 
 from reward_models.base import check_scores, make_reward
 from textenv.config import EnvConfig
-from textenv.models import context_length, load_tokenizer, vocab_size
-from textenv.prompts import PromptTruncatedWarning, load_prompts
+from textrlhf.models import context_length, load_tokenizer, vocab_size
+from textrlhf.prompts import PromptTruncatedWarning, load_prompts
 
 RESET_OPTIONS = ("prompt", "prompt_index")
 """``reset(options=...)`` keys that choose the prompt (the vector env adds ``reset_mask``)."""

@@ -174,7 +174,7 @@ class SFTConfig(_Section):
     }
 
     data: str = "bundled"
-    """Demonstrations: "bundled" (textenv/data/demonstrations.jsonl), "best_of_n" (the annotator picks among
+    """Demonstrations: "bundled" (textrlhf/data/demonstrations.jsonl), "best_of_n" (the annotator picks among
     samples of the base model), a .jsonl/.json/.csv file or a hub dataset."""
     prompt_column: str = "prompt"
     """Prompt column of a user file or hub dataset."""

@@ -21,7 +21,7 @@ from scripts.stages.common import (
     seed_everything,
 )
 from scripts.stages.config import PipelineConfig
-from textenv.progress import progress_bar
+from textrlhf.progress import progress_bar
 
 POLICIES = ("base", "sft", "rl")
 METRICS = ("rm_score", "annotator_score", "kl", "distinct_1", "distinct_2", "ref_perplexity", "response_len")

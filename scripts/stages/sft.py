@@ -3,7 +3,7 @@
 InstructGPT (Ouyang et al. 2022, section 3.5) fine-tunes the pretrained model on labeller
 demonstrations before RL, and both the RL policy's initialisation and its KL reference are that
 SFT model. Here the demonstrations are, by default, the bundled positive continuations of the train
-review prompts (``textenv/data/demonstrations.jsonl``); ``data: best_of_n`` instead samples N
+review prompts (``textrlhf/data/demonstrations.jsonl``); ``data: best_of_n`` instead samples N
 continuations of each train prompt from the base model and keeps the annotator's favourite
 (a rejection-sampling SFT set); a ``.jsonl``/``.json``/``.csv`` file or a hub dataset with
 ``prompt``/``response`` columns works too.
@@ -19,21 +19,19 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from importlib.util import find_spec
-from pathlib import Path
 
 import torch
 
 from scripts.run_dir import atomic_dir, atomic_write_csv, atomic_write_json, mark_done, stage_dir
 from scripts.stages.common import StageTimer, encode_prompts, fmt, make_text_env, resolve_device, seed_everything
 from scripts.stages.config import PipelineConfig
-from textenv.progress import bar_only
+from textrlhf.progress import bar_only
+from textrlhf.prompts import DEMONSTRATIONS_PATH
 
 
 def bundled_demonstrations() -> list[dict[str, str]]:
     """The bundled ``{"prompt", "response"}`` rows (positive continuations of train review prompts)."""
-    path = Path(list(find_spec("textenv").submodule_search_locations)[0]) / "data" / "demonstrations.jsonl"
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [json.loads(line) for line in DEMONSTRATIONS_PATH.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def load_demonstrations(cfg: PipelineConfig, model, tokenizer) -> list[dict[str, str]]:

@@ -24,7 +24,7 @@ torch.set_num_threads(2)
 @pytest.fixture(scope="session")
 def word_ids() -> list[int]:
     """Token ids of WORDS (each a single token of the SmolLM2 tokenizer)."""
-    from textenv.models import load_tokenizer
+    from textrlhf.models import load_tokenizer
 
     tok = load_tokenizer("tiny")
     ids = [tok(w, add_special_tokens=False)["input_ids"] for w in WORDS]

@@ -6,7 +6,7 @@ import torch
 
 from agents.evaluation import EvalResult, distinct_n, evaluate_policy, sample_responses, sequence_logprobs, win_rate
 from reward_models import make_reward
-from textenv.models import load_model, load_tokenizer
+from textrlhf.models import load_model, load_tokenizer
 
 
 @pytest.fixture(scope="module")

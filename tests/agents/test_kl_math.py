@@ -87,7 +87,7 @@ def test_shape_rewards_terminal_and_per_token_give_the_same_return():
 
 
 def test_reference_logprobs_match_a_manual_unpadded_forward():
-    from textenv.models import load_model
+    from textrlhf.models import load_model
 
     model = load_model("tiny")
     ids = torch.tensor([[0, 0, 5, 6, 7, 8], [9, 10, 11, 12, 13, 14]])

@@ -142,7 +142,7 @@ def test_save_load_round_trip_generates_the_same_tokens(algo, tmp_path):
     np.testing.assert_array_equal(np.array(outs[0]), np.array(outs[1]))
     if algo == "ppo":
         agent.policy.save_pretrained(tmp_path / "hf")
-        from textenv.models import load_model
+        from textrlhf.models import load_model
 
         exported = load_model(str(tmp_path / "hf"))
         ids = torch.as_tensor(obs["input_ids"])

@@ -22,7 +22,7 @@ CFG = {"policy": "tiny", "samples_per_prompt": 3, "max_new_tokens": 8, "batch_si
 
 @pytest.fixture(scope="module")
 def tiny_policy():
-    from textenv.models import load_model, load_tokenizer
+    from textrlhf.models import load_model, load_tokenizer
 
     return load_model("tiny"), load_tokenizer("tiny")
 

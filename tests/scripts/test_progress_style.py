@@ -30,7 +30,7 @@ def test_no_progress_prints_only_summary_lines(tiny_run, tmp_path, capsys):
 
 
 def test_progress_bars_share_one_format(tiny_run, tmp_path, capsys):
-    from textenv.progress import BAR_FORMAT
+    from textrlhf.progress import BAR_FORMAT
 
     run_dir = copy_run(tiny_run, tmp_path / "run")
     code, out, err = _run(

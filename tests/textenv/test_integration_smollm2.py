@@ -6,7 +6,7 @@ import torch
 
 import textenv  # noqa: F401
 from scripts.demo import sample_token
-from textenv.models import load_model
+from textrlhf.models import load_model
 
 
 @pytest.mark.slow

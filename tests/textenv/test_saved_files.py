@@ -27,7 +27,7 @@ def _mode(path) -> int:
 
 @pytest.mark.parametrize("mask", [0o022, 0o027], ids=["umask022", "umask027"])
 def test_atomic_dir_gives_the_umask_permissions_not_mkdtemps_0700(tmp_path, umask, mask):
-    from textenv.atomic import atomic_dir
+    from textrlhf.atomic import atomic_dir
 
     umask(mask)
     with atomic_dir(tmp_path / "model") as tmp:
@@ -50,7 +50,7 @@ def test_atomic_dir_gives_the_umask_permissions_not_mkdtemps_0700(tmp_path, umas
 def test_current_umask_reads_proc_or_falls_back_to_the_swap(monkeypatch, umask):
     import builtins
 
-    from textenv.atomic import current_umask
+    from textrlhf.atomic import current_umask
 
     umask(0o077)
     assert current_umask() == 0o077
@@ -119,7 +119,7 @@ def test_vector_env_copies_the_tokenizer_once_and_the_copy_stays_independent(mon
     from transformers import PreTrainedTokenizerBase
 
     import agents
-    from textenv.models import load_tokenizer, vocab_size
+    from textrlhf.models import load_tokenizer, vocab_size
 
     real_deepcopy, copies = copy.deepcopy, []
 

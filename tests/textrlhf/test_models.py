@@ -3,8 +3,8 @@ import importlib.metadata
 import pytest
 import torch
 
-from textenv import models
-from textenv.models import OfflineModelMissingError, load_model, load_tokenizer
+from textrlhf import models
+from textrlhf.models import OfflineModelMissingError, load_model, load_tokenizer
 
 
 def test_tokenizer_pads_left_with_a_token_that_is_not_eos():

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from textenv.prompts import load_prompts
+from textrlhf.prompts import load_prompts
 
 
 def test_bundled_set_has_at_least_300_varied_prompts():

