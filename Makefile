@@ -35,6 +35,11 @@ demo: setup
 test: setup
 	$(PY) -m pytest -q tests
 
+# The seed sweeps behind the learning tests' thresholds (tests/support/learning_sweep.py), e.g.
+# `make sweep ARGS="trpo --seeds 12"`; every learner on seeds 0-7 without ARGS.
+sweep: setup
+	PYTHONPATH=.:tests/support $(PY) tests/support/learning_sweep.py $(ARGS)
+
 # The benchmark against TRL needs the bench extra (TRL 1.12), which `make setup` leaves out.
 $(VENV)/.bench: $(VENV)/.installed
 	$(PIP) install -q -c $(CONSTRAINTS) -e '.[dev,zoo,bench]'

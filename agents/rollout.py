@@ -88,7 +88,10 @@ class EpisodeBatch:
         """Join rounds into one batch (tensors concatenated along episodes)."""
         if len(batches) == 1:
             return batches[0]
-        cat = lambda name: torch.cat([getattr(b, name) for b in batches])  # noqa: E731
+
+        def cat(name: str) -> torch.Tensor:
+            return torch.cat([getattr(b, name) for b in batches])
+
         return EpisodeBatch(
             cat("input_ids"),
             cat("attention_mask"),

@@ -159,7 +159,7 @@ def _judge_train(got, expected) -> None:
     require(all(math.isfinite(v) for v in values), "non-finite score, kl or loss in the history")
     before, after = number(entry(got, "before"), "score before"), number(entry(got, "after"), "score after")
     # 0.15: the reference solution's rise over seeds 0-7 was min 0.43 / median 0.54 / max 0.89
-    # (python tests/learning_sweep.py course_ex5, 2026-11-30), so the bar holds with margin on any seed.
+    # (`make sweep ARGS=course_ex5`, 2026-11-30), so the bar holds with margin on any seed.
     require(
         after > before + 0.15,
         f"held-out score went from {before:+.3f} to {after:+.3f} in {n} "

@@ -643,10 +643,10 @@ def main(argv: list[str] | None = None) -> int:
     prompt_ids = encode_prompts(tokenizer, prompts, cfg.max_prompt_tokens)
     # Import everything up front so that no method's peak-RSS delta includes import-time memory.
     if {"naive", "generic", "fast"} & set(cfg.methods):
-        import agents.rlhf_ppo  # noqa: F401
+        import agents.rlhf_ppo  # noqa: F401  (imported for its memory only)
     if "trl" in cfg.methods:
-        import trl.experimental.ppo.ppo_trainer  # noqa: F401
-        from datasets import Dataset  # noqa: F401
+        import trl.experimental.ppo.ppo_trainer  # noqa: F401  (imported for its memory only)
+        from datasets import Dataset  # noqa: F401  (imported for its memory only)
     log(
         f"benchmark: {cfg.model} on {dev}, batch sizes {cfg.batch_sizes}, methods {cfg.methods}, "
         f"{cfg.runs} run(s) x (1 warm-up + {cfg.iterations}) iterations, torch threads {torch.get_num_threads()}"

@@ -7,8 +7,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
+import pytest
+import torch
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
@@ -30,7 +30,7 @@ def make_env():
     """Factory for a small TextRLHF-v0 on the tiny model (unwrapped unless wrapped=True)."""
     import gymnasium as gym
 
-    import textenv  # noqa: F401
+    import textenv  # noqa: F401  (registers TextRLHF-v0)
 
     def _make(wrapped: bool = False, **kwargs):
         kwargs.setdefault("model", "tiny")

@@ -1,20 +1,15 @@
 """Critic-free agents (agents/critic_free.py): estimators by hand, the REINFORCE gradient, learning."""
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
+from learning_sweep import assert_learns
 
 import agents
 from agents.critic_free import CriticFreePG, aggregate, group_advantages, reward_to_go
 from agents.losses import masked_whiten
 from agents.policy import LMActorCriticPolicy
 from agents.rollout import collect_round
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from learning_sweep import assert_learns  # noqa: E402  (it takes tests/ off sys.path again)
 
 PROMPTS = ["The film opens with", "I watched this movie and", "Halfway through the second act"]
 
@@ -126,5 +121,5 @@ def test_groups_share_prompts_through_the_env():
 
 @pytest.mark.parametrize("estimator", ["reinforce", "rloo", "grpo", "reinforce_pp"])
 def test_each_estimator_learns_the_rule_reward(estimator):
-    """The task of tests/learning_sweep.py (fraction of ' yes' tokens), against its swept threshold."""
+    """The task of tests/support/learning_sweep.py (fraction of ' yes' tokens), against its swept threshold."""
     assert_learns(estimator)

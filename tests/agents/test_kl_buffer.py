@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import sys
-
 import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from sb3_helpers import PROMPTS
 
-sys.path.insert(0, os.path.dirname(__file__))  # --import-mode=importlib: make the helper importable
-from sb3_helpers import PROMPTS  # noqa: E402
-
-from agents import KLRolloutBuffer, LMActorCriticPolicy  # noqa: E402
+from agents import KLRolloutBuffer, LMActorCriticPolicy
 
 TOKENS = [9805, 787, 2644]  # " yes", " no", " cat"
 DELTA = np.array([0.3, -0.1, 0.5], dtype=np.float32)  # log pi - log pi_ref per token: k1 = DELTA
@@ -23,7 +18,7 @@ SCORE, BETA = 2.0, 0.5
 @pytest.fixture(scope="module")
 def episode():
     """Observations of one 3-token episode, the policy, and its reference log-probs."""
-    import textenv  # noqa: F401
+    import textenv  # noqa: F401  (registers TextRLHF-v0)
 
     env = gym.make("TextRLHF-v0", model="tiny", prompts=PROMPTS, reward="length", max_prompt_tokens=8, max_new_tokens=3)
     policy = LMActorCriticPolicy(env.observation_space, env.action_space, lambda _: 1e-4, model="tiny")

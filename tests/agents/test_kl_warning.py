@@ -6,16 +6,12 @@ train on the bare score, with no KL to the reference and no word about it.
 
 from __future__ import annotations
 
-import os
-import sys
 import warnings
 
 import pytest
+from sb3_helpers import small_env_kwargs
 
-sys.path.insert(0, os.path.dirname(__file__))  # --import-mode=importlib: make the helper importable
-from sb3_helpers import small_env_kwargs  # noqa: E402
-
-import agents  # noqa: E402
+import agents
 
 
 def _env(n_envs: int = 2, **kwargs):

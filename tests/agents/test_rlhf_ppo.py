@@ -125,11 +125,7 @@ def test_constructor_errors():
 
 
 def test_fast_agent_learns_the_rule_reward_like_generic_ppo():
-    """Same task as tests/agents/test_learning.py (tests/learning_sweep.py), against its swept threshold."""
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from learning_sweep import assert_learns  # (it takes tests/ off sys.path again)
+    """Same task as tests/agents/test_learning.py (tests/support/learning_sweep.py), against its swept threshold."""
+    from learning_sweep import assert_learns
 
     assert_learns("rlhf_ppo")

@@ -1,25 +1,22 @@
 """SB3 conventions on the fast agents (issue 17): load without an env, class checks on load, single
 envs in ``make_agent``, and one set of ``rlhf/*`` metric names on every path."""
 
-import os
 import re
-import sys
 from pathlib import Path
 
-sys.path.insert(0, os.path.dirname(__file__))
-import gymnasium as gym  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
-from sb3_helpers import small_env_kwargs  # noqa: E402  (also sets the offline environment variables)
-from stable_baselines3 import PPO  # noqa: E402
-from stable_baselines3.common.env_util import is_wrapped  # noqa: E402
-from stable_baselines3.common.monitor import Monitor  # noqa: E402
-from stable_baselines3.common.vec_env import DummyVecEnv  # noqa: E402
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from sb3_helpers import small_env_kwargs  # also sets the offline environment variables
+from stable_baselines3 import PPO
+from stable_baselines3.common.env_util import is_wrapped
+from stable_baselines3.common.monitor import Monitor
+from stable_baselines3.common.vec_env import DummyVecEnv
 
-import agents  # noqa: E402
-from agents.critic_free import CriticFreePG  # noqa: E402
-from agents.rlhf_ppo import RLHFPPO  # noqa: E402
+import agents
+from agents.critic_free import CriticFreePG
+from agents.rlhf_ppo import RLHFPPO
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 

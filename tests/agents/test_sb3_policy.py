@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import os
-import sys
-
 import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from sb3_helpers import PROMPTS, small_env_kwargs
 from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import DummyVecEnv
 
-sys.path.insert(0, os.path.dirname(__file__))  # --import-mode=importlib: make the helper importable
-from sb3_helpers import PROMPTS, small_env_kwargs  # noqa: E402
-
-import agents  # noqa: E402
-from agents.cache import trunk_hidden  # noqa: E402
+import agents
+from agents.cache import trunk_hidden
 
 
 def _rollout(agent, n_steps=None):

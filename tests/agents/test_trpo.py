@@ -3,19 +3,15 @@
 from __future__ import annotations
 
 import copy
-import os
-import sys
 import types
 
 import torch
 from sb3_contrib import TRPO
+from sb3_helpers import small_env_kwargs
 from stable_baselines3.common.distributions import kl_divergence
 
-sys.path.insert(0, os.path.dirname(__file__))  # --import-mode=importlib: make the helper importable
-from sb3_helpers import small_env_kwargs  # noqa: E402
-
-import agents  # noqa: E402
-from agents.trpo import LMTRPO  # noqa: E402
+import agents
+from agents.trpo import LMTRPO
 
 
 def _agent(seed: int = 0) -> LMTRPO:

@@ -36,7 +36,7 @@ def test_loss_decreases_with_the_gap_and_respects_margin():
 
 def test_training_reaches_high_accuracy_and_changes_parameters(trained_model):
     metrics = trained_model["metrics"]
-    # Accuracy 1.0 on every seed 0-7 (python tests/learning_sweep.py reward_model, 2026-11-30).
+    # Accuracy 1.0 on every seed 0-7 (`make sweep ARGS=reward_model`, 2026-11-30).
     assert metrics["eval_accuracy"] >= 0.9
     assert metrics["eval_mean_margin"] > 0
     after = trained_model["model"].state_dict()

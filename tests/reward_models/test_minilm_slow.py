@@ -20,7 +20,7 @@ def test_minilm_backbone_trains_saves_and_loads(tmp_path):
     metrics = train_reward_model(
         model, pairs[:32], pairs[32:], {"learning_rate": 1e-4, "num_epochs": 1, "batch_size": 8, "progress_bar": False}
     )
-    # Accuracy 1.0 on every seed 0-7 (python tests/learning_sweep.py minilm_reward_model, 2026-11-30).
+    # Accuracy 1.0 on every seed 0-7 (`make sweep ARGS=minilm_reward_model`, 2026-11-30).
     assert metrics["eval_accuracy"] >= 0.75
     prompts, responses = [p.prompt for p in pairs], [p.chosen for p in pairs]
     model.fit_normalization(prompts, responses)

@@ -3,13 +3,8 @@ not re-run stage was built with are named (issue 17: re-running stages of a ``--
 
 from __future__ import annotations
 
-import os
-import sys
-
 import yaml
-
-sys.path.insert(0, os.path.dirname(__file__))  # --import-mode=importlib: make the helpers importable
-from pipeline_helpers import copy_run, run_pipeline  # noqa: E402
+from pipeline_helpers import copy_run, run_pipeline
 
 
 def test_rerunning_stages_of_a_tiny_run_keeps_its_saved_config(tiny_run, tmp_path):

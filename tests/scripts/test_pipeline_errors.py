@@ -8,7 +8,6 @@ prints its ``--help``.
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
 import runpy
 import shutil
@@ -16,9 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, os.path.dirname(__file__))  # --import-mode=importlib: make the helpers importable
-from pipeline_helpers import copy_run, run_pipeline  # noqa: E402
+from pipeline_helpers import copy_run, run_pipeline
 
 SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 

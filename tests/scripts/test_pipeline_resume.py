@@ -8,17 +8,14 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import pickle
 import shutil
-import sys
 import zipfile
 from pathlib import Path
 
-from scripts.run_dir import STAGES, is_done, read_csv
+from pipeline_helpers import copy_run, run_pipeline
 
-sys.path.insert(0, os.path.dirname(__file__))  # --import-mode=importlib: make the helpers importable
-from pipeline_helpers import copy_run, run_pipeline  # noqa: E402
+from scripts.run_dir import STAGES, is_done, read_csv
 
 
 class _CreatesFile:

@@ -3,11 +3,7 @@ and nothing but the stages' summary lines with ``--no-progress``."""
 
 from __future__ import annotations
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(__file__))  # --import-mode=importlib: make the helpers importable
-from pipeline_helpers import copy_run  # noqa: E402
+from pipeline_helpers import copy_run
 
 
 def _run(capsys, *argv: str) -> tuple[int, str, str]:

@@ -4,7 +4,7 @@ import gymnasium as gym
 import pytest
 import torch
 
-import textenv  # noqa: F401
+import textenv  # noqa: F401  (registers TextRLHF-v0)
 from scripts.demo import sample_token
 from textrlhf.models import load_model
 

@@ -9,7 +9,7 @@ from gymnasium.utils.passive_env_checker import check_obs
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-import textenv  # noqa: F401
+import textenv  # noqa: F401  (registers TextRLHF-v0)
 from textenv import TextRLHFEnv, TextRLHFVectorEnv
 
 PROMPTS = ["one two", "three four five", "six", "seven eight nine ten"]

@@ -6,7 +6,7 @@ import pytest
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
-import textenv  # noqa: F401
+import textenv  # noqa: F401  (registers TextRLHF-v0)
 
 KWARGS = dict(
     model="tiny",

@@ -129,7 +129,7 @@ def test_hub_failure_online_keeps_the_hub_error(monkeypatch):
         raise OSError("We couldn't connect to 'https://huggingface.co'")
 
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)  # tests/agents/sb3_helpers.py sets it too
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)  # tests/support/sb3_helpers.py sets it too
     monkeypatch.setattr(transformers.AutoConfig, "from_pretrained", unreachable)
     with pytest.raises(models.ModelNotFoundError, match=r"(?s)OSError: We couldn't connect.*'tiny'.*needs internet"):
         models.load_model_config("SomeOrg/missing")

@@ -6,8 +6,8 @@ its seeds (``Learner.seeds``) and asserts that the **median** outcome clears the
 threshold was picked from a sweep over at least 8 seeds, written next to it in ``LEARNERS``.
 Rerun the sweep after changing a task, a budget or a default the learners use::
 
-    python tests/learning_sweep.py                     # every learner, seeds 0-7
-    python tests/learning_sweep.py ppo rloo --seeds 12 # some learners, seeds 0-11
+    make sweep                              # every learner, seeds 0-7
+    make sweep ARGS="ppo rloo --seeds 12"   # some learners, seeds 0-11
 
 Outcomes:
 
@@ -36,13 +36,9 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-TESTS = Path(__file__).resolve().parent
-# Run as a script, Python puts tests/ first on sys.path, where tests/agents/ would shadow the agents package.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != TESTS]
-if str(TESTS / "agents") not in sys.path:  # sb3_helpers.py, shared by the agents tests (no package)
-    sys.path.insert(0, str(TESTS / "agents"))
+TESTS = Path(__file__).resolve().parents[1]
 
 TEST_SEEDS = (0, 1, 2)
 """Seeds a learning test runs unless its learner says otherwise; it asserts on the median outcome."""
@@ -206,7 +202,8 @@ def _rl(kind: Callable[[str, int], list[float]], algo: str) -> Callable[[int], f
     return lambda seed: rollout_gain(kind(algo, seed))
 
 
-# The sweep: `python tests/learning_sweep.py`, 2026-11-30, constraints.txt (transformers 5.24.0, torch 2.13.0).
+# The sweep: `make sweep`, 2026-11-30,
+# constraints.txt (transformers 5.24.0, torch 2.13.0).
 LEARNERS: dict[str, Learner] = {
     "ppo": Learner(_rl(sb3_history, "ppo"), 0.1, "min 0.148 / median 0.434 / max 0.766; 2 of 8 below 0.2"),
     # Masking and allowed_tokens give the same distribution and the same random stream: same gains as PPO.
@@ -249,7 +246,7 @@ def assert_learns(name: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Print each learner's outcome per seed with min / median / max (the numbers ``LEARNERS`` quotes)."""
-    parser = argparse.ArgumentParser(prog="python tests/learning_sweep.py", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="make sweep ARGS=", description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "learners", nargs="*", metavar="LEARNER", help=f"which learners (default: all): {', '.join(LEARNERS)}"
     )

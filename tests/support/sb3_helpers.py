@@ -7,11 +7,11 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import pytest
+import torch
 
-import textenv  # noqa: E402,F401  (registers TextRLHF-v0)
+import textenv  # noqa: F401  (registers TextRLHF-v0)
 
 WORDS = [" yes", " no", " cat", " dog"]
 TARGET = " yes"
