@@ -1,5 +1,7 @@
-# Entry points (see README): `make run` (the whole RLHF pipeline), `make test`, `make demo`.
+# Entry points (see README): `make run` (the whole RLHF pipeline), `make test` (what CI runs), `make demo`.
 # `make setup` installs the exact versions of constraints.txt (what the suite passes with) into .venv;
+# `make test` = `make lint` (ruff check + ruff format --check) + `make docs` (the documentation site, strict:
+# a warning fails it) + the test suite; `make format` applies what `make lint` asks for.
 # `make test-latest` installs the newest versions pyproject.toml allows into .venv-latest and runs the suite,
 # so drift in a dependency is one command to see; `make test-lowest` installs the lower bounds of pyproject.toml
 # into .venv-lowest and runs a fast subset, so those bounds are tested rather than guessed.
@@ -14,7 +16,7 @@ TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 TORCH_PIP := --retries 1 --index-url $(TORCH_INDEX) --extra-index-url https://pypi.org/simple
 CONSTRAINTS := constraints.txt
 
-.PHONY: setup run demo test bench test-bench test-latest test-lowest clean
+.PHONY: setup run demo test lint format docs sweep bench test-bench test-latest test-lowest clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
@@ -32,8 +34,22 @@ run: setup
 demo: setup
 	$(PY) -m scripts.demo
 
-test: setup
+# Lint and docs first: both take seconds, the suite minutes.
+test: setup lint docs
 	$(PY) -m pytest -q tests
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: setup
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+# The documentation site (mkdocs.yml, docs/) into site/ (git-ignored): open site/index.html, or serve it
+# with live reload: .venv/bin/mkdocs serve. --strict: a broken link or an unparsable docstring fails it.
+docs: setup
+	$(VENV)/bin/mkdocs build --strict --site-dir site
 
 # The seed sweeps behind the learning tests' thresholds (tests/support/learning_sweep.py), e.g.
 # `make sweep ARGS="trpo --seeds 12"`; every learner on seeds 0-7 without ARGS.
@@ -90,4 +106,4 @@ test-lowest:
 	$(LOWEST)/bin/python -m pytest -q $(LOWEST_TESTS)
 
 clean:
-	rm -rf $(VENV) $(LATEST) $(LOWEST) *.egg-info
+	rm -rf $(VENV) $(LATEST) $(LOWEST) *.egg-info site

@@ -8,10 +8,11 @@ Quick start (one word changes the algorithm)::
     agent.learn(10_000)
     agent.policy.save_pretrained("runs/ppo-lm")   # a plain Hugging Face model folder
 
-Plain SB3 works too::
+Plain SB3 works too, binding the KL buffer to its algorithm once (``make_agent`` does it)::
 
-    PPO(agents.LMActorCriticPolicy, env, policy_kwargs={"model": "smollm2-135m-instruct"},
-        rollout_buffer_class=agents.KLRolloutBuffer, gamma=1.0)
+    model = PPO(agents.LMActorCriticPolicy, env, policy_kwargs={"model": "smollm2-135m-instruct"},
+                rollout_buffer_class=agents.KLRolloutBuffer, gamma=1.0)
+    model.rollout_buffer.bind(model)   # or model.learn(..., callback=agents.BindKLBuffer())
 
 The KL penalty comes only from that buffer: an LM policy trained without it warns once, at its first
 update (:class:`NoKLPenaltyWarning`). rl-baselines3-zoo takes the python hyperparameter files
@@ -23,8 +24,7 @@ Hand-written loops use :func:`reference_logprobs`, :func:`kl_estimate`, :func:`s
 KL controllers directly.
 """
 
-from agents.buffers import KLRolloutBuffer, MaskableKLRolloutBuffer
-from agents.cache import KVCacheRunner, position_ids_from_mask
+from agents.buffers import BindKLBuffer, KLBufferNotBoundError, KLRolloutBuffer, MaskableKLRolloutBuffer
 from agents.callbacks import RLHF_METRICS, RLHFHistory
 from agents.critic_free import CriticFreePG
 from agents.evaluation import evaluate_policy, win_rate
@@ -32,6 +32,7 @@ from agents.kl import (
     AdaptiveKLController,
     FixedKLController,
     KLConfig,
+    KLController,
     kl_estimate,
     reference_logprobs,
     shape_rewards,
@@ -46,12 +47,19 @@ from agents.registry import (
     make_vec_text_env,
     register_algorithm,
 )
-from agents.rlhf_ppo import RLHFPPO, AgentClassMismatchError
-from agents.rollout import EpisodeBatch, collect_round, sample_tokens, sequence_forward
+from agents.rlhf_ppo import RLHFPPO
+from agents.rollout import EpisodeBatch, collect_round, sequence_forward
+from agents.saved_agent import AgentClassMismatchError
+from agents.sequence_agent import SequenceAgent
 from agents.vec_env import TextRLHFVecEnv, text_vector_env
+from textrlhf.lm import KVCacheRunner, position_ids_from_mask, sample_tokens
 
 __all__ = [
     "AgentClassMismatchError",
+    "BindKLBuffer",
+    "KLBufferNotBoundError",
+    "KLController",
+    "SequenceAgent",
     "PackageNameClashWarning",
     "CriticFreePG",
     "EpisodeBatch",

@@ -27,10 +27,19 @@ episode once, in the rollout where it ends. A buffer that starts in the middle o
 saw the start of (a freshly loaded agent continuing with ``reset_num_timesteps=False``) penalises only
 the tokens it saw.
 
-The buffer needs the policy (for the reference model) and the algorithm's logger. ``agents.make_agent``
-calls :meth:`bind`; with plain SB3 (``PPO(LMActorCriticPolicy, env, rollout_buffer_class=KLRolloutBuffer)``)
-the buffer finds the algorithm that calls ``compute_returns_and_advantage`` on it. No module is ever
-passed in ``rollout_buffer_kwargs`` (they are saved with the agent): only names and numbers.
+The buffer needs the policy (for the reference model and the KL coefficient) and the algorithm's logger,
+and SB3 builds it (``rollout_buffer_class(n_steps, ..., **rollout_buffer_kwargs)``, before the policy)
+without either; no module may travel in ``rollout_buffer_kwargs`` either, since they are saved with the
+agent: only names and numbers. So the algorithm is handed over explicitly, once, with :meth:`bind`:
+``agents.make_agent`` does it; with plain SB3 (``PPO(LMActorCriticPolicy, env,
+rollout_buffer_class=KLRolloutBuffer)``) call ``agent.rollout_buffer.bind(agent)``, or pass
+``callback=agents.BindKLBuffer()`` to ``learn`` (rl-baselines3-zoo: ``callback="agents.BindKLBuffer"`` in
+the hyperparameters). An unbound buffer raises :class:`KLBufferNotBoundError`, with those fixes, at its
+first ``compute_returns_and_advantage``: before any update, so no step is taken without the penalty.
+
+The KL coefficient lives in one place: the controller built by :meth:`bind` keeps ``beta`` in the
+policy's ``kl_beta`` buffer (:meth:`agents.kl.KLController.store_in`), which SB3's ``save`` writes and
+``load`` restores; ``kl_coef`` is only its starting value.
 
 Binding marks the policy (``policy.mark_kl_penalty``). An LM policy trained by an SB3 algorithm without
 one of these buffers is never marked, and its first update warns with :class:`agents.NoKLPenaltyWarning`
@@ -39,7 +48,6 @@ instead of silently optimising the score with no KL penalty (issue 17).
 
 from __future__ import annotations
 
-import sys
 import warnings
 import weakref
 
@@ -47,9 +55,14 @@ import numpy as np
 import torch
 from sb3_contrib.common.maskable.buffers import MaskableDictRolloutBuffer
 from stable_baselines3.common.buffers import DictRolloutBuffer
+from stable_baselines3.common.callbacks import BaseCallback
 
 from agents.callbacks import rollout_metrics
-from agents.kl import AdaptiveKLController, FixedKLController, KLConfig, check_kl_options, kl_estimate
+from agents.kl import KLConfig, KLController, check_kl_options, kl_estimate, make_kl_controller
+
+
+class KLBufferNotBoundError(RuntimeError):
+    """A KL rollout buffer was used before ``bind`` gave it its algorithm; the message names the fixes."""
 
 
 class _KLShapingMixin:
@@ -75,7 +88,7 @@ class _KLShapingMixin:
         self.kl_mode = kl_mode
         self._policy_ref = None
         self._algo_ref = None
-        self.controller: FixedKLController | AdaptiveKLController | None = None
+        self.controller: KLController | None = None
         self.last_stats: dict[str, float] = {}
         self._warned_partial = False
         super().__init__(*args, **kwargs)
@@ -87,8 +100,15 @@ class _KLShapingMixin:
     def bind(self, owner) -> None:
         """Attach the policy (an LM policy) and, if ``owner`` is an SB3 algorithm, its logger.
 
+        Builds the KL controller and keeps its ``beta`` in the policy's ``kl_beta`` buffer; a finite
+        ``beta`` already there (a loaded agent's adapted one) is kept, else ``kl_coef`` starts it.
+        Marks the policy as KL-penalised (no :class:`agents.NoKLPenaltyWarning`).
+
         Args:
             owner: the SB3 algorithm using this buffer, or an LM policy.
+
+        Raises:
+            TypeError: ``owner`` is not (and holds no) LM policy.
         """
         policy = getattr(owner, "policy", owner)
         if not hasattr(policy, "reference_logprobs"):
@@ -100,28 +120,19 @@ class _KLShapingMixin:
         self._algo_ref = weakref.ref(owner) if owner is not policy else None
         # The policy warns on its first update unless something adds the KL (NoKLPenaltyWarning).
         policy.mark_kl_penalty(type(self).__name__)
-        beta = float(policy.kl_beta)
-        init = beta if np.isfinite(beta) else self.kl_coef  # a loaded agent resumes its adapted beta
-        self.controller = (
-            AdaptiveKLController(init, self.kl_target, self.kl_horizon) if self.adaptive_kl else FixedKLController(init)
-        )
-        policy.kl_beta.fill_(init)
+        controller = make_kl_controller(self.kl_coef, self.adaptive_kl, self.kl_target, self.kl_horizon)
+        self.controller = controller.store_in(policy)
 
-    def _bind_from_caller(self) -> None:
-        from stable_baselines3.common.base_class import BaseAlgorithm
-
-        frame = sys._getframe(1)
-        for _ in range(6):  # compute_returns_and_advantage is called from the algorithm's collect_rollouts
-            frame = frame.f_back
-            if frame is None:
-                break
-            owner = frame.f_locals.get("self")
-            if isinstance(owner, BaseAlgorithm) and getattr(owner, "rollout_buffer", None) is self:
-                self.bind(owner)
-                return
-        raise RuntimeError(
-            f"{type(self).__name__} is not bound to a policy: call buffer.bind(model) (agents.make_agent "
-            f"does), or let an SB3 algorithm call compute_returns_and_advantage"
+    def _check_bound(self) -> None:
+        """Raise :class:`KLBufferNotBoundError` with the fixes unless :meth:`bind` was called."""
+        if self.policy is not None:
+            return
+        raise KLBufferNotBoundError(
+            f"{type(self).__name__} is not bound to its algorithm, so it cannot add the KL penalty: build the "
+            f"agent with agents.make_agent(...), or call model.rollout_buffer.bind(model) once after "
+            f"PPO(..., rollout_buffer_class={type(self).__name__}) or PPO.load(...) (which builds a new buffer), "
+            f"or pass callback=agents.BindKLBuffer() to "
+            f"model.learn (rl-baselines3-zoo: callback='agents.BindKLBuffer' in the hyperparameters)"
         )
 
     @property
@@ -132,8 +143,7 @@ class _KLShapingMixin:
     # ------------------------------------------------------------------ SB3 hook
     def compute_returns_and_advantage(self, last_values: torch.Tensor, dones: np.ndarray) -> None:
         """Subtract ``beta * KL`` from the rewards, log ``rlhf/*``, then SB3's GAE."""
-        if self.policy is None:
-            self._bind_from_caller()
+        self._check_bound()
         self.shape_kl(np.asarray(dones))
         super().compute_returns_and_advantage(last_values, dones)
 
@@ -154,15 +164,43 @@ class _KLShapingMixin:
 
     @torch.no_grad()
     def shape_kl(self, dones: np.ndarray) -> dict[str, float]:
-        """Rewrite ``self.rewards`` with the KL penalty (see module docstring); returns the stats."""
-        policy = self.policy
+        """Rewrite ``self.rewards`` with the KL penalty (see module docstring); returns the ``rlhf/*`` stats.
+
+        Args:
+            dones: ``(n_envs,)`` whether each env's last stored step ended its episode.
+
+        Returns:
+            :func:`agents.callbacks.rollout_metrics` of the episodes that ended in this rollout.
+        """
+        scores = self.rewards.copy()  # (T, n_envs): env rewards = score at terminal steps, 0 elsewhere
+        segments = self._segments(dones)
+        ref_logp = self._reference_logprobs(segments)  # (S, L)
+        beta = float(self.controller.value)
+        finished = self._penalise(segments, ref_logp, beta)  # (env, last step, summed KL, length) per ended episode
+        stats = rollout_metrics(
+            [scores[s1, e] for e, s1, _, _ in finished], [kl for *_, kl, _ in finished], [n for *_, n in finished], beta
+        )
+        if finished:
+            self.controller.update(stats["rlhf/kl"], len(finished))  # writes policy.kl_beta (one home of beta)
+        self.last_stats = stats
+        algo = self._algo_ref() if self._algo_ref is not None else None
+        if algo is not None and getattr(algo, "_logger", None) is not None:
+            for key, value in stats.items():
+                algo.logger.record(key, value)
+        return stats
+
+    def _reference_logprobs(self, segments: list[tuple[int, int, int, bool]]) -> np.ndarray:
+        """``(S, L)`` reference log-probs of every segment's tokens, each segment's full sequence rebuilt.
+
+        An observation holds the whole context, so ``obs[last][1:] + [action[last]]`` is prompt + response.
+
+        Raises:
+            ValueError: a window with no padding slot left (the context cannot be rebuilt).
+        """
         ids = self.observations["input_ids"]  # (T, n_envs, L)
         masks = self.observations["attention_mask"]  # (T, n_envs, L)
         actions = self.actions[..., 0].astype(np.int64)  # (T, n_envs)
-        scores = self.rewards.copy()  # (T, n_envs): env rewards = score at terminal steps, 0 elsewhere
-        segments = self._segments(dones)
         L = ids.shape[-1]
-
         seq_ids = np.empty((len(segments), L), dtype=np.int64)  # (S, L): prompt + response piece
         seq_mask = np.empty((len(segments), L), dtype=np.int64)
         resp = np.zeros((len(segments), L), dtype=bool)
@@ -175,14 +213,19 @@ class _KLShapingMixin:
             seq_ids[k, :-1], seq_ids[k, -1] = ids[s1, e, 1:], actions[s1, e]
             seq_mask[k, :-1], seq_mask[k, -1] = masks[s1, e, 1:], 1
             resp[k, L - (s1 - s0 + 1) :] = True
-        ref_logp = (
-            policy.reference_logprobs(torch.as_tensor(seq_ids), torch.as_tensor(seq_mask), torch.as_tensor(resp))
-            .cpu()
-            .numpy()
-        )  # (S, L)
+        ref = self.policy.reference_logprobs(torch.as_tensor(seq_ids), torch.as_tensor(seq_mask), torch.as_tensor(resp))
+        return ref.cpu().numpy()
 
-        beta = float(self.controller.value)
-        finished_score, finished_kl, finished_len = [], [], []
+    def _penalise(
+        self, segments: list[tuple[int, int, int, bool]], ref_logp: np.ndarray, beta: float
+    ) -> list[tuple[int, int, float, int]]:
+        """Subtract ``beta * KL`` from ``self.rewards`` segment by segment, carrying open episodes' sums.
+
+        Returns:
+            ``(env, last_step, summed_kl, length)`` of every episode that ended in this rollout.
+        """
+        L = ref_logp.shape[-1]
+        finished_episodes = []
         for k, (e, s0, s1, finished) in enumerate(segments):
             n = s1 - s0 + 1
             if self.episode_starts[s0, e] > 0.5:
@@ -192,7 +235,7 @@ class _KLShapingMixin:
                 warnings.warn(
                     "a rollout began inside an episode this buffer never saw start; only its "
                     "visible tokens are KL-penalised",
-                    stacklevel=2,
+                    stacklevel=4,
                 )
             logp = torch.as_tensor(self.log_probs[s0 : s1 + 1, e], dtype=torch.float64)
             kl = kl_estimate(logp, torch.as_tensor(ref_logp[k, L - n :], dtype=torch.float64), self.kl_estimator)
@@ -204,21 +247,9 @@ class _KLShapingMixin:
             if finished:
                 if self.kl_mode == "terminal":
                     self.rewards[s1, e] -= beta * self._carry_kl[e]
-                finished_score.append(scores[s1, e])
-                finished_kl.append(self._carry_kl[e])
-                finished_len.append(self._carry_len[e])
+                finished_episodes.append((e, s1, self._carry_kl[e], self._carry_len[e]))
                 self._carry_kl[e], self._carry_len[e], self._carry_known[e] = 0.0, 0, True
-
-        stats = rollout_metrics(finished_score, finished_kl, finished_len, beta)
-        if finished_score:
-            self.controller.update(stats["rlhf/kl"], len(finished_score))
-            policy.kl_beta.fill_(self.controller.value)
-        self.last_stats = stats
-        algo = self._algo_ref() if self._algo_ref is not None else None
-        if algo is not None and getattr(algo, "_logger", None) is not None:
-            for key, value in stats.items():
-                algo.logger.record(key, value)
-        return stats
+        return finished_episodes
 
 
 class KLRolloutBuffer(_KLShapingMixin, DictRolloutBuffer):
@@ -240,3 +271,29 @@ class MaskableKLRolloutBuffer(_KLShapingMixin, MaskableDictRolloutBuffer):
 
     Note: it stores float32 masks of ``n_steps x n_envs x V`` (V = 49152: ~200 KB per transition).
     """
+
+
+class BindKLBuffer(BaseCallback):
+    """Bind the algorithm's KL rollout buffer to it when training starts: ``model.rollout_buffer.bind(model)``.
+
+    For a plain SB3 algorithm built with ``rollout_buffer_class=agents.KLRolloutBuffer`` by code you do not
+    control, as rl-baselines3-zoo does (its hyperparameters take ``callback="agents.BindKLBuffer"``).
+    Elsewhere call ``bind`` yourself, or build the agent with :func:`agents.make_agent`, which does.
+
+    Raises:
+        TypeError: at ``learn``, if the algorithm's rollout buffer is not a KL rollout buffer.
+    """
+
+    def _init_callback(self) -> None:
+        # Runs in learn()'s setup, before the first rollout: the buffer is bound before it is ever used.
+        buffer = self.model.rollout_buffer
+        if not isinstance(buffer, _KLShapingMixin):
+            raise TypeError(
+                f"BindKLBuffer binds a KL rollout buffer, but {type(self.model).__name__} uses "
+                f"{type(buffer).__name__}; pass rollout_buffer_class=agents.KLRolloutBuffer "
+                f"(MaskablePPO: agents.MaskableKLRolloutBuffer)"
+            )
+        buffer.bind(self.model)
+
+    def _on_step(self) -> bool:
+        return True

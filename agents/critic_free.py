@@ -1,8 +1,10 @@
 """Critic-free policy gradients on ``TextRLHF-v0``: REINFORCE, RLOO, GRPO, REINFORCE++.
 
-Same machinery as :class:`agents.rlhf_ppo.RLHFPPO` (lock-step KV-cached rollouts through the env,
-batched reference scoring, sequence-level updates, SB3 logger / callbacks / ``save`` / ``load``), but
-the baseline comes from the batch instead of a value network:
+Same machinery as :class:`agents.rlhf_ppo.RLHFPPO`, their one base :class:`agents.sequence_agent.SequenceAgent`
+(lock-step KV-cached rollouts through the env, batched reference scoring, sequence-level updates, SB3
+logger / callbacks / ``save`` / ``load``), but the baseline comes from the batch instead of a value
+network, and the policy has none (``value_head=False``: no critic parameters in the policy, the
+optimizer or the saved zip):
 
 * ``reinforce``: ``A = R - b`` with ``b`` a running mean of past returns (Williams 1992); with
   ``baseline=False`` and ``group_size=1`` it is the plain score-function estimator.
@@ -32,8 +34,8 @@ import torch
 
 from agents.kl import KLConfig, kl_estimate, shape_rewards
 from agents.losses import masked_mean, masked_whiten
-from agents.rlhf_ppo import RLHFPPO
 from agents.rollout import EpisodeBatch, sequence_forward
+from agents.sequence_agent import SequenceAgent
 
 ESTIMATORS = ("reinforce", "rloo", "grpo", "reinforce_pp")
 """Advantage estimators of :class:`CriticFreePG`."""
@@ -99,11 +101,47 @@ def aggregate(per_token: torch.Tensor, mask: torch.Tensor, how: str) -> torch.Te
     raise ValueError(f"unknown aggregation {how!r}; use one of {list(AGGREGATIONS)}")
 
 
-class CriticFreePG(RLHFPPO):
+def _critic_free_options(estimator: str, group_size, kl_in, aggregation) -> tuple[int, str, str]:
+    """``(group_size, kl_in, aggregation)`` of ``estimator``, its defaults filled in, after checking them.
+
+    Raises:
+        ValueError: an unknown estimator, ``kl_in`` or aggregation, or a group too small to compare.
+    """
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"unknown estimator {estimator!r}; use one of {list(ESTIMATORS)}")
+    defaults = _DEFAULTS[estimator]
+    group_size = int(group_size if group_size is not None else defaults["group_size"])
+    kl_in, aggregation = kl_in or defaults["kl_in"], aggregation or defaults["aggregation"]
+    if kl_in not in ("reward", "loss"):
+        raise ValueError(f"kl_in must be 'reward' or 'loss', got {kl_in!r}")
+    if aggregation not in AGGREGATIONS:
+        raise ValueError(f"unknown aggregation {aggregation!r}; use one of {list(AGGREGATIONS)}")
+    if estimator in ("rloo", "grpo") and group_size < 2:
+        raise ValueError(f"{estimator} compares responses to the same prompt: group_size must be >= 2")
+    return group_size, kl_in, aggregation
+
+
+def _headless(policy_kwargs: dict[str, Any] | None) -> dict[str, Any]:
+    """``policy_kwargs`` with ``value_head=False``: a critic-free agent trains no critic.
+
+    Raises:
+        ValueError: ``value_head=True`` was asked for.
+    """
+    policy_kwargs = dict(policy_kwargs or {})
+    if policy_kwargs.get("value_head", False):
+        raise ValueError(
+            "critic-free agents have no value head (their baseline comes from the batch); drop value_head "
+            "from policy_kwargs, or use RLHFPPO for an agent with a critic"
+        )
+    return {**policy_kwargs, "value_head": False}
+
+
+class CriticFreePG(SequenceAgent):
     """REINFORCE / RLOO / GRPO / REINFORCE++ on ``TextRLHF-v0`` (see the module docstring).
 
     Args:
-        policy, env: as :class:`agents.rlhf_ppo.RLHFPPO` (the policy's value head is unused).
+        policy: as :class:`agents.rlhf_ppo.RLHFPPO`.
+        env: as :class:`agents.rlhf_ppo.RLHFPPO`.
         estimator: one of :data:`ESTIMATORS`.
         group_size: responses per prompt ``k`` (default per estimator: 4 for rloo/grpo, else 1).
         kl_in: ``"reward"`` (``score - beta * KL``, the other agents' objective) or ``"loss"``
@@ -111,12 +149,21 @@ class CriticFreePG(RLHFPPO):
         aggregation: one of :data:`AGGREGATIONS` (default per estimator).
         baseline: ``reinforce`` only: subtract a running mean of past returns.
         baseline_momentum: weight of the old mean in that running mean.
-        learning_rate, n_steps, batch_size, n_epochs, clip_range, max_grad_norm, kl_coef, adaptive_kl,
-        kl_target, kl_horizon, kl_estimator, kl_mode, target_kl, ...: as :class:`RLHFPPO`
-        (``n_epochs`` defaults to 1: on-policy; ``learning_rate`` to 1e-4, docs/design.md section 5's
-        measured scale for one Adam step per batch on this CPU; ``kl_estimator`` and ``kl_mode``, when
-        None, to the estimator's choice in ``_DEFAULTS`` (GRPO: k3; REINFORCE++: per_token), else to
-        :class:`agents.kl.KLConfig`'s).
+        learning_rate: as :class:`RLHFPPO`; defaults to 1e-4, docs/design.md section 5's measured scale
+            for one Adam step per batch on this CPU.
+        n_epochs: as :class:`RLHFPPO`; defaults to 1 (on-policy).
+        kl_estimator: as :class:`RLHFPPO`; ``None`` takes the estimator's choice in ``_DEFAULTS`` (GRPO:
+            k3), else :class:`agents.kl.KLConfig`'s.
+        kl_mode: as :class:`RLHFPPO`; ``None`` takes the estimator's choice (REINFORCE++: per_token),
+            else :class:`agents.kl.KLConfig`'s.
+        policy_kwargs: as :class:`RLHFPPO`; the policy is built without a value head.
+        **kwargs: every other argument of :class:`RLHFPPO` (``n_steps``, ``batch_size``, ``clip_range``,
+            ``max_grad_norm``, ``kl_coef``, ``adaptive_kl``, ``kl_target``, ``kl_horizon``, ``target_kl``,
+            ...). The critic's options (``vf_coef``, ``clip_range_vf``, ``gae_lambda``) are accepted and
+            unused.
+
+    Raises:
+        ValueError: a bad estimator option, or ``policy_kwargs={"value_head": True}``.
     """
 
     def __init__(
@@ -133,32 +180,23 @@ class CriticFreePG(RLHFPPO):
         n_epochs: int = 1,
         kl_estimator: str | None = None,
         kl_mode: str | None = None,
+        policy_kwargs: dict[str, Any] | None = None,
         **kwargs: Any,
     ):
-        if estimator not in ESTIMATORS:
-            raise ValueError(f"unknown estimator {estimator!r}; use one of {list(ESTIMATORS)}")
-        defaults = _DEFAULTS[estimator]
         self.estimator = estimator
-        self.group_size = int(group_size if group_size is not None else defaults["group_size"])
-        self.kl_in = kl_in or defaults["kl_in"]
-        self.aggregation = aggregation or defaults["aggregation"]
-        if self.kl_in not in ("reward", "loss"):
-            raise ValueError(f"kl_in must be 'reward' or 'loss', got {self.kl_in!r}")
-        if self.aggregation not in AGGREGATIONS:
-            raise ValueError(f"unknown aggregation {self.aggregation!r}; use one of {list(AGGREGATIONS)}")
-        if estimator in ("rloo", "grpo") and self.group_size < 2:
-            raise ValueError(f"{estimator} compares responses to the same prompt: group_size must be >= 2")
-        kl_estimator = kl_estimator or defaults.get("kl_estimator", KLConfig.kl_estimator)
+        self.group_size, self.kl_in, self.aggregation = _critic_free_options(estimator, group_size, kl_in, aggregation)
         self.baseline = bool(baseline)
         self.baseline_momentum = float(baseline_momentum)
         self._baseline_value: float | None = None
+        defaults = _DEFAULTS[estimator]
         super().__init__(
             policy,
             env,
             learning_rate=learning_rate,
             n_epochs=n_epochs,
-            kl_estimator=kl_estimator,
+            kl_estimator=kl_estimator or defaults.get("kl_estimator", KLConfig.kl_estimator),
             kl_mode=kl_mode or defaults.get("kl_mode", KLConfig.kl_mode),
+            policy_kwargs=_headless(policy_kwargs),
             **kwargs,
         )
 
@@ -173,8 +211,8 @@ class CriticFreePG(RLHFPPO):
         super()._setup_model()
 
     @torch.no_grad()
-    def _finish_batch(self, batch: EpisodeBatch) -> None:
-        beta = self._score_reference(batch)
+    def compute_advantages(self, batch: EpisodeBatch, beta: float) -> None:
+        """Rewards with the KL (if ``kl_in="reward"``), then the estimator's advantages; returns are unused (0)."""
         mask = batch.mask
         reward_beta = beta if self.kl_in == "reward" else 0.0
         batch.rewards = shape_rewards(
@@ -182,14 +220,7 @@ class CriticFreePG(RLHFPPO):
         )
         returns = batch.rewards.sum(-1)  # (n,) undiscounted return of each episode
         if self.estimator == "reinforce":
-            b = self._baseline_value if (self.baseline and self._baseline_value is not None) else 0.0
-            adv = (returns - b)[:, None] * mask  # Williams 1992: a baseline from *past* batches keeps it unbiased
-            if self.baseline:
-                mean = float(returns.mean())
-                m = self.baseline_momentum
-                self._baseline_value = (
-                    mean if self._baseline_value is None else m * self._baseline_value + (1 - m) * mean
-                )
+            adv = (returns - self._running_baseline(returns))[:, None] * mask
         elif self.estimator == "reinforce_pp":
             # Hu 2025, REINFORCE++ eq. 6-7: token-level return-to-go, normalised over the global batch.
             adv = masked_whiten(reward_to_go(batch.rewards, mask), mask)
@@ -197,10 +228,20 @@ class CriticFreePG(RLHFPPO):
             adv = group_advantages(returns, batch.extras["group"], self.estimator)[:, None] * mask
         batch.advantages = adv
         batch.returns = torch.zeros_like(adv)
-        self._update_kl_and_log(batch, beta)
 
-    def policy_loss(self, batch: EpisodeBatch, idx: torch.Tensor, clip_range: float):
-        """The loss of one minibatch of episodes ``idx`` and its statistics."""
+    def _running_baseline(self, returns: torch.Tensor) -> float:
+        """REINFORCE's baseline for this batch (from *past* batches: Williams 1992, unbiased), then updated."""
+        if not self.baseline:
+            return 0.0
+        b = self._baseline_value if self._baseline_value is not None else 0.0
+        mean, m = float(returns.mean()), self.baseline_momentum
+        self._baseline_value = mean if self._baseline_value is None else m * self._baseline_value + (1 - m) * mean
+        return b
+
+    def minibatch_loss(
+        self, batch: EpisodeBatch, idx: torch.Tensor, clip_range: float
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Clipped surrogate aggregated as ``aggregation`` says, + ``beta`` x KL (``kl_in="loss"``), - entropy bonus."""
         dev = self.device
         mask = batch.mask[idx].to(dev)
         logp, _, entropy = sequence_forward(
@@ -222,7 +263,7 @@ class CriticFreePG(RLHFPPO):
             kl_loss = aggregate(
                 kl_estimate(logp, batch.ref_logp[idx].to(dev), self.kl_estimator), mask, self.aggregation
             )
-            loss = loss + self._controller().value * kl_loss
+            loss = loss + self.beta * kl_loss
         if self.ent_coef:
             loss = loss - self.ent_coef * masked_mean(entropy, mask)
         with torch.no_grad():
@@ -235,37 +276,7 @@ class CriticFreePG(RLHFPPO):
             }
         return loss, stats
 
-    def train(self) -> None:
-        """``n_epochs`` passes over minibatches of whole episodes; no critic."""
-        import time
-
-        self.policy.set_training_mode(True)
-        self._update_learning_rate(self.policy.optimizer)
-        clip_range = self.clip_range(self._current_progress_remaining)
-        batch = self._batch
-        bs = self.episode_batch_size or batch.n
-        logs: dict[str, list[float]] = {"loss": [], "approx_kl": [], "clip_fraction": [], "kl_loss": [], "entropy": []}
-        t0 = time.perf_counter()
-        stop = False
-        for _ in range(self.n_epochs):
-            for idx in torch.randperm(batch.n).split(bs):
-                loss, stats = self.policy_loss(batch, idx, clip_range)
-                for k, v in stats.items():
-                    logs[k].append(v)
-                logs["loss"].append(float(loss.detach()))
-                if self.target_kl is not None and stats["approx_kl"] > 1.5 * self.target_kl:
-                    stop = True
-                    break
-                self.policy.optimizer.zero_grad()
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
-                self.policy.optimizer.step()
-            self._n_updates += 1
-            if stop:
-                break
-        self.policy.set_training_mode(False)
-        for k, v in logs.items():
-            if v:
-                self.logger.record(f"train/{k}", float(np.mean(v)))
-        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
-        self.logger.record("time/update_s", time.perf_counter() - t0)
+    def record_train(self, logs: dict[str, list[float]], clip_range: float) -> None:
+        """``train/{loss, approx_kl, clip_fraction, kl_loss, entropy}``: means over minibatches."""
+        for key, values in logs.items():
+            self.logger.record(f"train/{key}", float(np.mean(values)))

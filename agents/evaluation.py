@@ -1,10 +1,11 @@
 """Held-out evaluation of a policy: scores, win rate, KL, diversity and perplexity.
 
 Used by the pipeline's ``evaluate`` stage to compare the starting policy with the trained one on the
-same held-out prompts. Sampling goes through Hugging Face ``generate`` (pure sampling at the policy's
-temperature: no top-k, no top-p, so the samples come from the same distribution the env rollouts
-do), prompts are encoded exactly as ``TextRLHF-v0`` encodes them (``env.encode_prompt``), and
-responses are decoded as the env decodes them.
+same held-out prompts. Sampling goes through the shared LM interface, :func:`textrlhf.lm.generate` (pure
+sampling at the policy's temperature: no top-k, no top-p, so the samples come from the same
+distribution the env rollouts do; its ``torch.multinomial`` draw is the one Hugging Face ``generate``
+made here before, so seeded evaluations reproduce), prompts are encoded exactly as ``TextRLHF-v0``
+encodes them (``env.encode_prompt``), and responses are decoded as the env decodes them.
 
 Metrics (all per held-out prompt, then averaged):
 
@@ -28,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
-from agents.kl import reference_logprobs
+from textrlhf.lm import generate, token_logprobs
 
 
 @dataclass
@@ -82,7 +83,10 @@ def sample_responses(
         max_new_tokens: response length limit (the env's horizon).
         temperature: sampling temperature (the policy's).
         seed: seeds the sampling, without touching the caller's global RNG.
-        batch_size: prompts per ``generate`` call.
+        batch_size: prompts per :func:`textrlhf.lm.generate` call.
+
+    Returns:
+        The :class:`Samples`, responses cut after their first EOS (kept, as the env keeps it).
     """
     eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
     device = next(model.parameters()).device
@@ -92,21 +96,18 @@ def sample_responses(
         for start in range(0, len(prompt_ids), batch_size):
             chunk = prompt_ids[start : start + batch_size]
             ids, mask, _ = _pack(chunk, [[] for _ in chunk], pad)
-            out = model.generate(
-                input_ids=ids.to(device),
-                attention_mask=mask.to(device),
-                do_sample=True,
-                temperature=temperature,
-                top_k=0,
-                top_p=1.0,
-                max_new_tokens=max_new_tokens,
-                min_new_tokens=1,
-                eos_token_id=eos,
+            out = generate(
+                model,
+                ids.to(device),
+                mask.to(device),
+                max_new_tokens,
                 pad_token_id=pad,
-            )[:, ids.shape[1] :].cpu()
-            for row in out.tolist():
-                cut = row.index(eos) + 1 if eos in row else len(row)  # keep EOS, as the env does
-                responses.append(row[:cut])
+                eos_token_id=eos,
+                temperature=temperature,
+                min_new_tokens=1,
+            )
+            tokens = out.tokens.cpu().tolist()
+            responses += [row[:n] for row, n in zip(tokens, out.lengths.tolist())]  # keep EOS, as the env does
     texts = [tokenizer.decode([t for t in r if t != eos], skip_special_tokens=True) for r in responses]
     ids, mask, resp = _pack(prompt_ids, responses, pad)
     return Samples(list(prompts), texts, ids, mask, resp)
@@ -118,7 +119,7 @@ def sequence_logprobs(model, samples: Samples, temperature: float = 1.0, batch_s
     device = next(model.parameters()).device
     sums = []
     for s in range(0, len(samples.prompts), batch_size):
-        lp = reference_logprobs(
+        lp = token_logprobs(
             model,
             samples.input_ids[s : s + batch_size].to(device),
             samples.attention_mask[s : s + batch_size].to(device),

@@ -14,6 +14,9 @@ with ``KL_t`` an estimate of ``KL(pi || pi_ref)`` at token ``t``. From the sampl
 
 The controllers follow lm-human-preferences (``lm_human_preferences/train_policy.py``) and TRL:
 :class:`FixedKLController` keeps ``beta``; :class:`AdaptiveKLController` moves it towards a target KL.
+A controller is the one home of the current ``beta`` (:class:`KLController`): an agent's controller keeps
+it in its policy's ``kl_beta`` buffer, so it is saved and restored with the policy; ``kl_coef`` is only
+where it starts.
 :class:`KLConfig` holds the six KL options and is the only place their defaults are written.
 """
 
@@ -26,7 +29,22 @@ import numpy as np
 import torch
 from torch import nn
 
-from agents.cache import position_ids_from_mask
+from textrlhf.lm import restrict_logits, token_logprobs
+
+__all__ = [
+    "KL_ESTIMATORS",
+    "SHAPING_MODES",
+    "AdaptiveKLController",
+    "FixedKLController",
+    "KLConfig",
+    "KLController",
+    "check_kl_options",
+    "kl_estimate",
+    "make_kl_controller",
+    "reference_logprobs",
+    "restrict_logits",  # re-exported: agents.kl.restrict_logits is public
+    "shape_rewards",
+]
 
 KL_ESTIMATORS = ("k1", "k2", "k3")
 """Names accepted by :func:`kl_estimate`."""
@@ -55,7 +73,7 @@ class KLConfig:
     :class:`agents.KLRolloutBuffer`, :class:`agents.RLHFPPO`, the critic-free agents and the controllers
     take their keyword defaults from these fields (``kl_coef: float = KLConfig.kl_coef``), the scripts
     and the pipeline theirs too; a script or pipeline default that differs is a named override with
-    its reason (``LIBRARY_OVERRIDES`` in ``scripts/stages/config.py``, tested in
+    its reason (``LIBRARY_OVERRIDES`` in ``scripts/stages/config_sections.py``, tested in
     ``tests/scripts/test_config_defaults.py``). ``dataclasses.asdict(KLConfig(...))`` gives the keyword
     arguments of any of them (``make_agent(name, env, **asdict(cfg))``).
 
@@ -137,63 +155,8 @@ def reference_logprobs(
     Raises:
         ValueError: a response token at position 0 (it would have no context), or shape mismatch.
     """
-    if input_ids.shape != attention_mask.shape or input_ids.shape != response_mask.shape:
-        raise ValueError(
-            f"input_ids {tuple(input_ids.shape)}, attention_mask {tuple(attention_mask.shape)} and "
-            f"response_mask {tuple(response_mask.shape)} must have the same shape"
-        )
-    response_mask = response_mask.bool()
-    if bool(response_mask[:, 0].any()):
-        raise ValueError("a response token at position 0 has no context; left-pad or prepend the prompt")
-    if not bool(response_mask.any()):
-        return torch.zeros(input_ids.shape, dtype=torch.float32, device=input_ids.device)
-    # Responses sit at the end of left-padded rows: only the last `keep` positions' logits are needed,
-    # which saves a (batch, seq_len, V) tensor (V = 49152 for SmolLM2); and padding columns that every
-    # row shares (short prompts) are dropped before the forward.
-    first = int(response_mask.any(0).nonzero()[0])
-    lead = min(int(attention_mask.any(0).to(torch.int8).argmax()), first - 1)
-    ids, mask = input_ids[:, lead:].long(), attention_mask[:, lead:].long()
-    first -= lead
-    keep = ids.shape[1] - first + 1
-    try:
-        logits = ref_model(
-            input_ids=ids,
-            attention_mask=mask,
-            position_ids=position_ids_from_mask(mask),
-            use_cache=False,
-            logits_to_keep=keep,
-        ).logits
-    except TypeError:  # models without `logits_to_keep`
-        logits = ref_model(
-            input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask), use_cache=False
-        ).logits
-    logits = logits[:, -keep:-1].float() / temperature  # (batch, keep - 1): predictions of positions first..end
-    if allowed_tokens is not None:
-        logits = restrict_logits(logits, allowed_tokens)
-    targets = ids[:, first:]  # (batch, keep - 1)
-    logp = torch.log_softmax(logits, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-    out = torch.zeros(input_ids.shape, dtype=torch.float32, device=ids.device)
-    out[:, lead + first :] = logp
-    return out * response_mask
-
-
-def restrict_logits(logits: torch.Tensor, allowed_tokens: Sequence[int] | torch.Tensor) -> torch.Tensor:
-    """Set logits outside ``allowed_tokens`` to -1e8: probability exactly 0 in fp32.
-
-    A finite value, as sb3-contrib's ``MaskableCategorical`` uses, rather than ``-inf``: torch's
-    categorical KL (TRPO's constraint) computes ``logits_p - logits_q``, which is NaN for ``-inf - -inf``
-    and poisons the gradients.
-
-    Args:
-        logits: ``(..., V)``.
-        allowed_tokens: token ids to keep.
-
-    Returns:
-        ``(..., V)`` tensor.
-    """
-    keep = torch.zeros(logits.shape[-1], dtype=torch.bool, device=logits.device)
-    keep[torch.as_tensor(allowed_tokens, dtype=torch.long, device=logits.device)] = True
-    return logits.masked_fill(~keep, -1e8)
+    # The one teacher-forced scorer (textrlhf.lm), here without gradients: the reference is frozen.
+    return token_logprobs(ref_model, input_ids, attention_mask, response_mask, temperature, allowed_tokens)
 
 
 def shape_rewards(
@@ -250,7 +213,70 @@ def shape_rewards(
     return rewards * mask
 
 
-class FixedKLController:
+class KLController:
+    """The current KL coefficient ``beta`` and the rule that moves it: the one place ``beta`` lives.
+
+    A controller holds ``beta`` itself until :meth:`store_in` hands it a place in a module's state: from
+    then on ``value`` reads and writes that 0-dim buffer (``LMActorCriticPolicy.kl_beta``) and nothing
+    else, so the number every agent uses is the one its ``save`` writes (the policy's state dict, in the
+    SB3 zip and in the pipeline's safetensors checkpoint) and its ``load`` restores. ``kl_coef`` is only
+    the starting value. Subclasses define :meth:`update`.
+
+    Args:
+        init: starting ``beta``.
+
+    Raises:
+        ValueError: ``init`` negative or not finite.
+    """
+
+    def __init__(self, init: float):
+        if not np.isfinite(init) or init < 0:
+            raise ValueError(f"KL coefficient must be a finite number >= 0, got {init!r}")
+        self._beta = float(init)
+        self._module: nn.Module | None = None
+        self._buffer = ""
+
+    @property
+    def value(self) -> float:
+        """``beta`` now (read from the module buffer once :meth:`store_in` was called)."""
+        if self._module is None:
+            return self._beta
+        return float(self._module.get_buffer(self._buffer))
+
+    @value.setter
+    def value(self, beta: float) -> None:
+        if self._module is None:
+            self._beta = float(beta)
+        else:
+            self._module.get_buffer(self._buffer).fill_(float(beta))
+
+    def store_in(self, module: nn.Module, buffer: str = "kl_beta") -> KLController:
+        """Keep ``beta`` in ``module``'s 0-dim buffer ``buffer`` from now on; returns ``self``.
+
+        A finite value already there (an agent restored by ``load`` or from a checkpoint) is kept: it is
+        the adapted ``beta`` to resume from. NaN (a fresh policy) is replaced by this controller's ``beta``.
+        The buffer is looked up by name at every access, so ``module.to(device)`` and
+        ``load_state_dict`` (which may replace or overwrite it) never leave a stale copy behind.
+
+        Raises:
+            AttributeError: ``module`` has no buffer of that name.
+        """
+        stored = module.get_buffer(buffer)
+        if not np.isfinite(float(stored)):
+            stored.fill_(self._beta)
+        self._module, self._buffer = module, buffer
+        return self
+
+    def update(self, current_kl: float, n_episodes: int) -> float:
+        """Move ``beta`` after a batch of ``n_episodes`` episodes of mean summed KL ``current_kl``; return it."""
+        raise NotImplementedError(f"{type(self).__name__} must define update()")
+
+    def __getstate__(self) -> dict:
+        # Pickled (copied, saved) on its own, a controller keeps its beta but not the module it was stored in.
+        return {**self.__dict__, "_beta": self.value, "_module": None, "_buffer": ""}
+
+
+class FixedKLController(KLController):
     """A constant KL coefficient.
 
     Args:
@@ -258,9 +284,7 @@ class FixedKLController:
     """
 
     def __init__(self, value: float):
-        if not np.isfinite(value) or value < 0:
-            raise ValueError(f"KL coefficient must be a finite number >= 0, got {value!r}")
-        self.value = float(value)
+        super().__init__(value)
 
     def update(self, current_kl: float, n_episodes: int) -> float:
         """No-op; returns ``beta``."""
@@ -270,7 +294,7 @@ class FixedKLController:
         return f"FixedKLController(value={self.value})"
 
 
-class AdaptiveKLController:
+class AdaptiveKLController(KLController):
     """Adaptive KL coefficient of Ziegler et al. (2019), as in lm-human-preferences and TRL.
 
     ``e = clip(KL / target - 1, -0.2, 0.2)``; ``beta <- beta * (1 + e * n_episodes / horizon)``.
@@ -287,7 +311,7 @@ class AdaptiveKLController:
             raise ValueError(f"initial KL coefficient must be a finite number >= 0, got {init!r}")
         if not target > 0 or not horizon > 0:
             raise ValueError(f"target ({target!r}) and horizon ({horizon!r}) must be > 0")
-        self.value = float(init)
+        super().__init__(init)
         self.target = float(target)
         self.horizon = float(horizon)
 
@@ -300,8 +324,29 @@ class AdaptiveKLController:
         if n_episodes <= 0 or not np.isfinite(current_kl):
             return self.value
         error = float(np.clip(current_kl / self.target - 1.0, -0.2, 0.2))
-        self.value *= 1.0 + error * n_episodes / self.horizon
+        self.value = self.value * (1.0 + error * n_episodes / self.horizon)
         return self.value
 
     def __repr__(self) -> str:
         return f"AdaptiveKLController(value={self.value}, target={self.target}, horizon={self.horizon})"
+
+
+def make_kl_controller(
+    kl_coef: float = KLConfig.kl_coef,
+    adaptive_kl: bool = KLConfig.adaptive_kl,
+    kl_target: float = KLConfig.kl_target,
+    kl_horizon: float = KLConfig.kl_horizon,
+) -> KLController:
+    """The controller the KL options describe: :class:`AdaptiveKLController` or :class:`FixedKLController`.
+
+    Args:
+        kl_coef: starting ``beta``.
+        adaptive_kl: adapt ``beta`` towards ``kl_target`` or keep it fixed.
+        kl_target, kl_horizon: the adaptive controller's target (nats) and horizon (episodes).
+
+    Returns:
+        A controller holding ``beta`` itself; call :meth:`KLController.store_in` to keep it in a policy.
+    """
+    if adaptive_kl:
+        return AdaptiveKLController(kl_coef, kl_target, kl_horizon)
+    return FixedKLController(kl_coef)

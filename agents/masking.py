@@ -20,7 +20,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from agents.cache import KVCacheRunner
+from textrlhf.lm import KVCacheRunner
 
 
 @functools.lru_cache(maxsize=4)

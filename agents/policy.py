@@ -7,13 +7,14 @@
 * actor: next-token logits of the LM at the last position of the left-padded window, divided by
   ``temperature`` (the same temperature is used for sampling, rollout log-probs, training log-probs
   and the reference log-probs; docs/design.md section 5);
-* critic: ``value_head`` (a zero-initialised ``Linear``, lm-human-preferences) on the last hidden state
-  of the shared trunk, or on a separate ``value_model`` trunk. Both names contain "value" because
-  sb3-contrib's TRPO treats every parameter whose name lacks "value" as an actor parameter;
+* critic: ``value_head`` on the last hidden state of the shared trunk or of a separate ``value_model``
+  trunk, or none at all (``value_head=False``: every value is 0);
+* the models and the operations on them (LM, value head, reference, KV caches, sequence-level
+  log-probs) are :class:`agents.lm_model.LMPolicyModel`; this module is the SB3 side;
 * dropout is off in every mode: ``train()`` (what SB3's ``set_training_mode(True)`` calls) only flips
   this module's own flag and keeps every submodule in eval mode, so the first PPO ratio is exactly 1;
 * rollouts (eval mode + ``torch.no_grad()``) reuse a KV cache batched over all envs
-  (:class:`agents.cache.KVCacheRunner`, exact by tensor comparison); everything with gradients
+  (:class:`textrlhf.lm.KVCacheRunner`, exact by tensor comparison); everything with gradients
   (``evaluate_actions``) and everything in train mode does a plain full forward;
 * SB3's feature-extractor machinery is bypassed: the policy is built with a parameter-free
   ``TokenPassthrough`` extractor (so SB3's constructor is satisfied) and ``extract_features`` is
@@ -30,9 +31,7 @@
 
 from __future__ import annotations
 
-import copy
 import inspect
-import os
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -42,14 +41,18 @@ from gymnasium import spaces
 from sb3_contrib.common.maskable.policies import MaskableActorCriticPolicy
 from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
-from torch import nn
 
-from agents.cache import KVCacheRunner, trunk_hidden
-from agents.kl import reference_logprobs as _reference_logprobs
-from agents.kl import restrict_logits
+from agents.lm_model import DEFAULT_MODEL, DEFAULT_TEMPERATURE, DTYPES, LMPolicyModel, NoValueHeadError
 
-DEFAULT_MODEL = "smollm2-135m-instruct"
-DEFAULT_TEMPERATURE = 0.7  # lm-human-preferences and docs/design.md section 4 sample at 0.7
+__all__ = [
+    "DEFAULT_MODEL",
+    "DEFAULT_TEMPERATURE",
+    "LMActorCriticPolicy",
+    "MaskableLMActorCriticPolicy",
+    "NoKLPenaltyWarning",
+    "NoValueHeadError",
+    "TokenPassthrough",
+]
 
 
 class NoKLPenaltyWarning(UserWarning):
@@ -88,17 +91,7 @@ class TokenPassthrough(BaseFeaturesExtractor):
         raise RuntimeError("LM policies read input_ids/attention_mask directly; this extractor is a stub")
 
 
-class _Frozen:
-    """Holds a module without registering it (not in state_dict(), parameters() or the optimizer)."""
-
-    def __init__(self, module: nn.Module | None):
-        self.module = module
-
-
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-class _LMPolicyMixin:
+class _LMPolicyMixin(LMPolicyModel):
     """Everything shared by the plain and the maskable LM policies."""
 
     def __init__(
@@ -109,6 +102,7 @@ class _LMPolicyMixin:
         model: str = DEFAULT_MODEL,
         temperature: float = DEFAULT_TEMPERATURE,
         value_model: str | None = None,
+        value_head: bool = True,
         reference_model: str | None = None,
         kv_cache: bool = True,
         dtype: str = "float32",
@@ -144,12 +138,15 @@ class _LMPolicyMixin:
             raise ValueError(f"LM policies need a Discrete(V) action space, got {action_space}")
         if not (isinstance(temperature, (int, float)) and temperature > 0):
             raise ValueError(f"temperature must be > 0, got {temperature!r}")
-        if dtype not in _DTYPES:
-            raise ValueError(f"dtype must be one of {list(_DTYPES)}, got {dtype!r}")
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {list(DTYPES)}, got {dtype!r}")
         # Plain attributes before nn.Module.__init__ are fine; _build (called by SB3's __init__) reads them.
         self.model_name = str(model)
         self.temperature = float(temperature)
+        if not value_head and value_model is not None:
+            raise ValueError(f"value_model={value_model!r} needs a value head; drop value_model or set value_head=True")
         self.value_model_name = value_model
+        self.has_value_head = bool(value_head)
         self.reference_model_name = reference_model
         self.kv_cache = bool(kv_cache)
         self.dtype_name = dtype
@@ -174,55 +171,10 @@ class _LMPolicyMixin:
     def _build_mlp_extractor(self) -> None:  # SB3 hook: no MLP on top of an LM
         pass
 
-    def _build(self, lr_schedule) -> None:
-        from textrlhf.models import load_model, load_tokenizer
-
-        dtype = _DTYPES[self.dtype_name]
-        self.lm = load_model(self.model_name, dtype=dtype)
-        if self.attn_implementation is not None:
-            # TRPO needs double backward (Hessian-vector products), which PyTorch's fused CPU SDPA
-            # kernel lacks: the registry asks for "eager" attention there.
-            self.lm.set_attn_implementation(self.attn_implementation)
-        n_head = self.lm.get_output_embeddings().weight.shape[0]
-        if n_head != self.action_space.n:
-            raise ValueError(
-                f"the LM head of {self.model_name!r} has {n_head} outputs but the action space has "
-                f"{self.action_space.n}; use the env's model (env.unwrapped.config.model) as policy model"
-            )
-        if self.allowed_tokens is not None:
-            bad = [t for t in self.allowed_tokens if not 0 <= t < n_head]
-            if not self.allowed_tokens or bad:
-                raise ValueError(f"allowed_tokens must be a non-empty list of ids in [0, {n_head}), got bad {bad}")
-            self.register_buffer("_allowed", torch.tensor(self.allowed_tokens), persistent=False)
-        self._check_head_factorisation()
-        hidden = self.lm.config.get_text_config().hidden_size
-        self.value_model = None
-        if self.value_model_name is not None:
-            if load_tokenizer(self.value_model_name).get_vocab() != load_tokenizer(self.model_name).get_vocab():
-                raise ValueError(
-                    f"value model {self.value_model_name!r} and policy {self.model_name!r} use different "
-                    f"tokenizers; the critic reads the policy's token ids, so they must match"
-                )
-            self.value_model = load_model(self.value_model_name, dtype=dtype).base_model
-            if self.attn_implementation is not None:
-                self.value_model.set_attn_implementation(self.attn_implementation)
-            hidden = self.value_model.config.hidden_size
-        self.value_head = nn.Linear(hidden, 1, dtype=torch.float32)
-        nn.init.zeros_(self.value_head.weight)  # zero-initialised value head (lm-human-preferences)
-        nn.init.zeros_(self.value_head.bias)
+    def _build(self, lr_schedule) -> None:  # SB3 hook: the models (agents.lm_model), then the optimizer
+        self._build_models()
         # Current KL coefficient, written by the KL rollout buffer; a buffer so that save()/load() keep it.
         self.register_buffer("kl_beta", torch.tensor(float("nan"), dtype=torch.float64))
-        if self.reference_model_name is None or self.reference_model_name == self.model_name:
-            ref = copy.deepcopy(self.lm)  # the initial policy weights (taken before any update)
-        else:
-            ref = load_model(self.reference_model_name, dtype=dtype)
-        ref.requires_grad_(False).eval()
-        self._reference = _Frozen(ref)
-        self._runner = KVCacheRunner(self.lm.base_model, enabled=self.kv_cache)
-        self._value_runner = (
-            KVCacheRunner(self.value_model, enabled=self.kv_cache) if self.value_model is not None else None
-        )
-        self.lm.eval()
         params = [p for p in self.parameters() if p.requires_grad]
         self.optimizer = self.optimizer_class(params, lr=lr_schedule(1), **self._optimizer_options())
 
@@ -238,19 +190,6 @@ class _LMPolicyMixin:
             kwargs["fused"] = True
         return kwargs
 
-    def _check_head_factorisation(self) -> None:
-        # The policy computes logits as head(trunk(x)); models that rescale or soft-cap logits inside
-        # forward() (Gemma 2, Cohere, ...) would silently differ from what the LM itself samples.
-        ids = torch.tensor([[1, 2, 3, 4]], dtype=torch.long)
-        with torch.no_grad():
-            ref = self.lm(input_ids=ids).logits[:, -1].float()
-            mine = self.lm.get_output_embeddings()(self.lm.base_model(input_ids=ids).last_hidden_state[:, -1]).float()
-        if not torch.allclose(ref, mine, atol=1e-3, rtol=1e-3):
-            raise NotImplementedError(
-                f"{self.model_name!r} post-processes its logits (e.g. scaling or soft-capping), which "
-                f"LMActorCriticPolicy does not reproduce; use a Llama/Qwen/GPT-2 style model"
-            )
-
     def _get_constructor_parameters(self) -> dict[str, Any]:
         return dict(
             observation_space=self.observation_space,
@@ -259,6 +198,7 @@ class _LMPolicyMixin:
             model=self.model_name,
             temperature=self.temperature,
             value_model=self.value_model_name,
+            value_head=self.has_value_head,
             reference_model=self.reference_model_name,
             kv_cache=self.kv_cache,
             dtype=self.dtype_name,
@@ -282,13 +222,6 @@ class _LMPolicyMixin:
         """SB3 hook (called around every update): dropout stays off; the KV cache is dropped."""
         self.train(mode)
 
-    def reset_cache(self) -> None:
-        """Forget the rollout KV caches (call after changing weights by hand)."""
-        if "_runner" in self.__dict__:
-            self._runner.reset()
-            if self._value_runner is not None:
-                self._value_runner.reset()
-
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         out = super().load_state_dict(state_dict, strict=strict, assign=assign)
         self.reset_cache()
@@ -300,11 +233,6 @@ class _LMPolicyMixin:
             self._reference.module._apply(fn, *args, **kwargs)  # move the frozen reference along
         self.reset_cache()
         return out
-
-    @property
-    def reference_model(self) -> nn.Module:
-        """The frozen reference LM (initial weights by default, or ``reference_model``)."""
-        return self._reference.module
 
     # ------------------------------------------------------------------ KL penalty check (issue 17)
     def mark_kl_penalty(self, source: str) -> None:
@@ -337,33 +265,6 @@ class _LMPolicyMixin:
         ids = obs["input_ids"]
         mask = obs["attention_mask"]
         return ids.long(), mask.long()  # (batch, L), (batch, L)
-
-    def _use_cache(self) -> bool:
-        # Only rollouts: eval mode and no autograd. Training forwards (and TRPO's line search, which
-        # runs in train mode under no_grad while weights change) always run the full window.
-        return not self.training and not torch.is_grad_enabled()
-
-    def _trunk_last(self, trunk: nn.Module, runner: KVCacheRunner, ids, mask) -> torch.Tensor:
-        if self._use_cache():
-            return runner(ids, mask)  # (batch, hidden)
-        return trunk_hidden(trunk, ids, mask)[:, -1]
-
-    def _actor_hidden(self, ids, mask) -> torch.Tensor:
-        return self._trunk_last(self.lm.base_model, self._runner, ids, mask)
-
-    def _critic(self, ids, mask, actor_hidden: torch.Tensor | None = None) -> torch.Tensor:
-        if self.value_model is not None:
-            hidden = self._trunk_last(self.value_model, self._value_runner, ids, mask)
-        else:
-            hidden = actor_hidden if actor_hidden is not None else self._actor_hidden(ids, mask)
-        return self.value_head(hidden.float())  # (batch, 1)
-
-    def action_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        """Tempered next-token logits ``(batch, V)`` from last-position hidden states."""
-        logits = self.lm.get_output_embeddings()(hidden).float() / self.temperature
-        if self.allowed_tokens is not None:
-            logits = restrict_logits(logits, self._allowed)
-        return logits
 
     def _distribution(self, hidden: torch.Tensor, action_masks=None):
         dist = self.action_dist.proba_distribution(action_logits=self.action_logits(hidden))
@@ -410,59 +311,22 @@ class _LMPolicyMixin:
         return self._distribution(self._actor_hidden(ids, mask), action_masks)
 
     def predict_values(self, obs) -> torch.Tensor:
-        """Critic values ``(batch, 1)``."""
+        """Critic values ``(batch, 1)`` (zeros for a policy built with ``value_head=False``).
+
+        Raises:
+            NoValueHeadError: a training forward (train mode, with gradients) without a value head:
+                the algorithm fits a critic (sb3-contrib's TRPO does), which needs ``value_head=True``.
+        """
+        if self.value_head is None and self.training and torch.is_grad_enabled():
+            raise NoValueHeadError(
+                f"{type(self).__name__} was built with value_head=False but the algorithm fits a critic through "
+                f"predict_values (sb3-contrib's TRPO does); build it with policy_kwargs={{'value_head': True}}"
+            )
         ids, mask = self.extract_features(obs)
         return self._critic(ids, mask)
 
     def _predict(self, observation, deterministic: bool = False, action_masks=None) -> torch.Tensor:
         return self.get_distribution(observation, action_masks).get_actions(deterministic=deterministic)
-
-    # ------------------------------------------------------------------ KL and export
-    def reference_logprobs(self, input_ids, attention_mask, response_mask) -> torch.Tensor:
-        """Reference log-probs of response tokens at the policy's temperature, in batched forwards.
-
-        Args:
-            input_ids: ``(n, L)`` left-padded prompt + response. attention_mask: ``(n, L)``.
-            response_mask: ``(n, L)`` bool, True on the response tokens to score.
-
-        Returns:
-            ``(n, L)`` float32, 0 outside ``response_mask``.
-        """
-        if self.kl_penalty_source is None:
-            # Scoring with the reference means a KL is being computed (the fast agents, hand-written loops).
-            self.mark_kl_penalty("reference_logprobs")
-        ref = self.reference_model
-        device = next(ref.parameters()).device
-        outs = []
-        for start in range(0, input_ids.shape[0], self.ref_batch_size):
-            sl = slice(start, start + self.ref_batch_size)
-            outs.append(
-                _reference_logprobs(
-                    ref,
-                    input_ids[sl].to(device),
-                    attention_mask[sl].to(device),
-                    response_mask[sl].to(device),
-                    temperature=self.temperature,
-                    allowed_tokens=self.allowed_tokens,
-                )
-            )
-        return torch.cat(outs) if outs else torch.zeros(input_ids.shape)
-
-    def save_pretrained(self, path: str | os.PathLike) -> None:
-        """Export the trained LM (+ tokenizer, + ``value_head.pt``) as a Hugging Face folder, atomically.
-
-        The folder loads anywhere with ``AutoModelForCausalLM.from_pretrained(path)`` (and with
-        ``textenv.load_model(path)``); the value head is extra and optional.
-        """
-        from textrlhf.atomic import atomic_dir
-        from textrlhf.models import load_tokenizer
-
-        with atomic_dir(path) as tmp:
-            self.lm.save_pretrained(tmp, safe_serialization=True)
-            load_tokenizer(self.model_name).save_pretrained(tmp)
-            torch.save(
-                {k: v.cpu() for k, v in self.value_head.state_dict().items()}, os.path.join(tmp, "value_head.pt")
-            )
 
 
 class LMActorCriticPolicy(_LMPolicyMixin, ActorCriticPolicy):
@@ -476,6 +340,13 @@ class LMActorCriticPolicy(_LMPolicyMixin, ActorCriticPolicy):
             model (``agents.make_agent`` does).
         temperature: divides the logits for sampling, rollout, training and reference log-probs.
         value_model: ``None`` (value head on the shared trunk) or the name of a separate critic trunk.
+        value_head: ``False`` builds no critic at all, for agents that need none (the critic-free
+            agents): no value-head parameters, so none in the optimizer, ``state_dict`` or
+            ``save_pretrained`` folder; every value (``forward``, ``evaluate_actions``,
+            ``predict_values``, :func:`agents.rollout.sequence_forward`) is then exactly 0, which keeps
+            SB3's PPO/A2C machinery running (its value loss becomes a constant). sb3-contrib's TRPO fits
+            its critic by backpropagation through ``predict_values``, which then raises
+            :class:`agents.lm_model.NoValueHeadError`: it needs ``value_head=True``.
         reference_model: ``None`` (a frozen copy of the initial policy) or the name of another LM.
         kv_cache: reuse keys/values across rollout steps (exact; ``False`` for full forwards).
         dtype: ``"float32"`` (default; rollout and training log-probs must agree), ``"bfloat16"``...

@@ -68,8 +68,9 @@ class AlgorithmSpec:
         defaults: RLHF default keyword arguments.
         policy_defaults: default ``policy_kwargs`` for this algorithm.
         minibatches: if > 0, ``batch_size = n_steps * n_envs // minibatches`` unless given.
-        buffer_class: ``None`` for the sequence-level agents (:mod:`agents.rlhf_ppo`,
-            :mod:`agents.critic_free`), which take the KL options as constructor arguments.
+        buffer_class: ``None`` for the sequence-level agents (:class:`agents.sequence_agent.SequenceAgent`:
+            :mod:`agents.rlhf_ppo`, :mod:`agents.critic_free`), which take the KL options as constructor
+            arguments; otherwise :func:`make_agent` binds the buffer to the algorithm it builds.
     """
 
     algo_class: type[BaseAlgorithm]

@@ -27,8 +27,8 @@ import numpy as np
 import torch
 from stable_baselines3.common.vec_env import VecEnv
 
-from agents.cache import cache_kwargs, output_cache, position_ids_from_mask
 from agents.vec_env import merge_row_options, monitor_info, row_infos, text_vector_env
+from textrlhf.lm import sample_tokens
 
 
 @dataclass
@@ -107,41 +107,6 @@ class EpisodeBatch:
         )
 
 
-class _TrunkStepper:
-    """Prefill once, then extend by one token per step, for one decoder trunk (batched)."""
-
-    def __init__(self, trunk):
-        self.trunk = trunk
-
-    def prefill(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        from transformers import DynamicCache
-
-        self.mask = mask  # (n, L)
-        self.next_pos = mask.sum(-1, keepdim=True)  # (n, 1): position of the next token
-        out = self.trunk(
-            input_ids=ids,
-            attention_mask=mask,
-            position_ids=position_ids_from_mask(mask),
-            use_cache=True,
-            **cache_kwargs(DynamicCache()),
-        )
-        self.cache = output_cache(out)
-        return out.last_hidden_state[:, -1]  # (n, hidden)
-
-    def extend(self, tokens: torch.Tensor) -> torch.Tensor:
-        self.mask = torch.cat([self.mask, torch.ones_like(self.mask[:, :1])], dim=1)  # (n, C + 1)
-        out = self.trunk(
-            input_ids=tokens[:, None],
-            attention_mask=self.mask,
-            position_ids=self.next_pos,
-            use_cache=True,
-            **cache_kwargs(self.cache),
-        )
-        self.cache = output_cache(out)
-        self.next_pos = self.next_pos + 1
-        return out.last_hidden_state[:, -1]
-
-
 def _check_env(env) -> None:
     """Refuse, with a ``TypeError``, an env the fast agents cannot step as a ``TextRLHFVectorEnv``."""
     if not isinstance(env, VecEnv):
@@ -149,22 +114,6 @@ def _check_env(env) -> None:
             f"fast agents need a VecEnv of TextRLHF-v0 envs (agents.make_vec_text_env), got {type(env).__name__}"
         )
     text_vector_env(env)
-
-
-def sample_tokens(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Draw one token per row from ``softmax(logits)``; return ``(tokens, log_probs)``, each ``(batch,)``.
-
-    Exact inverse-CDF sampling: token ``i`` is drawn when ``cdf[i-1] <= u < cdf[i]``, which has
-    probability ``p_i`` and never picks a token of probability 0 (masked logits). The same distribution
-    as ``torch.multinomial`` (what ``Categorical.sample`` and ``generate`` use), which draws a random
-    number per vocabulary entry: over SmolLM2's 49152 tokens on this 2-core CPU this takes 7 ms for 32
-    rows against 42 ms (``python -m scripts.benchmark`` reports the effect on whole rollouts).
-    """
-    logp = torch.log_softmax(logits.float(), dim=-1)  # (batch, V)
-    cdf = logp.exp().double().cumsum(-1)  # float64, so 49152 summed terms do not drift
-    u = torch.rand((cdf.shape[0], 1), dtype=torch.float64, device=cdf.device) * cdf[:, -1:]
-    tokens = torch.searchsorted(cdf, u, right=True).squeeze(-1).clamp_(max=cdf.shape[-1] - 1)
-    return tokens, logp.gather(-1, tokens[:, None]).squeeze(-1)
 
 
 def _reset_round(venv, reset_options: list[dict | None] | None, group_size: int) -> dict[str, np.ndarray]:
@@ -204,8 +153,8 @@ def collect_round(
     """Run one episode in every row of ``env`` in lock-step, sampling from ``policy``.
 
     Args:
-        policy: an LM policy (:class:`agents.LMActorCriticPolicy`): its ``lm`` trunk, ``action_logits``
-            (temperature and allowed tokens) and value head are used.
+        policy: an LM policy (:class:`agents.LMActorCriticPolicy`): its ``rollout_cache()`` gives the
+            tempered (and restricted) logits and the values of every step, KV-cached.
         env: a :class:`textenv.TextRLHFVectorEnv`, or a VecEnv holding one (:func:`agents.make_vec_text_env`);
             see :func:`agents.vec_env.text_vector_env`.
         reset_options: per-row ``reset`` options (e.g. ``{"prompt_index": i}`` to sample groups).
@@ -235,10 +184,8 @@ def collect_round(
 def _generate(policy, venv, ids: torch.Tensor, mask: torch.Tensor, on_step) -> tuple[dict, bool]:
     """The lock-step loop: one batched KV-cached forward and ONE ``venv.step`` per token."""
     n, T, pad, device = venv.num_envs, int(venv.config.max_new_tokens), int(venv.pad_token_id), policy.device
-    actor = _TrunkStepper(policy.lm.base_model)
-    critic = _TrunkStepper(policy.value_model) if policy.value_model is not None else None
-    hidden = actor.prefill(ids, mask)  # (n, hidden)
-    v_hidden = critic.prefill(ids, mask) if critic is not None else hidden
+    cache = policy.rollout_cache()  # the policy's KV cache (textrlhf.lm.KVCache on its trunks)
+    logits, value = cache.prefill(ids, mask)  # (n, V) tempered logits, (n,) values
     tokens = torch.full((n, T), pad, dtype=torch.long)  # left-aligned during the loop
     logps, values = torch.zeros((n, T)), torch.zeros((n, T))
     lengths = np.zeros(n, dtype=np.int64)
@@ -246,8 +193,7 @@ def _generate(policy, venv, ids: torch.Tensor, mask: torch.Tensor, on_step) -> t
     active = np.ones(n, dtype=bool)
     keep_going, t_start = True, time.time()
     for t in range(T):
-        action, logp = sample_tokens(policy.action_logits(hidden))  # (n,), (n,); tempered logits
-        value = policy.value_head(v_hidden.float()).squeeze(-1)
+        action, logp = sample_tokens(logits)  # (n,), (n,); the rollouts' inverse-CDF draw, global stream
         rows = np.flatnonzero(active)
         obs, reward, terminated, truncated, infos = venv.step(action.cpu().numpy())  # finished rows idle
         tokens[rows, t], logps[rows, t], values[rows, t] = action.cpu()[rows], logp.cpu()[rows], value.cpu()[rows]
@@ -263,8 +209,7 @@ def _generate(policy, venv, ids: torch.Tensor, mask: torch.Tensor, on_step) -> t
         if not active.any() or not keep_going:
             break
         feed = torch.where(torch.as_tensor(active, device=device), action.to(device), torch.full_like(action, pad))
-        hidden = actor.extend(feed)
-        v_hidden = critic.extend(feed) if critic is not None else hidden
+        logits, value = cache.extend(feed)
     if active.any() and keep_going:
         raise RuntimeError(f"envs {np.flatnonzero(active).tolist()} did not end within max_new_tokens={T}")
     return {"tokens": tokens, "logps": logps, "values": values, "lengths": lengths, "finals": finals}, keep_going
@@ -318,6 +263,8 @@ def sequence_forward(
 
     The sequence-level counterpart of SB3's per-transition ``evaluate_actions``: one teacher-forced
     pass over ``(batch, L)`` gives every response token's log-prob and value (docs/design.md section 4, (c)).
+    The policy does the work (:meth:`agents.lm_model.LMPolicyModel.sequence_outputs`); values are zeros
+    for a policy built with ``value_head=False``.
 
     Args:
         entropy: also return each position's entropy.
@@ -327,26 +274,4 @@ def sequence_forward(
     Returns:
         ``(logp, values, entropy)``, each ``(batch, horizon)`` (``entropy`` is ``None`` if not asked).
     """
-    # Padding columns every row shares (short prompts) are dropped; each response slot keeps the
-    # column before it, whose hidden state predicts it.
-    lead = max(0, min(int(attention_mask.any(0).to(torch.int8).argmax()), attention_mask.shape[1] - horizon - 1))
-    ids, mask = input_ids[:, lead:].long(), attention_mask[:, lead:].long()
-    L = ids.shape[1]
-    pos = position_ids_from_mask(mask)
-    h = policy.lm.base_model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False).last_hidden_state
-    h = h[:, L - horizon - 1 : L - 1]  # (batch, horizon, hidden): states before each response slot
-    logits = policy.action_logits(h)  # (batch, horizon, V)
-    logp_all = torch.log_softmax(logits, dim=-1)
-    logp = logp_all.gather(-1, ids[:, L - horizon :, None]).squeeze(-1)
-    if policy.value_model is not None:
-        vh = policy.value_model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False).last_hidden_state
-        vh = vh[:, L - horizon - 1 : L - 1]
-    else:
-        vh = h
-    values = policy.value_head(vh.float()).squeeze(-1)
-    ent = None
-    if entropy:
-        with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
-            # Logits are finite (masked ones are -1e8, not -inf), so p * log p is 0, not NaN, where p = 0.
-            ent = -(logp_all.exp() * logp_all).sum(-1)
-    return logp, values, ent
+    return policy.sequence_outputs(input_ids, attention_mask, horizon, entropy=entropy, entropy_grad=entropy_grad)

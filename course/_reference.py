@@ -13,7 +13,7 @@ import torch
 
 def preference_accuracy(r_chosen: torch.Tensor, r_rejected: torch.Tensor) -> float:
     """Share of pairs with ``r_chosen > r_rejected`` (ties count as errors), as in
-    ``reward_models.bradley_terry.evaluate_preferences``."""
+    ``reward_models.bt_training.evaluate_preferences``."""
     return float((torch.as_tensor(r_chosen) > torch.as_tensor(r_rejected)).float().mean())
 
 

@@ -7,10 +7,12 @@ Nothing here is graded; read it, then write the update in ``ex5_rloo.py``. The p
 * :func:`make_envs` — ``n`` copies of ``gym.make("TextRLHF-v0", ...)`` (one per sample of a batch);
 * :func:`collect` — play one episode per env *through the Gymnasium API* (``reset`` with a chosen
   prompt, then ``step(token)`` until ``terminated``), batching the policy forward over all envs with a
-  KV cache (:class:`agents.cache.KVCacheRunner`), and return a :class:`Batch` of padded tensors with
-  the rollout log-probs, the reference log-probs and the env's scores;
-* :func:`token_logprobs` — teacher-forced log-probs of the response tokens in ONE forward, with
-  gradients (what the update differentiates);
+  KV cache (:class:`textrlhf.lm.KVCacheRunner`) and drawing tokens with the project's sampler
+  (:func:`textrlhf.lm.sample_tokens`), and return a :class:`Batch` of padded tensors with the rollout
+  log-probs, the reference log-probs and the env's scores;
+* :func:`token_logprobs` (:func:`textrlhf.lm.token_logprobs`, the LM interface everyone uses) —
+  teacher-forced log-probs of the response tokens in ONE forward, with gradients (what the update
+  differentiates);
 * :func:`write_csv`, :func:`plot_curves` — the curves of exercise 6.
 
 The same temperature divides the logits when sampling, when scoring under the reference model and
@@ -32,8 +34,7 @@ import numpy as np
 import torch
 
 import textenv  # noqa: F401  (registers TextRLHF-v0)
-from agents.cache import KVCacheRunner, position_ids_from_mask
-from agents.kl import restrict_logits
+from textrlhf.lm import KVCacheRunner, restrict_logits, sample_tokens, token_logprobs
 
 SENTIMENT_WORDS = (
     "good great love wonderful happy best excellent amazing beautiful fun "
@@ -149,50 +150,6 @@ def make_envs(cfg: TrainConfig, n: int, split: str = "train") -> list[gym.Env]:
     return [env] + [copy.deepcopy(env, memo={id(tokenizer): tokenizer}) for _ in range(n - 1)]
 
 
-def token_logprobs(
-    model,
-    input_ids: torch.Tensor,
-    attention_mask: torch.Tensor,
-    response_mask: torch.Tensor,
-    temperature: float = 1.0,
-    allowed_tokens: Sequence[int] | None = None,
-) -> torch.Tensor:
-    """``log pi(x_j | x_<j)`` of every response token in one teacher-forced forward (keeps gradients).
-
-    Args:
-        model: a causal LM.
-        input_ids: ``(B, S)`` prompt + response, left-padded.
-        attention_mask: ``(B, S)``.
-        response_mask: ``(B, S)`` bool; responses sit at the end of each row.
-        temperature: divides the logits.
-        allowed_tokens: restrict the distribution to these ids (as when sampling).
-
-    Returns:
-        ``(B, S)`` float32, 0 off the response.
-    """
-    ids, mask, resp = input_ids.long(), attention_mask.long(), response_mask.bool()
-    first = int(resp.any(0).nonzero()[0])  # first column holding a response token
-    keep = ids.shape[1] - first + 1
-    logits = (
-        model(
-            input_ids=ids,
-            attention_mask=mask,
-            position_ids=position_ids_from_mask(mask),
-            use_cache=False,
-            logits_to_keep=keep,
-        )
-        .logits[:, -keep:-1]
-        .float()
-        / temperature
-    )
-    if allowed_tokens is not None:
-        logits = restrict_logits(logits, allowed_tokens)
-    logp = torch.log_softmax(logits, -1).gather(-1, ids[:, first:].unsqueeze(-1)).squeeze(-1)
-    logp = torch.cat([logp.new_zeros(ids.shape[0], first), logp], dim=1)
-    # torch.where, not `* mask`: a prompt token outside `allowed_tokens` has log-prob -inf (and -inf * 0 = nan)
-    return torch.where(resp, logp, torch.zeros_like(logp))
-
-
 @torch.no_grad()
 def collect(
     model,
@@ -223,15 +180,15 @@ def collect(
         logits = model.lm_head(runner(ids, mask)).float() / cfg.temperature  # (n, V)
         if allowed_tokens is not None:
             logits = restrict_logits(logits, allowed_tokens)
-        logp_all = torch.log_softmax(logits, -1)
-        actions = torch.multinomial(logp_all.exp(), 1, generator=generator).squeeze(-1)  # (n,)
+        # torch.multinomial with the caller's generator: the draw this loop always made (seeded runs reproduce)
+        actions, logp = sample_tokens(logits, generator, method="multinomial")  # (n,), (n,)
         for i, env in enumerate(envs):
             if done[i]:
                 continue
             a = int(actions[i])
             obs[i], _, terminated, _, info = env.step(a)
             tokens[i].append(a)
-            logps[i].append(float(logp_all[i, a]))
+            logps[i].append(float(logp[i]))
             if terminated:
                 done[i] = True
                 scores[i], prompts[i], responses[i] = info["score"], info["prompt"], info["response"]

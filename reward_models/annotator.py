@@ -38,8 +38,9 @@ import numpy as np
 import torch
 
 from reward_models.base import check_scores, make_reward
-from reward_models.bradley_terry import config_from_dict
+from reward_models.config import config_from_dict
 from reward_models.preferences import save_preferences
+from textrlhf.lm import generate
 from textrlhf.prompts import BUNDLED_PATH
 
 
@@ -129,11 +130,25 @@ def sample_responses(
 ) -> list[list[str]]:
     """``n`` sampled continuations of each prompt, batched with left padding, seeded.
 
-    The global torch RNG of the caller is left untouched (``fork_rng``). The same seed, prompts and
-    batch size give the same responses.
+    Sampling is the shared LM interface's :func:`textrlhf.lm.generate` (KV-cached, pure sampling at
+    ``temperature``), which lives in ``textrlhf`` so that this layer may use it (docs/design.md
+    section 2). Rows end at the model's ``generation_config.eos_token_id``; the ``torch.multinomial``
+    draw is the one Hugging Face ``generate`` made here before, so earlier seeded data reproduce. The
+    global torch RNG of the caller is left untouched (``fork_rng``). The same seed, prompts and batch
+    size give the same responses.
+
+    Args:
+        model: a causal LM. tokenizer: its tokenizer (left padding, pad distinct from EOS).
+        prompts: prompt texts. n: samples per prompt. temperature: divides the logits.
+        max_new_tokens: length limit of each response. batch_size: sequences per forward.
+        seed: seeds the sampling. chat_template: wrap prompts in the tokenizer's chat template.
+        progress: show a progress bar.
 
     Returns:
         ``responses[i][j]``: the ``j``-th sample for ``prompts[i]`` (special tokens removed).
+
+    Raises:
+        ValueError: the tokenizer does not pad on the left with a pad token distinct from EOS.
     """
     from textrlhf.progress import progress_bar
 
@@ -164,16 +179,16 @@ def sample_responses(
                 padding=True,
                 add_special_tokens=not chat_template,
             ).to(device)
-            gen = model.generate(
-                **enc,
-                do_sample=True,
-                temperature=temperature,
-                top_k=0,
-                top_p=1.0,
-                max_new_tokens=max_new_tokens,
+            gen = generate(
+                model,
+                enc["input_ids"],
+                enc["attention_mask"],
+                max_new_tokens,
                 pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=model.generation_config.eos_token_id,
+                temperature=temperature,
             )
-            out += tokenizer.batch_decode(gen[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+            out += tokenizer.batch_decode(gen.tokens, skip_special_tokens=True)
             bar.update(len(enc["input_ids"]))
     return [out[i * n : (i + 1) * n] for i in range(len(prompts))]
 

@@ -2,13 +2,13 @@
 
 :class:`RewardModelConfig` (architecture) and :class:`RewardTrainingConfig` (optimisation) configure
 :class:`reward_models.bradley_terry.BradleyTerryRewardModel` and
-:func:`reward_models.bradley_terry.train_reward_model`. ``scripts/train_reward_model.py`` and the
+:func:`reward_models.bt_training.train_reward_model`. ``scripts/train_reward_model.py`` and the
 pipeline's ``reward_model`` section take their defaults from these fields; a default of theirs that
 differs is a named override with its reason (``LIBRARY_OVERRIDES`` in those modules, checked by
 ``tests/scripts/test_config_defaults.py``).
 
 This module imports neither torch nor transformers, so a command-line config can take its defaults
-from it without paying for them at start-up (``reward_models.bradley_terry`` re-exports all of it).
+from it without paying for them at start-up (the ``reward_models`` package exports all of it).
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ class RewardModelConfig:
     all-MiniLM-L6-v2's own limit (max_seq_length in its sentence_bert_config.json) and leaves room for
     longer prompts (hh-rlhf dialogues); batches are padded to their longest pair, so short texts cost no
     more. The bundled review prompts (at most 23 MiniLM word pieces) with 24-token responses stay far
-    below 128, so the runs measured with 128 (README) never truncated and are unchanged at 256."""
+    below 128, so the runs measured with 128 (docs/results/) never truncated and are unchanged at 256."""
     random_init: bool = False
     """Build the backbone from its config with random weights (tests use tiny random backbones)."""
     config_overrides: dict = field(default_factory=dict)
@@ -72,9 +72,9 @@ class RewardTrainingConfig:
     """Optimisation of the Bradley-Terry loss (``transformers.Trainer`` under the hood)."""
 
     learning_rate: float = 1e-4
-    """AdamW learning rate. Measured with the default MiniLM backbone on the sentiment pairs (README,
-    "Measured (2-core CPU)" and the pipeline results): 1e-4 reached 0.84 held-out accuracy in 3 epochs
-    and the pipeline's 0.82 in 2."""
+    """AdamW learning rate. Measured with the default MiniLM backbone on the sentiment pairs
+    (docs/results/2026-11-22-reward-model.md and the default pipeline run): 1e-4 reached 0.84 held-out
+    accuracy in 3 epochs and the pipeline's 0.82 in 2."""
     num_epochs: float = 2.0
     """Passes over the training pairs (InstructGPT trains its RM for 1 epoch to avoid overfitting)."""
     batch_size: int = 16

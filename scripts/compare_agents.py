@@ -36,8 +36,8 @@ from scripts.cli import config_to_dict, parse_args
 
 LIBRARY_OVERRIDES: dict[str, str] = {
     "adaptive_kl": "a comparison needs one fixed price per nat of KL for every agent: an adaptive beta would "
-    "move differently for each one and confound the curves (the README's comparison is at a "
-    "fixed beta)",
+    "move differently for each one and confound the curves (the comparison in "
+    "docs/results/2026-11-22-compare-agents.md is at a fixed beta)",
 }
 """``{field: reason}``: the defaults of :class:`Config` that differ, on purpose, from the field of the same
 name of :class:`agents.kl.KLConfig` (every other such field takes the library's default;

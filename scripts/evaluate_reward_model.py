@@ -25,9 +25,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from reward_models import BradleyTerryRewardModel, evaluate_preferences
 from reward_models.annotator import load_prompt_file, sample_responses
 from reward_models.base import make_reward
-from reward_models.bradley_terry import BradleyTerryRewardModel, evaluate_preferences
 from reward_models.preferences import load_preferences
 from scripts.cli import config_to_dict, parse_args
 
@@ -99,7 +99,76 @@ def _spearman(x: np.ndarray, y: np.ndarray) -> float:
     return float(np.corrcoef(rx, ry)[0, 1])
 
 
+def heldout_accuracy(cfg: Config, model: BradleyTerryRewardModel) -> dict | None:
+    """Accuracy and mean margin on held-out pairs (``None`` when there are none to read).
+
+    Args:
+        cfg: the script's config (``pairs``, or ``model``'s ``heldout_pairs.jsonl``).
+        model: the reward model under evaluation.
+    """
+    pairs_path = cfg.pairs or (
+        str(cfg.model / "heldout_pairs.jsonl") if (cfg.model / "heldout_pairs.jsonl").exists() else None
+    )
+    if not pairs_path or pairs_path.lower() == "none":
+        return None
+    held = evaluate_preferences(model, load_preferences(pairs_path))
+    print(f"held-out: accuracy {held['accuracy']:.3f}, mean margin {held['mean_margin']:.3f} ({held['n_pairs']} pairs)")
+    return held
+
+
+def fresh_agreement(cfg: Config, model: BradleyTerryRewardModel) -> dict:
+    """Sample fresh responses on unseen prompts and compare the model's ranking with the annotator's.
+
+    Args:
+        cfg: the script's config (policy, prompts, sampling settings, annotator, ``min_gap``).
+        model: the reward model under evaluation.
+
+    Returns:
+        :func:`agreement`'s numbers plus prompt and sample counts, Pearson and Spearman correlations,
+        and the mean and std of the model's (normalised) scores.
+    """
+    from textrlhf.models import load_model, load_tokenizer
+
+    prompts = load_prompt_file(cfg.prompts, task=cfg.task, split=cfg.split)
+    responses = sample_responses(
+        load_model(cfg.policy),
+        load_tokenizer(cfg.policy),
+        prompts,
+        cfg.samples_per_prompt,
+        cfg.temperature,
+        cfg.max_new_tokens,
+        cfg.batch_size,
+        cfg.seed,
+        progress=cfg.progress,
+    )
+    flat_p = [p for p in prompts for _ in range(cfg.samples_per_prompt)]
+    flat_r = [r for group in responses for r in group]
+    rm_scores = model.score(flat_p, flat_r).astype(np.float64)
+    ann_scores = make_reward(cfg.annotator).score(flat_p, flat_r).astype(np.float64)
+    k = cfg.samples_per_prompt
+    groups = [list(range(i * k, (i + 1) * k)) for i in range(len(prompts))]
+    fresh = agreement(rm_scores, ann_scores, groups, cfg.min_gap)
+    fresh.update(
+        {
+            "prompts": len(prompts),
+            "samples": len(flat_r),
+            "pearson": float(np.corrcoef(rm_scores, ann_scores)[0, 1]),
+            "spearman": _spearman(rm_scores, ann_scores),
+            "rm_mean": float(rm_scores.mean()),
+            "rm_std": float(rm_scores.std()),
+        }
+    )
+    print(
+        f"fresh samples ({len(prompts)} {cfg.split} prompts x {k}): agreement {fresh['agreement']:.3f} "
+        f"on {fresh['pairs']} non-tied pairs, {fresh['agreement_gap']:.3f} on {fresh['pairs_gap']} pairs with "
+        f"gap > {cfg.min_gap}; pearson {fresh['pearson']:.3f}, spearman {fresh['spearman']:.3f}; "
+        f"normalised scores mean {fresh['rm_mean']:.3f}, std {fresh['rm_std']:.3f}"
+    )
+    return fresh
+
+
 def main(argv=None) -> dict:
+    """Evaluate a reward model from the command line; returns the report (also written as JSON)."""
     cfg = parse_args(Config, argv)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -109,57 +178,13 @@ def main(argv=None) -> dict:
     print(f"loaded {model}")
 
     # 1. Held-out preference pairs.
-    pairs_path = cfg.pairs or (
-        str(cfg.model / "heldout_pairs.jsonl") if (cfg.model / "heldout_pairs.jsonl").exists() else None
-    )
-    if pairs_path and pairs_path.lower() != "none":
-        held = evaluate_preferences(model, load_preferences(pairs_path))
+    held = heldout_accuracy(cfg, model)
+    if held is not None:
         report["heldout"] = held
-        print(
-            f"held-out: accuracy {held['accuracy']:.3f}, mean margin {held['mean_margin']:.3f} "
-            f"({held['n_pairs']} pairs)"
-        )
 
     # 2. Fresh samples on unseen prompts: does the model rank them like the annotator?
     if cfg.samples_per_prompt > 0:
-        from textrlhf.models import load_model, load_tokenizer
-
-        prompts = load_prompt_file(cfg.prompts, task=cfg.task, split=cfg.split)
-        responses = sample_responses(
-            load_model(cfg.policy),
-            load_tokenizer(cfg.policy),
-            prompts,
-            cfg.samples_per_prompt,
-            cfg.temperature,
-            cfg.max_new_tokens,
-            cfg.batch_size,
-            cfg.seed,
-            progress=cfg.progress,
-        )
-        flat_p = [p for p in prompts for _ in range(cfg.samples_per_prompt)]
-        flat_r = [r for group in responses for r in group]
-        rm_scores = model.score(flat_p, flat_r).astype(np.float64)
-        ann_scores = make_reward(cfg.annotator).score(flat_p, flat_r).astype(np.float64)
-        k = cfg.samples_per_prompt
-        groups = [list(range(i * k, (i + 1) * k)) for i in range(len(prompts))]
-        fresh = agreement(rm_scores, ann_scores, groups, cfg.min_gap)
-        fresh.update(
-            {
-                "prompts": len(prompts),
-                "samples": len(flat_r),
-                "pearson": float(np.corrcoef(rm_scores, ann_scores)[0, 1]),
-                "spearman": _spearman(rm_scores, ann_scores),
-                "rm_mean": float(rm_scores.mean()),
-                "rm_std": float(rm_scores.std()),
-            }
-        )
-        report["fresh"] = fresh
-        print(
-            f"fresh samples ({len(prompts)} {cfg.split} prompts x {k}): agreement {fresh['agreement']:.3f} "
-            f"on {fresh['pairs']} non-tied pairs, {fresh['agreement_gap']:.3f} on {fresh['pairs_gap']} pairs with "
-            f"gap > {cfg.min_gap}; pearson {fresh['pearson']:.3f}, spearman {fresh['spearman']:.3f}; "
-            f"normalised scores mean {fresh['rm_mean']:.3f}, std {fresh['rm_std']:.3f}"
-        )
+        report["fresh"] = fresh_agreement(cfg, model)
 
     report["seconds"] = round(time.perf_counter() - start, 2)
     output = cfg.output or cfg.model / "eval_report.json"

@@ -22,7 +22,7 @@ finished stages and continues RL from its data-only checkpoint. A stage that run
 later stage (their ``DONE.json`` and RL's checkpoint are removed, and the pipeline says which), so
 re-running ``--stages sft`` with new settings never leaves an old RL policy marked as done. Before
 any stage runs, the inputs that planned stages read from unplanned ones are checked (finished,
-present, weights complete), and options are validated (``scripts/stages/config.py``). A missing or
+present, weights complete), and options are validated (``scripts/stages/config_sections.py``). A missing or
 damaged file stops the pipeline with one line naming the file and the fix, exit status 2.
 """
 

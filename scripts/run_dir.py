@@ -19,7 +19,7 @@ Missing or damaged contents (a corrupt ``DONE.json``, a missing ``sft/model``, a
 ``model.safetensors``) raise :class:`RunDirError`, whose message names the file and the fix; the
 pipeline prints it as one line and exits with status 2.
 
-Layout of ``runs/<name>/`` (see the README for every file)::
+Layout of ``runs/<name>/`` (docs/pipeline.md, "The run directory", describes every file)::
 
     config.yaml          the whole config as run (all stages, after presets, YAML and CLI); its run_dir is
                          informational: a resumed run uses the folder it was found in

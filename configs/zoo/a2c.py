@@ -26,6 +26,7 @@ hyperparams = {
         policy_kwargs=dict(model=MODEL, temperature=0.7),
         rollout_buffer_class=KLRolloutBuffer,  # the KL penalty; a class, which a YAML cannot give
         rollout_buffer_kwargs=asdict(KLConfig()),  # the library's KL options (beta, adaptive controller, ...)
+        callback="agents.BindKLBuffer",  # the zoo passes it to learn(): binds that buffer to the algorithm it built
         n_steps=24,  # 2 x max_new_tokens: every rollout ends at least one episode per env
         learning_rate=1e-4,  # one Adam step per rollout (docs/design.md section 5)
         use_rms_prop=False,  # SB3's A2C defaults to RMSprop; Adam is the standard for LM fine-tuning

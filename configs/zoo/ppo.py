@@ -9,12 +9,11 @@ buffer nothing adds the KL penalty (the policy then warns: ``agents.NoKLPenaltyW
 keys a file by env id, not by algorithm, and the algorithms take different options (A2C has no
 ``n_epochs``), hence one file per algorithm, like the zoo's own ``hyperparams/<algo>.yml``.
 
-The budget follows the README's measured CPU run (SmolLM2-135M on 2 cores, the same sizes with 12-token
-prompts: 4 rollouts of 8 envs x 24 tokens, each about 5 s of generation and 60 s of update); 20 prompt
-tokens keep every bundled prompt whole. ``TEXTRLHF_ZOO_MODEL=tiny`` switches env and policy together to
-the random test model (the tests); ``-params`` / ``-n`` / ``--env-kwargs`` override single values
-(``--env-kwargs`` replaces the whole ``env_kwargs`` dict, as the zoo does).
-"""
+The budget follows the measured CPU run in docs/results/2026-11-22-generic-sb3-path.md (SmolLM2-135M on 2
+cores, the same sizes with 12-token prompts: 4 rollouts of 8 envs x 24 tokens, each about 5 s of generation
+and 60 s of update); 20 prompt tokens keep every bundled prompt whole. ``TEXTRLHF_ZOO_MODEL=tiny`` switches
+env and policy together to the random test model (the tests); ``-params`` / ``-n`` / ``--env-kwargs``
+override single values (``--env-kwargs`` replaces the whole ``env_kwargs`` dict, as the zoo does). """
 
 import os
 from dataclasses import asdict
@@ -34,6 +33,7 @@ hyperparams = {
         policy_kwargs=dict(model=MODEL, temperature=0.7),
         rollout_buffer_class=KLRolloutBuffer,  # the KL penalty; a class, which a YAML cannot give
         rollout_buffer_kwargs=asdict(KLConfig()),  # the library's KL options (beta, adaptive controller, ...)
+        callback="agents.BindKLBuffer",  # the zoo passes it to learn(): binds that buffer to the algorithm it built
         n_steps=24,  # 2 x max_new_tokens: every rollout ends at least one episode per env
         # One epoch, one full-batch minibatch: an update costs n_epochs x n_steps x n_envs window
         # forwards on CPU, and with one Adam step per rollout lr 1e-4 is what moves SmolLM2

@@ -1,5 +1,5 @@
 """Exercise 4 (reference solution): the project's Bradley-Terry loss (Bradley & Terry 1952; Ouyang et al.
-2022, eq. 1) and the accuracy of ``reward_models.bradley_terry.evaluate_preferences``."""
+2022, eq. 1) and the accuracy of ``reward_models.bt_training.evaluate_preferences``."""
 
 from __future__ import annotations
 

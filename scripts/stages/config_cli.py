@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=HelpFormatter,
         description="The whole RLHF pipeline: sft -> preferences -> reward-model -> rl -> evaluate.\n"
         "Precedence: defaults < --tiny < the run folder's config.yaml < --config YAML < flags.\n"
-        "See README 'The pipeline'.",
+        "See docs/pipeline.md.",
     )
     parser.add_argument("--config", type=Path, default=None, help="YAML file with sections " + ", ".join(SECTIONS))
     for section, cls in SECTIONS.items():

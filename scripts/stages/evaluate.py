@@ -43,32 +43,31 @@ def samples_markdown(rows: list[dict], limit: int | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run_evaluate(cfg: PipelineConfig) -> str:
-    """Evaluate the three policies; write ``evaluate/metrics.json``, ``samples.csv``, ``samples.md``."""
+def _evaluate_policies(
+    cfg: PipelineConfig,
+    sources: dict[str, str],
+    rm_dir: str,
+    device: str,
+    prompts: list[str],
+    prompt_ids: list[list[int]],
+) -> dict:
+    """Each policy of :data:`POLICIES` (loaded from ``sources``) on the same prompts and sampling seed.
+
+    The SFT model doubles as the KL reference, so it is loaded once; the others are loaded one at a
+    time and freed after their pass. Returns ``{policy: agents.evaluation.EvalResult}``.
+    """
     import torch
 
-    from agents.evaluation import evaluate_policy, win_rate
+    from agents.evaluation import evaluate_policy
     from reward_models import make_reward
     from reward_models.bradley_terry import BradleyTerryRewardModel
     from textenv import load_model, load_tokenizer
 
-    timer, run, ev = StageTimer("evaluate"), cfg.run, cfg.evaluate
-    sft_dir = abs_path(require(run.run_dir, "sft", "evaluate") / "model")
-    rm_dir = abs_path(require(run.run_dir, "reward-model", "evaluate") / "model")
-    rl_dir = abs_path(require(run.run_dir, "rl", "evaluate") / "policy")
-    out = stage_dir(run.run_dir, "evaluate")
-    seed_everything(run.seed)
-    device = resolve_device(run.device)
-    env = make_text_env(cfg, sft_dir, ev.prompts, split="test", max_prompts=ev.max_prompts)
-    # Each prompt `samples_per_prompt` times in a row: one seeded sampling pass gives each copy its own
-    # response, and win rates compare the policies' i-th responses to the same prompt.
-    prompts = [p for p in env.prompts for _ in range(ev.samples_per_prompt)]
-    prompt_ids = encode_prompts(env, prompts)
-    tokenizer = load_tokenizer(sft_dir)
-    reference = load_model(sft_dir, device=device)
+    run = cfg.run
+    tokenizer = load_tokenizer(sources["sft"])
+    reference = load_model(sources["sft"], device=device)
     reward_fn = BradleyTerryRewardModel.from_pretrained(rm_dir, device=device)
     annotator = make_reward(run.annotator)
-    sources = {"base": run.model, "sft": sft_dir, "rl": rl_dir}
     results = {}
     for name in progress_bar(POLICIES, desc="evaluate", unit="policy", disable=not run.progress):
         model = reference if name == "sft" else load_model(sources[name], device=device)
@@ -84,28 +83,28 @@ def run_evaluate(cfg: PipelineConfig) -> str:
             max_new_tokens=run.max_new_tokens,
             temperature=run.temperature,
             seed=run.seed,
-            batch_size=ev.batch_size,
+            batch_size=cfg.evaluate.batch_size,
         )
         if model is not reference:
             del model
             if device == "cuda":
                 torch.cuda.empty_cache()
-    wins = {
+    return results
+
+
+def _win_rates(results: dict) -> dict[str, float]:
+    """Annotator win rates: RL vs its starting policy (SFT), RL vs base, SFT vs base."""
+    from agents.evaluation import win_rate
+
+    return {
         "rl_vs_sft": win_rate(results["rl"], results["sft"]),
         "rl_vs_base": win_rate(results["rl"], results["base"]),
         "sft_vs_base": win_rate(results["sft"], results["base"]),
     }
-    metrics = {
-        "n_prompts": len(env.prompts),
-        "samples_per_prompt": ev.samples_per_prompt,
-        "annotator": run.annotator,
-        "temperature": run.temperature,
-        "reference": "sft",
-        "policies": {k: r.metrics for k, r in results.items()},
-        "win_rate": wins,
-    }
-    atomic_write_json(out / "metrics.json", metrics)
-    atomic_write_json(out / "per_prompt.json", {k: r.to_dict() for k, r in results.items()})
+
+
+def _sample_rows(prompts: list[str], results: dict) -> list[dict]:
+    """One ``samples.csv`` row per sampled prompt: each policy's response, annotator and RM scores, KL."""
     rows = []
     for i, prompt in enumerate(prompts):
         row = {"prompt": prompt}
@@ -120,6 +119,39 @@ def run_evaluate(cfg: PipelineConfig) -> str:
                 }
             )
         rows.append(row)
+    return rows
+
+
+def run_evaluate(cfg: PipelineConfig) -> str:
+    """Evaluate the three policies; write ``evaluate/metrics.json``, ``samples.csv``, ``samples.md``."""
+    timer, run, ev = StageTimer("evaluate"), cfg.run, cfg.evaluate
+    sft_dir = abs_path(require(run.run_dir, "sft", "evaluate") / "model")
+    rm_dir = abs_path(require(run.run_dir, "reward-model", "evaluate") / "model")
+    rl_dir = abs_path(require(run.run_dir, "rl", "evaluate") / "policy")
+    out = stage_dir(run.run_dir, "evaluate")
+    seed_everything(run.seed)
+    device = resolve_device(run.device)
+    env = make_text_env(cfg, sft_dir, ev.prompts, split="test", max_prompts=ev.max_prompts)
+    # Each prompt `samples_per_prompt` times in a row: one seeded sampling pass gives each copy its own
+    # response, and win rates compare the policies' i-th responses to the same prompt.
+    prompts = [p for p in env.prompts for _ in range(ev.samples_per_prompt)]
+    prompt_ids = encode_prompts(env, prompts)
+    results = _evaluate_policies(
+        cfg, {"base": run.model, "sft": sft_dir, "rl": rl_dir}, rm_dir, device, prompts, prompt_ids
+    )
+    wins = _win_rates(results)
+    metrics = {
+        "n_prompts": len(env.prompts),
+        "samples_per_prompt": ev.samples_per_prompt,
+        "annotator": run.annotator,
+        "temperature": run.temperature,
+        "reference": "sft",
+        "policies": {k: r.metrics for k, r in results.items()},
+        "win_rate": wins,
+    }
+    atomic_write_json(out / "metrics.json", metrics)
+    atomic_write_json(out / "per_prompt.json", {k: r.to_dict() for k, r in results.items()})
+    rows = _sample_rows(prompts, results)
     atomic_write_csv(out / "samples.csv", rows)
     atomic_write_text(out / "samples.md", samples_markdown(rows))
     s, r = results["sft"].metrics, results["rl"].metrics

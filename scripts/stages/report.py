@@ -224,14 +224,31 @@ def plot_sft(run_dir: Path, plots: Path) -> str | None:
     return _save(sft_figure(rows), plots / "sft_loss.png") if rows else None
 
 
-def write_report(cfg: PipelineConfig) -> Path:
-    """Draw every plot whose data exists and write ``report.md``; returns its path."""
-    run_dir = Path(cfg.run.run_dir)
-    plots = run_dir / "plots"
-    pngs = {
-        name: fn(run_dir, plots)
-        for name, fn in (("rl", plot_rl), ("rm", plot_reward_model), ("scores", plot_scores), ("sft", plot_sft))
-    }
+PLOT_CAPTIONS = {
+    "rl": "RL training: score, KL, beta, response length per iteration (raw and EMA-smoothed)",
+    "rm": "Reward model: Bradley-Terry loss and accuracy",
+    "scores": "Held-out annotator scores (one count per sampled response)",
+    "sft": "SFT loss",
+}
+"""Caption of each plot in ``report.md``, keyed like :func:`write_report`'s plots."""
+METRICS_GLOSSARY = [
+    "## Metrics",
+    "",
+    "- **RM score**: the trained reward model's score, normalised to mean 0 / std 1 on SFT samples "
+    "(what RL maximised).",
+    "- **annotator score**: the simulated annotator's score (never seen by RL; the honest measure).",
+    "- **win rate**: share of prompts where the first policy's response beats the second's by the annotator.",
+    "- **KL**: summed log pi - log pi_SFT over the response at the sampling temperature (k1), nats per response.",
+    "- **distinct-1/2**: unique word uni/bigrams over all responses / their count (diversity).",
+    "- **perplexity under SFT**: exp of the mean per-token negative log-likelihood under the SFT model at T=1.",
+    "",
+]
+"""The last section of ``report.md``: what each metric means."""
+
+
+# ----------------------------------------------------------------------------- report.md, one section each
+def _header_md(cfg: PipelineConfig, run_dir: Path) -> list[str]:
+    """Title, the run's main settings, and the stages table (each stage's summary and wall time)."""
     r = cfg.run
     md = [
         f"# RLHF run `{run_dir.name}`",
@@ -250,76 +267,95 @@ def write_report(cfg: PipelineConfig) -> Path:
         text = re.sub(r", \d+ s$", "", m.get("summary", "not finished").removeprefix(f"[{stage}] "))
         text = text.replace("|", "/")
         md.append(f"| {stage} | {text} | {fmt(m.get('seconds'), 0)} |")
-    ev_path = stage_dir(run_dir, "evaluate") / "metrics.json"
-    md += ["", "## Held-out evaluation", ""]
-    if ev_path.is_file():
-        ev = json.loads(ev_path.read_text())
-        pols = ev["policies"]
-        md += [
-            f"{ev['n_prompts']} test prompts, {ev.get('samples_per_prompt', 1)} sample(s) each, "
-            "same seed for every policy. KL and perplexity are measured against the SFT model (the RL reference).",
-            "",
-            "| metric | base | SFT (RL start) | RL |",
-            "|---|---|---|---|",
-        ]
-        for key, label in METRIC_NAMES.items():
-            md.append(f"| {label} | " + " | ".join(fmt(pols[p].get(key)) for p in ("base", "sft", "rl")) + " |")
-        w = ev["win_rate"]
-        md += [
-            "",
-            f"**Annotator win rate** (ties count 1/2): RL vs SFT **{fmt(w['rl_vs_sft'], 2)}**, "
-            f"RL vs base {fmt(w['rl_vs_base'], 2)}, SFT vs base {fmt(w['sft_vs_base'], 2)}.",
-            "",
-        ]
-    else:
-        md.append("Not evaluated yet.")
-    rm_path = stage_dir(run_dir, "reward-model") / "metrics.json"
-    if rm_path.is_file():
-        rm = json.loads(rm_path.read_text())
-        md += [
-            "## Reward model",
-            "",
-            f"{rm['train_pairs']} training pairs, {rm['heldout_pairs']} held-out; "
-            f"{rm['accuracy_set']} accuracy {fmt(rm['before']['accuracy'], 3)} before, "
-            f"**{fmt(rm['after']['accuracy'], 3)}** after training; normalisation gain {fmt(rm['gain'], 4)}, "
-            f"bias {fmt(rm['bias'], 4)}.",
-            "",
-        ]
-    md += ["## Plots", ""]
-    captions = {
-        "rl": "RL training: score, KL, beta, response length per iteration (raw and EMA-smoothed)",
-        "rm": "Reward model: Bradley-Terry loss and accuracy",
-        "scores": "Held-out annotator scores (one count per sampled response)",
-        "sft": "SFT loss",
-    }
-    for key, png in pngs.items():
-        if png:
-            md += [f"![{captions[key]}](plots/{png})", ""]
-    samples = stage_dir(run_dir, "evaluate") / "samples.csv"
-    if samples.is_file():
-        from scripts.stages.evaluate import samples_markdown
+    return md
 
-        rows = read_csv(samples)
-        md += [
-            "## Samples (held-out prompts)",
-            "",
-            f"First {min(len(rows), cfg.evaluate.samples_in_report)} of "
-            f"{len(rows)}; all in [evaluate/samples.csv](evaluate/samples.csv).",
-            "",
-            samples_markdown(rows, cfg.evaluate.samples_in_report),
-        ]
+
+def _evaluation_md(run_dir: Path) -> list[str]:
+    """The held-out metrics table of base, SFT and RL, and the annotator win rates."""
+    ev_path = stage_dir(run_dir, "evaluate") / "metrics.json"
+    md = ["", "## Held-out evaluation", ""]
+    if not ev_path.is_file():
+        return md + ["Not evaluated yet."]
+    ev = json.loads(ev_path.read_text())
+    pols = ev["policies"]
     md += [
-        "## Metrics",
+        f"{ev['n_prompts']} test prompts, {ev.get('samples_per_prompt', 1)} sample(s) each, "
+        "same seed for every policy. KL and perplexity are measured against the SFT model (the RL reference).",
         "",
-        "- **RM score**: the trained reward model's score, normalised to mean 0 / std 1 on SFT samples "
-        "(what RL maximised).",
-        "- **annotator score**: the simulated annotator's score (never seen by RL; the honest measure).",
-        "- **win rate**: share of prompts where the first policy's response beats the second's by the annotator.",
-        "- **KL**: summed log pi - log pi_SFT over the response at the sampling temperature (k1), nats per response.",
-        "- **distinct-1/2**: unique word uni/bigrams over all responses / their count (diversity).",
-        "- **perplexity under SFT**: exp of the mean per-token negative log-likelihood under the SFT model at T=1.",
+        "| metric | base | SFT (RL start) | RL |",
+        "|---|---|---|---|",
+    ]
+    for key, label in METRIC_NAMES.items():
+        md.append(f"| {label} | " + " | ".join(fmt(pols[p].get(key)) for p in ("base", "sft", "rl")) + " |")
+    w = ev["win_rate"]
+    return md + [
+        "",
+        f"**Annotator win rate** (ties count 1/2): RL vs SFT **{fmt(w['rl_vs_sft'], 2)}**, "
+        f"RL vs base {fmt(w['rl_vs_base'], 2)}, SFT vs base {fmt(w['sft_vs_base'], 2)}.",
         "",
     ]
+
+
+def _reward_model_md(run_dir: Path) -> list[str]:
+    """Pair counts, accuracy before and after training, normalisation; nothing before the stage ran."""
+    rm_path = stage_dir(run_dir, "reward-model") / "metrics.json"
+    if not rm_path.is_file():
+        return []
+    rm = json.loads(rm_path.read_text())
+    return [
+        "## Reward model",
+        "",
+        f"{rm['train_pairs']} training pairs, {rm['heldout_pairs']} held-out; "
+        f"{rm['accuracy_set']} accuracy {fmt(rm['before']['accuracy'], 3)} before, "
+        f"**{fmt(rm['after']['accuracy'], 3)}** after training; normalisation gain {fmt(rm['gain'], 4)}, "
+        f"bias {fmt(rm['bias'], 4)}.",
+        "",
+    ]
+
+
+def _plots_md(pngs: dict[str, str | None]) -> list[str]:
+    """One image link per drawn plot, captioned from :data:`PLOT_CAPTIONS`."""
+    md = ["## Plots", ""]
+    for key, png in pngs.items():
+        if png:
+            md += [f"![{PLOT_CAPTIONS[key]}](plots/{png})", ""]
+    return md
+
+
+def _samples_md(cfg: PipelineConfig, run_dir: Path) -> list[str]:
+    """The first ``evaluate.samples_in_report`` rows of ``evaluate/samples.csv``; nothing without it."""
+    samples = stage_dir(run_dir, "evaluate") / "samples.csv"
+    if not samples.is_file():
+        return []
+    from scripts.stages.evaluate import samples_markdown
+
+    rows = read_csv(samples)
+    return [
+        "## Samples (held-out prompts)",
+        "",
+        f"First {min(len(rows), cfg.evaluate.samples_in_report)} of "
+        f"{len(rows)}; all in [evaluate/samples.csv](evaluate/samples.csv).",
+        "",
+        samples_markdown(rows, cfg.evaluate.samples_in_report),
+    ]
+
+
+def write_report(cfg: PipelineConfig) -> Path:
+    """Draw every plot whose data exists and write ``report.md``; returns its path."""
+    run_dir = Path(cfg.run.run_dir)
+    plots = run_dir / "plots"
+    pngs = {
+        name: fn(run_dir, plots)
+        for name, fn in (("rl", plot_rl), ("rm", plot_reward_model), ("scores", plot_scores), ("sft", plot_sft))
+    }
+    md = (
+        _header_md(cfg, run_dir)
+        + _evaluation_md(run_dir)
+        + _reward_model_md(run_dir)
+        + _plots_md(pngs)
+        + _samples_md(cfg, run_dir)
+        + METRICS_GLOSSARY
+    )
     path = run_dir / "report.md"
     atomic_write_text(path, "\n".join(md) + "\n")
     return path

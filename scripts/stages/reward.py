@@ -77,10 +77,12 @@ def capture_trainer_logs():
     """Collect ``Trainer.state.log_history`` of :func:`reward_models.train_reward_model` (loss curves).
 
     ``train_reward_model`` returns final metrics only; for the loss/accuracy plot this swaps the
-    module's ``BradleyTerryTrainer`` for a subclass that keeps its log history, for the duration of
-    the block. (If ``train_reward_model`` ever returns ``log_history`` itself, that is used instead.)
+    ``BradleyTerryTrainer`` of the module that builds it (``reward_models.bt_training``) for a subclass
+    that keeps its log history, for the duration of the block. (If ``train_reward_model`` ever returns
+    ``log_history`` itself, that is used instead.) ``tests/scripts/test_pipeline.py`` checks that the
+    tiny run's ``train_log.csv`` has loss rows, so a patch that misses its target fails there.
     """
-    import reward_models.bradley_terry as bt
+    import reward_models.bt_training as bt
 
     history: list[dict] = []
     original = bt.BradleyTerryTrainer
@@ -99,59 +101,45 @@ def capture_trainer_logs():
         bt.BradleyTerryTrainer = original
 
 
-def run_reward_model(cfg: PipelineConfig) -> str:
-    """Train, evaluate, normalise and save the reward model to ``reward_model/model``."""
-    from reward_models import load_preferences, split_by_prompt
-    from reward_models.bradley_terry import (
-        BradleyTerryRewardModel,
-        RewardModelConfig,
-        RewardTrainingConfig,
-        evaluate_preferences,
-        train_reward_model,
-    )
+def _build_reward_model(cfg: PipelineConfig):
+    """A fresh :class:`reward_models.bradley_terry.BradleyTerryRewardModel` from the ``reward_model`` section."""
+    from reward_models import BradleyTerryRewardModel, RewardModelConfig
 
-    timer, run, rc = StageTimer("reward-model"), cfg.run, cfg.reward_model
-    pairs_path = require(run.run_dir, "preferences", "reward-model") / "pairs.jsonl"
-    clear_stage(run.run_dir, "reward-model")
-    out = stage_dir(run.run_dir, "reward-model")
-    seed_everything(run.seed)
-    pairs = load_preferences(pairs_path)
-    train_pairs, held = split_by_prompt(pairs, rc.eval_fraction, seed=run.seed)
-    model = BradleyTerryRewardModel.build(
+    rc = cfg.reward_model
+    return BradleyTerryRewardModel.build(
         RewardModelConfig(
             backbone=rc.backbone,
             pooling=rc.pooling,
             max_length=rc.max_length,
             random_init=rc.random_init,
             config_overrides=dict(rc.config_overrides),
-            seed=run.seed,
+            seed=cfg.run.seed,
         )
     )
-    device = resolve_device(run.device)
-    model.to(device)
-    eval_set = held or train_pairs  # tiny data may leave nothing held out: then report train accuracy
-    before = evaluate_preferences(model, eval_set)
+
+
+def _train(cfg: PipelineConfig, model, train_pairs, held) -> tuple[dict, list[dict]]:
+    """Train on the Bradley-Terry loss; returns the final metrics and the trainer's log history."""
+    from reward_models import RewardTrainingConfig, train_reward_model
+
+    rc = cfg.reward_model
     train_cfg = RewardTrainingConfig(
         learning_rate=rc.learning_rate,
         num_epochs=rc.num_epochs,
         batch_size=rc.batch_size,
         warmup_ratio=rc.warmup_ratio,
-        seed=run.seed,
+        seed=cfg.run.seed,
         logging_steps=rc.logging_steps,
-        progress_bar=run.progress,
+        progress_bar=cfg.run.progress,
     )
     with capture_trainer_logs() as history:
         metrics = train_reward_model(model, train_pairs, held or None, train_cfg)
-    history = metrics.pop("log_history", None) or history
-    after = evaluate_preferences(model, eval_set)
-    if rc.normalize:  # the pairs' responses are SFT-policy samples: the reference distribution
-        samples = sorted({(p.prompt, r) for p in pairs for r in (p.chosen, p.rejected)})
-        model.fit_normalization([s[0] for s in samples], [s[1] for s in samples])
-    model.to("cpu")
-    model.save_pretrained(
-        out / "model", metadata={"pipeline_run": Path(run.run_dir).resolve().name, "pipeline_stage": "reward-model"}
-    )  # a name, never a path
-    log_rows = [
+    return metrics, metrics.pop("log_history", None) or history
+
+
+def _log_rows(history: list[dict]) -> list[dict]:
+    """The loss and held-out rows of a trainer log history, as ``train_log.csv`` rows."""
+    return [
         {
             "step": h.get("step"),
             "epoch": h.get("epoch"),
@@ -162,7 +150,33 @@ def run_reward_model(cfg: PipelineConfig) -> str:
         for h in history
         if "loss" in h or "eval_loss" in h
     ]
-    atomic_write_csv(out / "train_log.csv", log_rows, ["step", "epoch", "loss", "eval_loss", "eval_accuracy"])
+
+
+def run_reward_model(cfg: PipelineConfig) -> str:
+    """Train, evaluate, normalise and save the reward model to ``reward_model/model``."""
+    from reward_models import evaluate_preferences, load_preferences, split_by_prompt
+
+    timer, run, rc = StageTimer("reward-model"), cfg.run, cfg.reward_model
+    pairs_path = require(run.run_dir, "preferences", "reward-model") / "pairs.jsonl"
+    clear_stage(run.run_dir, "reward-model")
+    out = stage_dir(run.run_dir, "reward-model")
+    seed_everything(run.seed)
+    pairs = load_preferences(pairs_path)
+    train_pairs, held = split_by_prompt(pairs, rc.eval_fraction, seed=run.seed)
+    model = _build_reward_model(cfg)
+    model.to(resolve_device(run.device))
+    eval_set = held or train_pairs  # tiny data may leave nothing held out: then report train accuracy
+    before = evaluate_preferences(model, eval_set)
+    metrics, history = _train(cfg, model, train_pairs, held)
+    after = evaluate_preferences(model, eval_set)
+    if rc.normalize:  # the pairs' responses are SFT-policy samples: the reference distribution
+        samples = sorted({(p.prompt, r) for p in pairs for r in (p.chosen, p.rejected)})
+        model.fit_normalization([s[0] for s in samples], [s[1] for s in samples])
+    model.to("cpu")
+    model.save_pretrained(
+        out / "model", metadata={"pipeline_run": Path(run.run_dir).resolve().name, "pipeline_stage": "reward-model"}
+    )  # a name, never a path
+    atomic_write_csv(out / "train_log.csv", _log_rows(history), ["step", "epoch", "loss", "eval_loss", "eval_accuracy"])
     result = {
         "train_pairs": len(train_pairs),
         "heldout_pairs": len(held),

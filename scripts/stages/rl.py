@@ -206,6 +206,50 @@ def _summary(run, agent, rows: list[dict], resuming: bool) -> str:
     )
 
 
+def _make_env(cfg: PipelineConfig, sft_dir: str, rm_dir: str):
+    """The RL vector env: the SFT model's tokenizer, the reward model's score, the train prompts."""
+    import agents
+
+    run, rl = cfg.run, cfg.rl
+    return agents.make_vec_text_env(
+        n_envs=rl.n_envs,
+        seed=run.seed,
+        model=sft_dir,
+        reward=rm_dir,
+        prompts=rl.prompts,
+        prompt_split="train",
+        max_prompts=rl.max_prompts,
+        max_new_tokens=run.max_new_tokens,
+        max_prompt_tokens=run.max_prompt_tokens,
+        no_eos_penalty=rl.no_eos_penalty,
+    )
+
+
+def _restore(agent, out: Path, state: dict, counter: IterationCounter, timer: StageTimer, seed: int) -> None:
+    """Load the checkpoint's state into a freshly built agent and carry its counters and wall time over."""
+    load_checkpoint(agent, out / CHECKPOINT, state)
+    agent.set_random_seed(seed + agent.num_timesteps)  # fresh prompts and samples, not a replay
+    counter.done = state["iteration"]
+    timer.start -= state["seconds"]  # the stage's wall time includes the work before the interruption
+
+
+def _announce_resume(algo: str, agent, iteration: int, remaining: int) -> None:
+    """The one line that says where a resumed run continues (or that only the export is left)."""
+    beta = float(agent.policy.kl_beta) if hasattr(agent.policy, "kl_beta") else math.nan
+    print(
+        f"[rl] resuming {algo} at iteration {iteration} ({agent.num_timesteps} steps, beta {beta:.4g}); "
+        + (f"{remaining} steps left" if remaining > 0 else "every step is done: exporting the policy"),
+        flush=True,
+    )
+
+
+def _close_logs(agent, log_file) -> None:
+    """Flush and close the SB3 logger's writers (CSV, TensorBoard, log.txt)."""
+    for fmt_ in agent.logger.output_formats:
+        fmt_.close()
+    log_file.close()
+
+
 def run_rl(cfg: PipelineConfig, resume: bool = False) -> str:
     """Train (or continue training) the agent; export the policy to ``rl/policy``. Returns the summary."""
     import agents
@@ -225,18 +269,7 @@ def run_rl(cfg: PipelineConfig, resume: bool = False) -> str:
     out.mkdir(parents=True, exist_ok=True)
     seed_everything(run.seed)
     device = resolve_device(run.device)
-    env = agents.make_vec_text_env(
-        n_envs=rl.n_envs,
-        seed=run.seed,
-        model=sft_dir,
-        reward=rm_dir,
-        prompts=rl.prompts,
-        prompt_split="train",
-        max_prompts=rl.max_prompts,
-        max_new_tokens=run.max_new_tokens,
-        max_prompt_tokens=run.max_prompt_tokens,
-        no_eos_penalty=rl.no_eos_penalty,
-    )
+    env = _make_env(cfg, sft_dir, rm_dir)
     # Resumed or not, the agent is built the same way; a resume then loads the saved state into it.
     agent = agents.make_agent(
         run.algo,
@@ -249,28 +282,18 @@ def run_rl(cfg: PipelineConfig, resume: bool = False) -> str:
     )
     counter = IterationCounter(0)
     if resuming:
-        load_checkpoint(agent, out / CHECKPOINT, state)
-        agent.set_random_seed(run.seed + agent.num_timesteps)  # fresh prompts and samples, not a replay
-        counter.done = state["iteration"]
-        timer.start -= state["seconds"]  # the stage's wall time includes the work before the interruption
+        _restore(agent, out, state, counter, timer, run.seed)
     log_file = _set_logger(agent, out, counter, rows, resuming)
     checkpointer = Checkpointer(agent, out / CHECKPOINT, run.algo, counter, rl.checkpoint_every, timer)
     remaining = rl.total_timesteps - agent.num_timesteps
     if resuming:
-        beta = float(agent.policy.kl_beta) if hasattr(agent.policy, "kl_beta") else math.nan
-        print(
-            f"[rl] resuming {run.algo} at iteration {counter.done} ({agent.num_timesteps} steps, beta {beta:.4g}); "
-            + (f"{remaining} steps left" if remaining > 0 else "every step is done: exporting the policy"),
-            flush=True,
-        )
+        _announce_resume(run.algo, agent, counter.done, remaining)
     if remaining > 0:
         callbacks = [checkpointer, ProgressBar()] if run.progress else [checkpointer]
         agent.learn(remaining, callback=callbacks, reset_num_timesteps=not resuming, log_interval=1)
     checkpointer.save()
     agent.policy.save_pretrained(out / "policy")
-    for fmt_ in agent.logger.output_formats:
-        fmt_.close()
-    log_file.close()
+    _close_logs(agent, log_file)
     rows = read_csv(out / PROGRESS)
     summary = timer.summary(_summary(run, agent, rows, resuming))
     mark_done(run.run_dir, "rl", summary, timer.seconds, iterations=len(rows), num_timesteps=int(agent.num_timesteps))

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from pathlib import Path
 
 import torch
 
@@ -126,12 +127,83 @@ class _Collator:
         return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
-def run_sft(cfg: PipelineConfig) -> str:
-    """Fine-tune ``run.model`` on the demonstrations; save to ``<run>/sft/model``. Returns the summary."""
+def _train(cfg: PipelineConfig, model, tokenizer, examples: list[dict], device: str) -> tuple[int, list[dict]]:
+    """Fine-tune ``model`` in place with ``transformers.Trainer`` (linear decay after warm-up).
+
+    Returns:
+        The number of optimiser steps and the loss rows of the trainer's log (``train_log.csv``).
+    """
     import datasets
     from transformers import Trainer, TrainingArguments
     from transformers.utils import logging as hf_logging
 
+    sft, run = cfg.sft, cfg.run
+    steps_per_epoch = -(-len(examples) // sft.batch_size)
+    total = max(1, int(steps_per_epoch * sft.epochs))
+    with tempfile.TemporaryDirectory(prefix="sft-trainer-") as tmp:
+        args = TrainingArguments(
+            output_dir=tmp,
+            per_device_train_batch_size=sft.batch_size,
+            num_train_epochs=sft.epochs,
+            learning_rate=sft.learning_rate,
+            weight_decay=sft.weight_decay,
+            lr_scheduler_type="linear",
+            warmup_steps=int(sft.warmup_ratio * total),
+            logging_steps=max(1, total // 20),
+            save_strategy="no",
+            report_to="none",
+            seed=run.seed,
+            data_seed=run.seed,
+            remove_unused_columns=False,
+            disable_tqdm=not run.progress,
+            dataloader_num_workers=0,
+            use_cpu=device == "cpu",
+        )
+        verbosity = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()
+        try:
+            trainer = Trainer(
+                model=model,
+                args=args,
+                train_dataset=datasets.Dataset.from_list(examples),
+                data_collator=_Collator(tokenizer.pad_token_id),
+            )
+            result = bar_only(trainer, "sft").train()  # the logs go to train_log.csv, not stdout
+        finally:
+            hf_logging.set_verbosity(verbosity)
+        log_rows = [
+            {k: h[k] for k in ("step", "epoch", "loss", "learning_rate", "grad_norm") if k in h}
+            for h in trainer.state.log_history
+            if "loss" in h
+        ]
+    return result.global_step, log_rows
+
+
+def _fine_tune(cfg: PipelineConfig, model, tokenizer, out: Path, device: str) -> tuple[str, int, list[dict]]:
+    """Load and tokenize the demonstrations, train on them, write ``demonstrations.csv`` and ``train_log.csv``.
+
+    Returns:
+        The stage's summary text, the number of demonstrations and the training log rows.
+    """
+    run = cfg.run
+    rows = load_demonstrations(cfg, model, tokenizer)
+    atomic_write_csv(out / "demonstrations.csv", rows)
+    env = make_text_env(cfg, run.model, [r["prompt"] for r in rows])
+    examples = tokenize_demonstrations(rows, env, tokenizer, cfg.sft.append_eos, cfg.sft.max_response_tokens)
+    steps, log_rows = _train(cfg, model, tokenizer, examples, device)
+    model.eval()
+    losses = [r["loss"] for r in log_rows]
+    summary_text = (
+        f"{len(rows)} demonstrations ({cfg.sft.data}), {cfg.sft.epochs:g} epochs, "
+        f"{steps} steps, "
+        f"loss {fmt(losses[0] if losses else None)} -> {fmt(losses[-1] if losses else None)}"
+    )
+    atomic_write_csv(out / "train_log.csv", log_rows, ["step", "epoch", "loss", "learning_rate", "grad_norm"])
+    return summary_text, len(rows), log_rows
+
+
+def run_sft(cfg: PipelineConfig) -> str:
+    """Fine-tune ``run.model`` on the demonstrations; save to ``<run>/sft/model``. Returns the summary."""
     from textenv import load_model, load_tokenizer
 
     timer, run = StageTimer("sft"), cfg.run
@@ -140,62 +212,10 @@ def run_sft(cfg: PipelineConfig) -> str:
     device = resolve_device(run.device)
     model = load_model(run.model, device=device)
     tokenizer = load_tokenizer(run.model)
-    log_rows: list[dict] = []
     if cfg.sft.skip:
-        summary_text = f"skipped (SFT model = base model {run.model!r})"
-        n_rows = 0
+        summary_text, n_rows, log_rows = f"skipped (SFT model = base model {run.model!r})", 0, []
     else:
-        rows = load_demonstrations(cfg, model, tokenizer)
-        n_rows = len(rows)
-        atomic_write_csv(out / "demonstrations.csv", rows)
-        env = make_text_env(cfg, run.model, [r["prompt"] for r in rows])
-        examples = tokenize_demonstrations(rows, env, tokenizer, cfg.sft.append_eos, cfg.sft.max_response_tokens)
-        steps_per_epoch = -(-len(examples) // cfg.sft.batch_size)
-        total = max(1, int(steps_per_epoch * cfg.sft.epochs))
-        with tempfile.TemporaryDirectory(prefix="sft-trainer-") as tmp:
-            args = TrainingArguments(
-                output_dir=tmp,
-                per_device_train_batch_size=cfg.sft.batch_size,
-                num_train_epochs=cfg.sft.epochs,
-                learning_rate=cfg.sft.learning_rate,
-                weight_decay=cfg.sft.weight_decay,
-                lr_scheduler_type="linear",
-                warmup_steps=int(cfg.sft.warmup_ratio * total),
-                logging_steps=max(1, total // 20),
-                save_strategy="no",
-                report_to="none",
-                seed=run.seed,
-                data_seed=run.seed,
-                remove_unused_columns=False,
-                disable_tqdm=not run.progress,
-                dataloader_num_workers=0,
-                use_cpu=device == "cpu",
-            )
-            verbosity = hf_logging.get_verbosity()
-            hf_logging.set_verbosity_error()
-            try:
-                trainer = Trainer(
-                    model=model,
-                    args=args,
-                    train_dataset=datasets.Dataset.from_list(examples),
-                    data_collator=_Collator(tokenizer.pad_token_id),
-                )
-                result = bar_only(trainer, "sft").train()  # the logs go to train_log.csv, not stdout
-            finally:
-                hf_logging.set_verbosity(verbosity)
-            log_rows = [
-                {k: h[k] for k in ("step", "epoch", "loss", "learning_rate", "grad_norm") if k in h}
-                for h in trainer.state.log_history
-                if "loss" in h
-            ]
-        model.eval()
-        losses = [r["loss"] for r in log_rows]
-        summary_text = (
-            f"{n_rows} demonstrations ({cfg.sft.data}), {cfg.sft.epochs:g} epochs, "
-            f"{result.global_step} steps, "
-            f"loss {fmt(losses[0] if losses else None)} -> {fmt(losses[-1] if losses else None)}"
-        )
-        atomic_write_csv(out / "train_log.csv", log_rows, ["step", "epoch", "loss", "learning_rate", "grad_norm"])
+        summary_text, n_rows, log_rows = _fine_tune(cfg, model, tokenizer, out, device)
     with atomic_dir(out / "model") as tmp:
         model.to("cpu").save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)

@@ -67,6 +67,9 @@ def test_reinforce_gradient_equals_the_hand_written_score_function_gradient():
     from stable_baselines3.common.logger import configure
 
     agent.set_logger(configure(None, []))  # _finish_batch logs rlhf/*; learn() would set this up
+    # A float64 trunk: in float32 the two gradient sums (one teacher-forced forward vs one window per token)
+    # differ by rounding alone up to 4e-5 on the embedding rows; in float64 by < 1e-6, so the test sees the maths.
+    agent.policy.lm.double()
     agent.policy.set_training_mode(False)
     env.reset()
     batch, _ = collect_round(agent.policy, env)
@@ -74,7 +77,7 @@ def test_reinforce_gradient_equals_the_hand_written_score_function_gradient():
     agent._finish_batch(batch)
     params = [p for p in agent.policy.parameters() if p.requires_grad]
     agent.policy.set_training_mode(True)
-    loss, _ = agent.policy_loss(batch, torch.arange(batch.n), clip_range=0.2)
+    loss, _ = agent.minibatch_loss(batch, torch.arange(batch.n), clip_range=0.2)
     grads = torch.autograd.grad(loss, params, allow_unused=True)
     # Hand-written: grad J = mean_i R_i * sum_t grad log pi(a_it | s_it), one episode and token at a time.
     hand = [torch.zeros_like(p) for p in params]
@@ -117,6 +120,31 @@ def test_groups_share_prompts_through_the_env():
         )
     with pytest.raises(ValueError, match="unknown estimator"):
         CriticFreePG(LMActorCriticPolicy, env, estimator="ppo", policy_kwargs={"model": "tiny"})
+
+
+def test_critic_free_agents_have_no_value_head_in_policy_optimizer_or_zip(tmp_path):
+    import zipfile
+
+    agent = agents.make_agent("rloo", _env(n_envs=2), group_size=2, seed=0)
+    assert agent.policy.value_head is None
+    names = [n for n, _ in agent.policy.named_parameters()]
+    assert names and not any("value" in n for n in names)
+    in_optimizer = {id(p) for group in agent.policy.optimizer.param_groups for p in group["params"]}
+    assert in_optimizer == {id(p) for p in agent.policy.parameters()}  # every optimised tensor is an LM one
+    agent.learn(1)  # one round and one update: no critic appears on the way
+    agent.save(tmp_path / "rloo.zip")
+    with zipfile.ZipFile(tmp_path / "rloo.zip") as archive:
+        state = torch.load(archive.open("policy.pth"), weights_only=True)
+        optimizer = torch.load(archive.open("policy.optimizer.pth"), weights_only=True)
+    assert state and not any("value" in k for k in state if k != "kl_beta")
+    n_params = len(list(agent.policy.parameters()))
+    assert len(optimizer["param_groups"][0]["params"]) == n_params and len(optimizer["state"]) <= n_params
+    loaded = CriticFreePG.load(tmp_path / "rloo.zip")
+    assert loaded.policy.value_head is None and not any("value" in n for n, _ in loaded.policy.named_parameters())
+    with pytest.raises(ValueError, match="no value head"):
+        CriticFreePG(
+            LMActorCriticPolicy, _env(n_envs=2), group_size=2, policy_kwargs={"model": "tiny", "value_head": True}
+        )
 
 
 @pytest.mark.parametrize("estimator", ["reinforce", "rloo", "grpo", "reinforce_pp"])

@@ -8,7 +8,8 @@ import agents
 from agents.kl import reference_logprobs
 from agents.policy import LMActorCriticPolicy
 from agents.rlhf_ppo import RLHFPPO
-from agents.rollout import collect_round, sample_tokens, sequence_forward
+from agents.rollout import collect_round, sequence_forward
+from textrlhf.lm import sample_tokens
 
 PROMPTS = ["The film opens with", "I watched this movie and", "Halfway"]
 

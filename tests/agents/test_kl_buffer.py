@@ -8,7 +8,7 @@ import pytest
 import torch
 from sb3_helpers import PROMPTS
 
-from agents import KLRolloutBuffer, LMActorCriticPolicy
+from agents import KLBufferNotBoundError, KLRolloutBuffer, LMActorCriticPolicy
 
 TOKENS = [9805, 787, 2644]  # " yes", " no", " cat"
 DELTA = np.array([0.3, -0.1, 0.5], dtype=np.float32)  # log pi - log pi_ref per token: k1 = DELTA
@@ -118,3 +118,32 @@ def test_episode_spanning_two_rollouts_is_penalised_once_at_its_end(episode):
     buf.compute_returns_and_advantage(torch.zeros(1), np.array([False]))
     assert buf.rewards[0, 0] == pytest.approx(SCORE - BETA * float(DELTA.sum()), abs=1e-5)
     assert buf.last_stats["rlhf/response_len"] == 3
+
+
+def test_an_unbound_buffer_raises_the_typed_error_with_the_fix(episode):
+    env, policy, observations, ref = episode
+    buf = KLRolloutBuffer(3, env.observation_space, env.action_space, device="cpu", gamma=1.0, n_envs=1)
+    for t in range(3):
+        _add(buf, observations[t], t, ref, float(t == 0), [0.0, 0.0, 0.0])
+    with pytest.raises(KLBufferNotBoundError, match=r"agents\.make_agent.*rollout_buffer\.bind\(model\)"):
+        buf.compute_returns_and_advantage(torch.zeros(1), np.array([True]))
+    assert buf.rewards[2, 0] == SCORE  # nothing was shaped
+
+
+def test_the_bound_controller_keeps_beta_in_the_policy_and_a_rebind_resumes_it(episode):
+    env, policy, observations, ref = episode
+    buf = KLRolloutBuffer(
+        3, env.observation_space, env.action_space, device="cpu", gamma=1.0, n_envs=1, kl_coef=BETA, kl_horizon=1.0
+    )
+    policy.kl_beta.fill_(float("nan"))  # a fresh policy: the buffer's kl_coef starts beta
+    buf.bind(policy)
+    assert float(policy.kl_beta) == BETA and buf.controller.value == BETA
+    for t in range(3):
+        _add(buf, observations[t], t, ref, float(t == 0), [0.0, 0.0, 0.0])
+    buf.compute_returns_and_advantage(torch.zeros(1), np.array([True]))
+    moved = float(policy.kl_beta)
+    assert moved != BETA and buf.controller.value == moved  # the adaptive update wrote the policy's buffer
+    fresh = KLRolloutBuffer(3, env.observation_space, env.action_space, device="cpu", n_envs=1, kl_coef=9.0)
+    fresh.bind(policy)  # what a loaded agent's buffer does: the saved beta wins over kl_coef
+    assert fresh.controller.value == moved and type(fresh.controller).__name__ == "AdaptiveKLController"
+    policy.kl_beta.fill_(float("nan"))  # leave the module-scoped fixture as it was

@@ -10,7 +10,9 @@ from torch.distributions import Categorical, kl_divergence
 from agents.kl import (
     AdaptiveKLController,
     FixedKLController,
+    KLController,
     kl_estimate,
+    make_kl_controller,
     reference_logprobs,
     shape_rewards,
 )
@@ -102,3 +104,23 @@ def test_reference_logprobs_match_a_manual_unpadded_forward():
             logits = model(input_ids=real).logits[0].float() / 0.7
         lp = torch.log_softmax(logits[:-1], -1).gather(-1, real[0, 1:, None])[:, 0]
         torch.testing.assert_close(out[row, -2:], lp[-2:], atol=1e-5, rtol=1e-5)
+
+
+def test_a_controller_stored_in_a_module_keeps_beta_only_there():
+    module = torch.nn.Module()
+    module.register_buffer("kl_beta", torch.tensor(float("nan"), dtype=torch.float64))
+    c = make_kl_controller(0.1, adaptive_kl=True, kl_target=6.0, kl_horizon=100.0)
+    assert isinstance(c, AdaptiveKLController) and isinstance(c, KLController)
+    assert c.store_in(module) is c and float(module.kl_beta) == 0.1  # NaN (fresh) takes the controller's beta
+    c.update(9.0, 10)
+    assert float(module.kl_beta) == c.value == pytest.approx(0.1 * (1 + 0.2 * 10 / 100))
+    module.load_state_dict({"kl_beta": torch.tensor(0.25, dtype=torch.float64)})  # what load() does
+    assert c.value == 0.25
+    resumed = make_kl_controller(0.1, adaptive_kl=False).store_in(module)  # a finite stored beta wins
+    assert isinstance(resumed, FixedKLController) and resumed.value == 0.25
+    import pickle
+
+    copy = pickle.loads(pickle.dumps(c))  # a pickled controller keeps beta, not the module
+    assert copy.value == 0.25 and copy._module is None
+    copy.value = 1.0
+    assert float(module.kl_beta) == 0.25

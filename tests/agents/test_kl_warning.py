@@ -9,6 +9,7 @@ from __future__ import annotations
 import warnings
 
 import pytest
+import torch
 from sb3_helpers import small_env_kwargs
 
 import agents
@@ -68,11 +69,10 @@ def test_agents_with_a_kl_penalty_do_not_warn(name, kwargs):
     assert agent.policy.kl_penalty_source is not None  # marked by the KL buffer or the reference scoring
 
 
-def test_plain_sb3_with_the_kl_buffer_does_not_warn():
-    """The README's plain-SB3 recipe: the buffer binds itself on its first rollout, before any update."""
+def _plain_ppo_with_the_kl_buffer():
     from stable_baselines3 import PPO
 
-    agent = PPO(
+    return PPO(
         agents.LMActorCriticPolicy,
         _env(),
         policy_kwargs={"model": "tiny"},
@@ -82,9 +82,36 @@ def test_plain_sb3_with_the_kl_buffer_does_not_warn():
         n_epochs=1,
         seed=0,
     )
+
+
+@pytest.mark.parametrize("how", ["bind", "callback"])
+def test_plain_sb3_with_the_bound_kl_buffer_does_not_warn(how):
+    """The README's plain-SB3 recipe: ``bind`` once after building, or the zoo's ``BindKLBuffer`` callback."""
+    agent = _plain_ppo_with_the_kl_buffer()
+    if how == "bind":
+        agent.rollout_buffer.bind(agent)
     with warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always")
-        agent.learn(8)
+        agent.learn(8, callback=agents.BindKLBuffer() if how == "callback" else None)
     assert not _no_kl_warnings(record)
     assert agent.policy.kl_penalty_source == "KLRolloutBuffer"
     assert "rlhf/kl" in agent.rollout_buffer.last_stats
+    assert agent.rollout_buffer.controller.value == float(agent.policy.kl_beta)  # one home of beta
+
+
+def test_plain_sb3_with_an_unbound_kl_buffer_fails_before_any_update_with_the_fixes():
+    agent = _plain_ppo_with_the_kl_buffer()
+    before = [p.detach().clone() for p in agent.policy.parameters()]
+    with pytest.raises(agents.KLBufferNotBoundError) as err:
+        agent.learn(8)
+    message = str(err.value)
+    assert "rollout_buffer.bind(model)" in message and "agents.make_agent" in message and "BindKLBuffer" in message
+    assert all(torch.equal(a, b) for a, b in zip(before, agent.policy.parameters()))  # no step without the KL
+
+
+def test_the_bind_callback_refuses_an_algorithm_without_a_kl_buffer():
+    from stable_baselines3 import PPO
+
+    agent = PPO(agents.LMActorCriticPolicy, _env(), policy_kwargs={"model": "tiny"}, n_steps=4, batch_size=8)
+    with pytest.raises(TypeError, match="rollout_buffer_class=agents.KLRolloutBuffer"):
+        agent.learn(8, callback=agents.BindKLBuffer())

@@ -129,3 +129,23 @@ def test_fast_agent_learns_the_rule_reward_like_generic_ppo():
     from learning_sweep import assert_learns
 
     assert_learns("rlhf_ppo")
+
+
+def test_the_adaptive_kl_controller_is_saved_and_restored_by_load(tmp_path):
+    """beta has one home, the controller's store in the policy: what the agent uses, saves and loads."""
+    from agents.kl import AdaptiveKLController
+
+    env = make_env()
+    agent = make_agent(env, n_epochs=1, kl_coef=0.2, kl_target=0.01, kl_horizon=3.0)
+    agent.learn(36)  # two rollouts: the controller moves beta twice
+    controller = agent.kl_controller
+    assert isinstance(controller, AdaptiveKLController) and controller.value != 0.2
+    assert agent.beta == controller.value == float(agent.policy.kl_beta)
+    agent.save(tmp_path / "agent.zip")
+    loaded = RLHFPPO.load(tmp_path / "agent.zip", env=env)
+    assert loaded.beta == agent.beta
+    assert repr(loaded.kl_controller) == repr(controller)  # same type, beta, target and horizon
+    history = agents.RLHFHistory()
+    loaded.learn(18, reset_num_timesteps=False, callback=history)
+    assert history.history[0]["rlhf/beta"] == agent.beta  # the resumed rollout used the restored beta, not kl_coef
+    assert loaded.beta == float(loaded.policy.kl_beta) != agent.beta  # and its update moved it, in the policy

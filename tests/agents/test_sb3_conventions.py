@@ -19,6 +19,7 @@ from agents.critic_free import CriticFreePG
 from agents.rlhf_ppo import RLHFPPO
 
 README = Path(__file__).resolve().parents[2] / "README.md"
+AGENTS_DOC = Path(__file__).resolve().parents[2] / "docs" / "agents.md"
 
 
 def _vec_env(n_envs: int = 2):
@@ -109,11 +110,13 @@ def test_every_path_logs_the_same_rlhf_metrics(name, kwargs):
         torch.testing.assert_close(torch.tensor(row["rlhf/shaped_score"]), returns, atol=1e-5, rtol=0)
 
 
-def test_readme_metrics_table_lists_exactly_rlhf_metrics():
+def test_docs_metrics_table_lists_exactly_rlhf_metrics():
+    """The metrics table (docs/agents.md) lists exactly RLHF_METRICS; no other ``rlhf/`` name in it or the README."""
     from agents.callbacks import RLHF_METRICS
 
-    text = README.read_text(encoding="utf-8")
-    table = set(re.findall(r"^\| `(rlhf/\w+)` \|", text, flags=re.M))  # one row per key
-    assert table == set(RLHF_METRICS)
-    assert set(re.findall(r"`(rlhf/\w+)`", text)) == set(RLHF_METRICS)  # no other name anywhere
-    assert "shaped_return" not in text
+    table = set(re.findall(r"^\| `(rlhf/\w+)` \|", AGENTS_DOC.read_text(encoding="utf-8"), flags=re.M))
+    assert table == set(RLHF_METRICS)  # one row per key
+    for page in (README, AGENTS_DOC):
+        text = page.read_text(encoding="utf-8")
+        assert set(re.findall(r"`(rlhf/\w+)`", text)) <= set(RLHF_METRICS), page  # no other name anywhere
+        assert "shaped_return" not in text, page

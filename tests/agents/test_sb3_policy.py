@@ -11,7 +11,7 @@ from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import DummyVecEnv
 
 import agents
-from agents.cache import trunk_hidden
+from textrlhf.lm import trunk_hidden
 
 
 def _rollout(agent, n_steps=None):
@@ -196,3 +196,41 @@ def test_registry_errors():
         agents.make_agent("ppo", env, learning_rte=1e-3)
     with pytest.raises(TypeError, match="net_arch"):
         agents.make_agent("ppo", env, policy_kwargs={"net_arch": [64]})
+
+
+def test_value_head_false_builds_no_critic_and_ppo_still_runs(tmp_path):
+    from stable_baselines3 import PPO
+
+    from agents.rollout import collect_round, sequence_forward
+
+    env = agents.make_vec_text_env(2, seed=0, **small_env_kwargs(max_new_tokens=4))
+    agent = agents.make_agent("ppo", env, seed=0, n_steps=4, policy_kwargs={"value_head": False})
+    policy = agent.policy
+    assert policy.value_head is None and not policy.has_value_head
+    assert not [n for n, _ in policy.named_parameters() if "value" in n]
+    assert not [k for k in policy.state_dict() if "value_head" in k]
+    lm_params = {id(p) for p in policy.lm.parameters()}
+    opt_params = {id(p) for g in policy.optimizer.param_groups for p in g["params"]}
+    assert opt_params == lm_params  # nothing of a value head in the optimizer
+    obs = {k: torch.as_tensor(v) for k, v in env.reset().items()}
+    with torch.no_grad():
+        assert torch.equal(policy.predict_values(obs), torch.zeros(2, 1))
+        _, values, _ = policy(obs)
+    assert torch.equal(values, torch.zeros(2, 1))
+    agent.learn(8)  # SB3's PPO update runs with constant zero values
+    batch, _ = collect_round(policy, env)
+    assert torch.equal(batch.values, torch.zeros_like(batch.values))
+    _, seq_values, _ = sequence_forward(policy, batch.input_ids, batch.attention_mask, batch.horizon)
+    assert torch.equal(seq_values, torch.zeros_like(seq_values))
+    agent.save(tmp_path / "agent.zip")
+    loaded = PPO.load(tmp_path / "agent.zip", env=env)
+    assert loaded.policy.value_head is None
+    policy.save_pretrained(tmp_path / "hf")
+    assert not (tmp_path / "hf" / "value_head.pt").exists()
+    with pytest.raises(ValueError, match="value_head=True"):
+        agents.make_agent("ppo", env, policy_kwargs={"value_head": False, "value_model": "tiny"})
+    from agents.lm_model import NoValueHeadError
+
+    policy.set_training_mode(True)  # what TRPO's critic fit does: predict_values with gradients
+    with pytest.raises(NoValueHeadError, match="value_head"):
+        policy.predict_values(obs)

@@ -1,7 +1,8 @@
 """rl-baselines3-zoo trains an LM policy on TextRLHF-v0 with the KL penalty (issue 17).
 
 A zoo YAML can name ``agents.LMActorCriticPolicy`` but not the KL rollout buffer class, so it trained
-with no KL penalty and no warning. ``configs/zoo/<algo>.py`` sets both; this runs the zoo's own
+with no KL penalty and no warning. ``configs/zoo/<algo>.py`` sets both, and the ``agents.BindKLBuffer``
+callback that binds the buffer to the algorithm the zoo builds; this runs the zoo's own
 ``rl_zoo3.train`` on them, as a user would, on the tiny model.
 """
 
@@ -87,6 +88,8 @@ def test_zoo_configs_of_the_other_algorithms_build_an_lm_agent_with_the_kl_buffe
     namespace: dict = {}
     exec((ROOT / "configs" / "zoo" / f"{algo}.py").read_text(), namespace)  # as the zoo reads it
     params = dict(namespace["hyperparams"]["TextRLHF-v0"])
+    # The zoo hands `callback` to learn(), not to the constructor; it binds the KL buffer to the algorithm.
+    assert params.pop("callback") == "agents.BindKLBuffer"
     env = agents.make_vec_text_env(params.pop("n_envs"), **params.pop("env_kwargs"))
     params.pop("n_timesteps")
     policy = get_class_by_name(params.pop("policy"))

@@ -46,7 +46,7 @@ def tiny_model(seed: int = 0):
 @pytest.fixture(scope="session")
 def trained_model():
     """A tiny reward model trained on the "contains 'excellent'" task, with its data and metrics."""
-    from reward_models.bradley_terry import train_reward_model
+    from reward_models import train_reward_model
 
     pairs = synthetic_pairs(200)
     model = tiny_model()

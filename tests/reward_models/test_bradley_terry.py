@@ -8,17 +8,17 @@ import numpy as np
 import pytest
 import torch
 
-from reward_models import make_reward
-from reward_models.base import RewardFunction
-from reward_models.bradley_terry import (
+from reward_models import (
     BradleyTerryRewardModel,
     RewardModelConfig,
     RewardTrainingConfig,
     bradley_terry_loss,
     config_from_dict,
     evaluate_preferences,
+    make_reward,
     train_reward_model,
 )
+from reward_models.base import RewardFunction
 
 from .conftest import synthetic_pairs, tiny_model
 
@@ -125,3 +125,36 @@ def test_configs_reject_unknown_keys():
         RewardModelConfig(pooling="max")
     with pytest.raises(ValueError, match="no training pairs"):
         train_reward_model(tiny_model(), [], None, {"progress_bar": False})
+
+
+def test_every_public_name_resolves_from_the_package():
+    """``from reward_models import X`` for every exported name, each from the module of its concept."""
+    import reward_models
+
+    for name in reward_models.__all__:
+        assert getattr(reward_models, name) is not None, name
+    assert reward_models.BradleyTerryRewardModel.__module__ == "reward_models.bradley_terry"
+    assert reward_models.train_reward_model.__module__ == "reward_models.bt_training"
+    assert reward_models.minilm_path.__module__ == "reward_models.bt_backbone"
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        reward_models.nope  # noqa: B018  (the attribute access is the test)
+
+
+def test_training_builds_the_trainer_class_of_bt_training(monkeypatch):
+    """The pipeline swaps ``reward_models.bt_training.BradleyTerryTrainer`` to record the loss curve
+    (``scripts.stages.reward.capture_trainer_logs``): training must look the class up there."""
+    import reward_models.bt_training as bt
+
+    history: list[dict] = []
+
+    class Recording(bt.BradleyTerryTrainer):
+        def train(self, *args, **kwargs):
+            result = super().train(*args, **kwargs)
+            history.extend(self.state.log_history)
+            return result
+
+    monkeypatch.setattr(bt, "BradleyTerryTrainer", Recording)
+    config = {"num_epochs": 1, "batch_size": 8, "logging_steps": 1, "progress_bar": False}
+    metrics = train_reward_model(tiny_model(), synthetic_pairs(16), None, config)
+    assert metrics["steps"] == 2
+    assert [h["loss"] for h in history if "loss" in h], history

@@ -10,8 +10,7 @@ from .conftest import synthetic_pairs
 
 @pytest.mark.slow
 def test_minilm_backbone_trains_saves_and_loads(tmp_path):
-    from reward_models import make_reward
-    from reward_models.bradley_terry import BradleyTerryRewardModel, minilm_path, train_reward_model
+    from reward_models import BradleyTerryRewardModel, make_reward, minilm_path, train_reward_model
 
     assert (minilm_path() / "config.json").exists()
     model = BradleyTerryRewardModel.build(max_length=32)

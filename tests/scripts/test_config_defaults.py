@@ -21,7 +21,7 @@ from agents.registry import KL_OPTIONS
 from agents.rlhf_ppo import RLHFPPO
 from reward_models.config import RewardModelConfig, RewardTrainingConfig
 from scripts import benchmark, compare_agents, train_agent, train_reward_model
-from scripts.stages import config as pipeline
+from scripts.stages import config_sections as pipeline
 
 RM_CONFIGS = (RewardModelConfig, RewardTrainingConfig)
 
@@ -107,7 +107,7 @@ def test_every_named_override_differs_from_the_library(name, cls, libraries, ove
 
 
 def test_the_pipeline_keeps_its_measured_rl_kl_defaults():
-    # The README's default-run results were measured with these: they stay, as named overrides.
+    # docs/results/2026-11-22-pipeline-default-run.md was measured with these: they stay, as named overrides.
     assert pipeline.RLConfig.kl_coef == 0.2 and pipeline.RLConfig.kl_horizon == 128.0
     assert {("rl", "kl_coef"), ("rl", "kl_horizon")} <= set(pipeline.LIBRARY_OVERRIDES)
 

@@ -174,7 +174,7 @@ def _bench(tps, rollout):
 
 
 def test_benchmark_chart_keeps_rollout_only_rates_off_the_whole_iteration_panel(tmp_path):
-    from scripts.benchmark import bar_chart, throughput_figure
+    from scripts.bench_report import bar_chart, throughput_figure
 
     results = {
         2: {

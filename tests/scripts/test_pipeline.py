@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 
 from scripts.run_dir import STAGES, atomic_dir, atomic_write_text, is_done, read_csv
-from scripts.stages.config import DEFAULT_ALGO, TINY_PRESET, RLConfig, build_config, check_layer, load_yaml
+from scripts.stages.config import TINY_PRESET, build_config, check_layer, load_yaml
+from scripts.stages.config_sections import DEFAULT_ALGO, RLConfig
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -39,6 +40,10 @@ def test_tiny_pipeline_writes_every_artifact(tiny_run):
         assert (tiny_run / "sft" / "model" / name).is_file()
     assert len((tiny_run / "preferences" / "pairs.jsonl").read_text().splitlines()) >= 2
     assert (tiny_run / "reward_model" / "model" / "reward_model.json").is_file()
+    # The report's loss plot: the trainer's log history, captured by patching the module that builds the trainer
+    # (scripts.stages.reward.capture_trainer_logs); the tiny preset logs every step.
+    rm_log = read_csv(tiny_run / "reward_model" / "train_log.csv")
+    assert [r for r in rm_log if r["loss"] not in (None, "")], "reward_model/train_log.csv has no training-loss rows"
 
     rows = read_csv(tiny_run / "rl" / "progress.csv")
     assert [int(r["iteration"]) for r in rows] == [1, 2, 3, 4]

@@ -144,7 +144,7 @@ def _rm_fixtures():
 
 def reward_model_accuracy(seed: int) -> float:
     """Held-out accuracy of the tiny Bradley-Terry model (the ``trained_model`` fixture's recipe)."""
-    from reward_models.bradley_terry import train_reward_model
+    from reward_models import train_reward_model
 
     synthetic_pairs, tiny_model = _rm_fixtures().synthetic_pairs, _rm_fixtures().tiny_model
 
@@ -160,7 +160,7 @@ def reward_model_accuracy(seed: int) -> float:
 
 def minilm_reward_model_accuracy(seed: int) -> float:
     """Held-out accuracy of the real offline MiniLM reward model after one epoch on 32 synthetic pairs."""
-    from reward_models.bradley_terry import BradleyTerryRewardModel, train_reward_model
+    from reward_models import BradleyTerryRewardModel, train_reward_model
 
     pairs = _rm_fixtures().synthetic_pairs(48, seed=seed)
     model = BradleyTerryRewardModel.build(max_length=32, seed=seed)

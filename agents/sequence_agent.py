@@ -1,0 +1,356 @@
+"""``SequenceAgent``: the one base of the fast sequence-level agents (``RLHFPPO`` and ``CriticFreePG``).
+
+It keeps SB3 PPO's hyperparameter names, logger, callbacks and ``save``/``load`` (it *is* a ``PPO``
+subclass, driving :class:`agents.LMActorCriticPolicy`), but replaces the two loops that make the generic
+path slow on text (docs/design.md section 4):
+
+* **rollouts** (:func:`agents.rollout.collect_round`): every env runs one episode per round, in
+  lock-step, with one batched KV-cached forward per token, while every token still goes through
+  ``env.step``; the reference model then scores all episodes in batched teacher-forced forwards;
+* **updates**: ``n_epochs`` passes over minibatches of whole episodes, each one teacher-forced forward
+  (:func:`agents.rollout.sequence_forward`) instead of one window forward per stored transition.
+
+What differs between the agents is exactly two things, and a subclass supplies exactly those:
+
+* the **advantage estimator**, :meth:`SequenceAgent.compute_advantages`: fills a rollout's shaped
+  rewards, advantages and returns (PPO: GAE over the value head; critic-free: a group or running
+  baseline);
+* the **loss**, :meth:`SequenceAgent.minibatch_loss` (PPO: clipped surrogate + value loss; critic-free:
+  clipped surrogate aggregated per sequence, optionally a KL term), with
+  :meth:`SequenceAgent.record_train` naming what it logs under ``train/``.
+
+The KL coefficient has one home (docs/design.md section 5): the agent's :class:`agents.kl.KLController`,
+which keeps ``beta`` in the policy's ``kl_beta`` buffer, so ``save`` writes it and ``load`` restores it;
+``kl_coef`` is only its starting value.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import numpy as np
+import torch
+from stable_baselines3 import PPO
+from stable_baselines3.common.utils import FloatSchedule
+
+from agents.callbacks import rollout_metrics
+from agents.kl import KLConfig, KLController, check_kl_options, kl_estimate, make_kl_controller
+from agents.policy import LMActorCriticPolicy
+from agents.rollout import EpisodeBatch, _check_env, collect_round
+from agents.saved_agent import GUARD_KEY, _LoadGuard, check_saved_class, class_path, guard_replacement
+
+
+def _checked_policy(agent_name: str, policy: type | str, env, init_setup_model: bool) -> type:
+    """The policy class, after the checks every sequence-level agent makes on ``policy`` and ``env``.
+
+    Raises:
+        TypeError: not an :class:`agents.LMActorCriticPolicy`, or no env where one is needed.
+    """
+    if policy == "LMActorCriticPolicy":
+        policy = LMActorCriticPolicy
+    if not (isinstance(policy, type) and issubclass(policy, LMActorCriticPolicy)):
+        raise TypeError(f"{agent_name} drives agents.LMActorCriticPolicy (or a subclass), got {policy!r}")
+    if env is not None:
+        _check_env(env)
+    elif init_setup_model:
+        raise TypeError(
+            f"{agent_name} needs a VecEnv of TextRLHF-v0 envs (agents.make_vec_text_env); "
+            f"without one, use {agent_name}.load(path) to predict with a saved agent"
+        )
+    return policy
+
+
+def _episode_budget(env, n_steps: int | None, batch_size: int | None) -> tuple[int, int]:
+    """``(horizon, n_steps)``: tokens per episode and per env per rollout (``env=None``: from ``load``).
+
+    Raises:
+        ValueError: ``n_steps`` or ``batch_size`` below 1.
+    """
+    if batch_size is not None and batch_size < 1:
+        raise ValueError(f"batch_size counts episodes and must be >= 1 (or None for all), got {batch_size}")
+    # env=None comes from load(), which then restores horizon, n_steps, n_rounds... from the file.
+    horizon = int(env.get_attr("config", indices=[0])[0].max_new_tokens) if env is not None else 1
+    n_steps = horizon if n_steps is None else int(n_steps)
+    if n_steps < 1:
+        raise ValueError(f"n_steps must be >= 1, got {n_steps}")
+    return horizon, n_steps
+
+
+class SequenceAgent(PPO):
+    """Lock-step rollouts and sequence-level updates; subclasses plug in advantages and loss.
+
+    The constructor's arguments are those of :class:`agents.RLHFPPO`, which documents each (``RLHFPPO``
+    has no constructor of its own); :class:`agents.CriticFreePG` adds its estimator's.
+
+    Attributes:
+        group_size: episodes per prompt in a round (1 here; the critic-free agents set their ``k``).
+        kl_controller: the :class:`agents.kl.KLController` holding ``beta`` (built on first use, from
+            the policy's ``kl_beta`` when a saved agent restored it, else from ``kl_coef``).
+        agent_class: ``module.QualName`` of the class, saved in the zip so ``load`` can check it.
+    """
+
+    group_size: int = 1
+
+    def __init__(
+        self,
+        policy: type | str,
+        env,
+        learning_rate: float = 3e-5,
+        n_steps: int | None = None,
+        batch_size: int | None = None,
+        n_epochs: int = 4,
+        gamma: float = 1.0,
+        gae_lambda: float = 0.95,
+        clip_range: float = 0.2,
+        clip_range_vf: float | None = None,
+        normalize_advantage: bool = True,
+        ent_coef: float = 0.0,
+        vf_coef: float = 0.1,
+        max_grad_norm: float = 1.0,
+        target_kl: float | None = None,
+        kl_coef: float = KLConfig.kl_coef,
+        adaptive_kl: bool = KLConfig.adaptive_kl,
+        kl_target: float = KLConfig.kl_target,
+        kl_horizon: float = KLConfig.kl_horizon,
+        kl_estimator: str = KLConfig.kl_estimator,
+        kl_mode: str = KLConfig.kl_mode,
+        stats_window_size: int = 100,
+        tensorboard_log: str | None = None,
+        policy_kwargs: dict[str, Any] | None = None,
+        verbose: int = 0,
+        seed: int | None = None,
+        device: torch.device | str = "auto",
+        _init_setup_model: bool = True,
+    ):
+        policy = _checked_policy(type(self).__name__, policy, env, _init_setup_model)
+        check_kl_options(kl_coef, kl_estimator, kl_mode)
+        self.horizon, n_steps = _episode_budget(env, n_steps, batch_size)
+        self.n_rounds = -(-n_steps // self.horizon)  # ceil: whole episodes only
+        self.episode_batch_size = batch_size
+        self.kl_coef, self.adaptive_kl = float(kl_coef), bool(adaptive_kl)
+        self.kl_target, self.kl_horizon = float(kl_target), float(kl_horizon)
+        self.kl_estimator, self.kl_mode = kl_estimator, kl_mode
+        self.kl_controller: KLController | None = None
+        self._batch: EpisodeBatch | None = None
+        self.agent_class = class_path(type(self))
+        setattr(self, GUARD_KEY, _LoadGuard(self.agent_class))  # saved with the agent; see agents.saved_agent
+        n_envs = env.num_envs if env is not None else 1
+        super().__init__(
+            policy,
+            env,
+            learning_rate=learning_rate,
+            n_steps=n_steps,
+            batch_size=max(2, n_steps * n_envs),
+            n_epochs=n_epochs,
+            gamma=gamma,
+            gae_lambda=gae_lambda,
+            clip_range=clip_range,
+            clip_range_vf=clip_range_vf,
+            normalize_advantage=normalize_advantage,
+            ent_coef=ent_coef,
+            vf_coef=vf_coef,
+            max_grad_norm=max_grad_norm,
+            target_kl=target_kl,
+            stats_window_size=stats_window_size,
+            tensorboard_log=tensorboard_log,
+            policy_kwargs=policy_kwargs,
+            verbose=verbose,
+            seed=seed,
+            device=device,
+            _init_setup_model=False,
+        )
+        if _init_setup_model:
+            self._setup_model()
+
+    def _setup_model(self) -> None:
+        # No transition-level RolloutBuffer: episodes live in an EpisodeBatch.
+        self._setup_lr_schedule()
+        self.set_random_seed(self.seed)
+        self.policy = self.policy_class(
+            self.observation_space, self.action_space, self.lr_schedule, **self.policy_kwargs
+        ).to(self.device)
+        self.rollout_buffer = None
+        self.clip_range = FloatSchedule(self.clip_range)
+        if self.clip_range_vf is not None:
+            self.clip_range_vf = FloatSchedule(self.clip_range_vf)
+        # Built on first use: load() restores the policy's kl_beta only after this method returns.
+        self.kl_controller = None
+
+    def _excluded_save_params(self) -> list[str]:
+        # beta is saved once, in the policy's state dict; the controller is rebuilt from it (and the options).
+        return [*super()._excluded_save_params(), "_batch", "kl_controller"]
+
+    @classmethod
+    def load(
+        cls,
+        path: str | os.PathLike | Any,
+        env=None,
+        device: torch.device | str = "auto",
+        custom_objects: dict[str, Any] | None = None,
+        print_system_info: bool = False,
+        force_reset: bool = True,
+        **kwargs,
+    ) -> SequenceAgent:
+        """SB3's ``load``, once the file is known to hold an agent of exactly this class.
+
+        As in SB3, ``env`` may be omitted to only ``predict`` (give one, or call ``set_env``, to train);
+        a single env is wrapped in a ``DummyVecEnv``. Other arguments as SB3's ``BaseAlgorithm.load``.
+        ``beta`` comes back with the policy's state; :mod:`agents.saved_agent` says how the class is checked.
+
+        Raises:
+            AgentClassMismatchError: the file was saved by another class (the message names it).
+        """
+        check_saved_class(path, cls)
+        return super().load(
+            path,
+            env=env,
+            device=device,
+            custom_objects={**(custom_objects or {}), **guard_replacement(cls)},
+            print_system_info=print_system_info,
+            force_reset=force_reset,
+            **kwargs,
+        )
+
+    # ------------------------------------------------------------------ KL coefficient
+    @property
+    def beta(self) -> float:
+        """The current KL coefficient (restored by ``load``)."""
+        return self._kl_controller().value
+
+    def _kl_controller(self) -> KLController:
+        """The agent's controller, built on first use and stored in the policy (a finite saved beta wins)."""
+        if self.kl_controller is None:
+            controller = make_kl_controller(self.kl_coef, self.adaptive_kl, self.kl_target, self.kl_horizon)
+            self.kl_controller = controller.store_in(self.policy)
+        return self.kl_controller
+
+    # ------------------------------------------------------------------ rollouts
+    def collect_rollouts(self, env, callback, rollout_buffer, n_rollout_steps: int) -> bool:
+        """Run ``n_rounds`` lock-step rounds, then score the reference, shape the rewards, estimate advantages."""
+        self.policy.set_training_mode(False)
+        t0 = time.perf_counter()
+        callback.on_rollout_start()
+
+        def on_step(n_stepped: int, finished_infos: list[dict]) -> bool:
+            self.num_timesteps += n_stepped
+            if finished_infos:
+                self._update_info_buffer(finished_infos, np.ones(len(finished_infos), dtype=bool))
+            callback.update_locals({"infos": finished_infos})
+            return callback.on_step()
+
+        batches, keep_going = [], True
+        for r in range(self.n_rounds):
+            batch, keep_going = collect_round(self.policy, env, on_step=on_step, group_size=self.group_size)
+            if batch is not None:
+                # Episodes answering the same prompt in the same round share a group id.
+                batch.extras["group"] = r * env.num_envs + batch.env_index // self.group_size
+                batches.append(batch)
+            if not keep_going:
+                break
+        if not batches:
+            return False
+        batch = EpisodeBatch.concat(batches)
+        t_gen = time.perf_counter() - t0
+        self._finish_batch(batch)
+        self._batch = batch
+        self.logger.record("time/rollout_s", time.perf_counter() - t0)
+        self.logger.record("time/generation_s", t_gen)
+        callback.update_locals(locals())
+        callback.on_rollout_end()
+        return keep_going
+
+    @torch.no_grad()
+    def _finish_batch(self, batch: EpisodeBatch) -> None:
+        """Reference log-probs, the subclass's advantages, then the KL controller and the ``rlhf/*`` metrics."""
+        beta = self._score_reference(batch)
+        self.compute_advantages(batch, beta)
+        self._update_kl_and_log(batch, beta)
+
+    def _score_reference(self, batch: EpisodeBatch) -> float:
+        """Fill ``batch.ref_logp`` (one batched teacher-forced pass); return the current ``beta``."""
+        T = batch.horizon
+        ref = self.policy.reference_logprobs(
+            batch.input_ids.to(self.device), batch.attention_mask.to(self.device), batch.response_mask.to(self.device)
+        ).cpu()
+        batch.ref_logp = ref[:, -T:]
+        return self._kl_controller().value
+
+    def _update_kl_and_log(self, batch: EpisodeBatch, beta: float) -> None:
+        """Step the KL controller on this batch's mean summed KL and log the ``rlhf/*`` metrics."""
+        kl = (kl_estimate(batch.logp, batch.ref_logp, self.kl_estimator) * batch.mask).sum(-1)  # (n,)
+        self._kl_controller().update(float(kl.mean()), batch.n)
+        # The same helper as the generic path's KLRolloutBuffer: one set of names and meanings.
+        stats = rollout_metrics(batch.scores.numpy(), kl.numpy(), batch.lengths.numpy(), beta)
+        for key, value in stats.items():
+            self.logger.record(key, value)
+
+    # ------------------------------------------------------------------ updates
+    def train(self) -> None:
+        """``n_epochs`` passes over minibatches of whole episodes, one Adam step per minibatch."""
+        self.policy.set_training_mode(True)
+        self._update_learning_rate(self.policy.optimizer)
+        clip_range = self.clip_range(self._current_progress_remaining)
+        batch = self._batch
+        logs: dict[str, list[float]] = {}
+        t0 = time.perf_counter()
+        continue_training = True
+        for _ in range(self.n_epochs):
+            for idx in torch.randperm(batch.n).split(self.episode_batch_size or batch.n):
+                loss, stats = self.minibatch_loss(batch, idx, clip_range)
+                for key, value in {**stats, "loss": float(loss.detach())}.items():
+                    logs.setdefault(key, []).append(value)
+                if self.target_kl is not None and stats["approx_kl"] > 1.5 * self.target_kl:
+                    continue_training = False
+                    if self.verbose >= 1:
+                        print(f"Early stopping at epoch {self._n_updates}: approx_kl {stats['approx_kl']:.2f}")
+                    break
+                self.policy.optimizer.zero_grad()
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
+                self.policy.optimizer.step()
+            self._n_updates += 1
+            if not continue_training:
+                break
+        self.policy.set_training_mode(False)
+        self.record_train(logs, clip_range)
+        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
+        self.logger.record("time/update_s", time.perf_counter() - t0)
+
+    # ------------------------------------------------------------------ what a subclass supplies
+    def compute_advantages(self, batch: EpisodeBatch, beta: float) -> None:
+        """Fill ``batch.rewards``, ``batch.advantages`` and ``batch.returns`` (each ``(n, T)``).
+
+        Called once per rollout, without gradients, after ``batch.ref_logp`` is filled.
+
+        Args:
+            batch: the rollout's episodes.
+            beta: the KL coefficient of this rollout (the controller moves only after this call).
+        """
+        raise NotImplementedError(f"{type(self).__name__} must define compute_advantages()")
+
+    def minibatch_loss(
+        self, batch: EpisodeBatch, idx: torch.Tensor, clip_range: float
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """The loss of the episodes ``idx`` of ``batch`` and its statistics.
+
+        Args:
+            batch: the rollout (after :meth:`compute_advantages`).
+            idx: ``(m,)`` episode indices of the minibatch.
+            clip_range: the PPO ratio clip at the current progress.
+
+        Returns:
+            ``(loss, stats)``: a scalar to minimise, and floats that must include ``approx_kl`` (the
+            ``target_kl`` early stop reads it); the loop adds ``loss`` and hands the lists to :meth:`record_train`.
+        """
+        raise NotImplementedError(f"{type(self).__name__} must define minibatch_loss()")
+
+    def record_train(self, logs: dict[str, list[float]], clip_range: float) -> None:
+        """Log one update's ``train/*`` metrics.
+
+        Args:
+            logs: every key of :meth:`minibatch_loss`'s stats (and ``loss``), one value per minibatch.
+            clip_range: the PPO ratio clip of this update.
+        """
+        raise NotImplementedError(f"{type(self).__name__} must define record_train()")
