@@ -87,10 +87,10 @@ test-latest:
 # The `bench` extra (TRL, for scripts/benchmark.py) is left out: TRL 1.12 needs newer transformers/datasets.
 LOWEST := .venv-lowest
 TORCH_PIN := $(shell grep -E '^torch==' $(CONSTRAINTS))
-# The fast subset (~2 min on 2 cores): the env and its models, the reward models, the LM policy and its KV
-# cache, the SB3 / sb3-contrib / fast agents without their learning tests (rollouts, save/load, TRPO against
+# The fast subset (~2 min on 2 cores): the foundations (model loading, prompts, the LM interface and its KV
+# cache), the env, the reward models, the LM policy, the SB3 / sb3-contrib / fast agents without their learning tests (rollouts, save/load, TRPO against
 # sb3-contrib's, losses, KL, SB3 conventions). Left out: the learning tests (minutes each) and `slow` (real SmolLM2).
-LOWEST_TESTS := tests/textenv tests/reward_models tests/agents/test_sb3_policy.py tests/agents/test_fast_path.py \
+LOWEST_TESTS := tests/textrlhf tests/textenv tests/reward_models tests/agents/test_sb3_policy.py tests/agents/test_fast_path.py \
 	tests/agents/test_trpo.py tests/agents/test_kl_math.py tests/agents/test_kl_buffer.py tests/agents/test_losses.py \
 	tests/agents/test_evaluation.py tests/agents/test_sb3_conventions.py tests/agents/test_rlhf_ppo.py \
 	-m "not slow" -k "not learns"
