@@ -34,7 +34,7 @@ import torch
 
 from agents.kl import KLConfig, kl_estimate, shape_rewards
 from agents.losses import masked_mean, masked_whiten
-from agents.rollout import EpisodeBatch, sequence_forward
+from agents.rollout import EpisodeBatch
 from agents.sequence_agent import SequenceAgent
 
 ESTIMATORS = ("reinforce", "rloo", "grpo", "reinforce_pp")
@@ -243,15 +243,7 @@ class CriticFreePG(SequenceAgent):
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """Clipped surrogate aggregated as ``aggregation`` says, + ``beta`` x KL (``kl_in="loss"``), - entropy bonus."""
         dev = self.device
-        mask = batch.mask[idx].to(dev)
-        logp, _, entropy = sequence_forward(
-            self.policy,
-            batch.input_ids[idx].to(dev),
-            batch.attention_mask[idx].to(dev),
-            batch.horizon,
-            entropy=True,
-            entropy_grad=self.ent_coef != 0,
-        )
+        mask, logp, _, entropy = self.minibatch_forward(batch, idx)
         old = batch.logp[idx].to(dev)
         adv = batch.advantages[idx].to(dev)
         ratio = torch.exp(logp - old)

@@ -33,7 +33,7 @@ from stable_baselines3.common.utils import explained_variance
 
 from agents.kl import shape_rewards
 from agents.losses import gae, masked_mean, masked_whiten, ppo_policy_loss, value_loss
-from agents.rollout import EpisodeBatch, sequence_forward
+from agents.rollout import EpisodeBatch
 from agents.saved_agent import AgentClassMismatchError, check_saved_class, class_path
 from agents.sequence_agent import SequenceAgent
 
@@ -91,15 +91,7 @@ class RLHFPPO(SequenceAgent):
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """PPO's clipped surrogate + ``ent_coef`` x entropy loss + ``vf_coef`` x (optionally clipped) value loss."""
         dev = self.device
-        mask = batch.mask[idx].to(dev)
-        logp, values, entropy = sequence_forward(
-            self.policy,
-            batch.input_ids[idx].to(dev),
-            batch.attention_mask[idx].to(dev),
-            batch.horizon,
-            entropy=True,
-            entropy_grad=self.ent_coef != 0,
-        )
+        mask, logp, values, entropy = self.minibatch_forward(batch, idx)
         adv = batch.advantages[idx].to(dev)
         if self.normalize_advantage and mask.sum() > 1:
             adv = masked_whiten(adv, mask)

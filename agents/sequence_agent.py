@@ -38,7 +38,7 @@ from stable_baselines3.common.utils import FloatSchedule
 from agents.callbacks import rollout_metrics
 from agents.kl import KLConfig, KLController, check_kl_options, kl_estimate, make_kl_controller
 from agents.policy import LMActorCriticPolicy
-from agents.rollout import EpisodeBatch, _check_env, collect_round
+from agents.rollout import EpisodeBatch, _check_env, collect_round, sequence_forward
 from agents.saved_agent import GUARD_KEY, _LoadGuard, check_saved_class, class_path, guard_replacement
 
 
@@ -329,6 +329,23 @@ class SequenceAgent(PPO):
             beta: the KL coefficient of this rollout (the controller moves only after this call).
         """
         raise NotImplementedError(f"{type(self).__name__} must define compute_advantages()")
+
+    def minibatch_forward(
+        self, batch: EpisodeBatch, idx: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """``(mask, logp, values, entropy)`` of the episodes ``idx``, each ``(len(idx), horizon)`` on the
+        agent's device, from one teacher-forced forward (the entropy keeps its graph only if ``ent_coef``
+        uses it)."""
+        dev = self.device
+        logp, values, entropy = sequence_forward(
+            self.policy,
+            batch.input_ids[idx].to(dev),
+            batch.attention_mask[idx].to(dev),
+            batch.horizon,
+            entropy=True,
+            entropy_grad=self.ent_coef != 0,
+        )
+        return batch.mask[idx].to(dev), logp, values, entropy
 
     def minibatch_loss(
         self, batch: EpisodeBatch, idx: torch.Tensor, clip_range: float
