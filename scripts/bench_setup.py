@@ -1,10 +1,11 @@
 """What every benchmarked method shares (``scripts/benchmark.py``): prompts, the reward module, the env.
 
 Same work for every trainer: the prompts are encoded once (:func:`encode_prompts`, left-padded or
-truncated to ``max_prompt_tokens`` like the env), and the reward is the same MODULE for all:
-``AutoModelForSequenceClassification`` (num_labels=1, the policy's weights, a seeded score head) from
-:func:`build_score_model`. TRL calls it on token ids; the env calls it through
-:class:`SequenceClassifierReward` (text -> policy tokenizer -> score at the last token).
+truncated to ``max_prompt_tokens`` like the env) and decoded back (:func:`window_texts`) into the texts
+every trainer gets, and the reward is the same for all: an ``AutoModelForSequenceClassification``
+(num_labels=1, the policy's weights, a seeded score head; :func:`build_score_model`) behind
+:class:`SequenceClassifierReward` (text -> policy tokenizer -> score at the last token), which the env
+calls as its reward and TRL as its reward function, on the same prompt and response texts.
 """
 
 from __future__ import annotations
@@ -34,6 +35,16 @@ def encode_prompts(tokenizer, prompts: list[str], length: int) -> torch.Tensor:
         ids = tokenizer(p, add_special_tokens=False)["input_ids"][-length:]
         rows.append([tokenizer.pad_token_id] * (length - len(ids)) + ids)
     return torch.tensor(rows, dtype=torch.long)
+
+
+def window_texts(tokenizer, prompt_ids: torch.Tensor) -> list[str]:
+    """The prompt text every method gets: each encoded window ``(N, length)`` decoded without its padding.
+
+    The env keeps a prompt's last ``max_prompt_tokens`` tokens and TRL tokenizes whole prompts; handing
+    both these decoded windows gives everyone the same prompts of (about) ``length`` tokens.
+    """
+    pad = tokenizer.pad_token_id
+    return [tokenizer.decode([t for t in row.tolist() if t != pad]) for row in prompt_ids]
 
 
 def build_score_model(name: str, seed: int, device: str):

@@ -1,4 +1,4 @@
-"""Summaries of the benchmark's measurements (``scripts/benchmark.py``): per run, over runs, against TRL.
+"""Summaries of the benchmark's measurements (``scripts/benchmark.py``): per run, over runs, ratios, targets.
 
 Unit: generated tokens per second of whole iteration = tokens generated in the timed iterations / their
 seconds. Tokens are COUNTED, not assumed: EOS may end an episode early (EOS counts as a token).
@@ -8,11 +8,23 @@ from __future__ import annotations
 
 from scripts.bench_utils import median, ratio
 
-# Issue 8's targets: the fast agent at >= 1.5x TRL PPO tokens/s, its rollout within 1.25x of batched
-# generation, the generic SB3 path at >= 3x naive one-env-at-a-time stepping.
+FAST_AGENTS = ("rlhf_ppo", "grpo", "rloo")
+"""The project's fast sequence-level agents."""
+TRL_METHODS = ("trl_grpo", "trl_rloo")
+"""TRL's trainers (the reference points)."""
+GROUPED = ("grpo", "rloo", "trl_grpo", "trl_rloo")
+"""Methods that answer each prompt ``group_size`` times."""
+
+# Issue 16's targets: each fast agent at >= 1.5x the TRL trainer of its algorithm and at >= 85% of the
+# rate of the sum of its raw limits; issue 8's: the fast PPO rollout within 1.25x of batched generation,
+# the generic SB3 path at >= 3x naive one-env-at-a-time stepping.
 TARGETS = {
-    "fast_vs_trl": (">=", 1.5),
-    "fast_rollout_vs_generate": ("<=", 1.25),
+    "grpo_vs_trl_grpo": (">=", 1.5),
+    "rloo_vs_trl_rloo": (">=", 1.5),
+    "rlhf_ppo_of_limits": (">=", 0.85),
+    "grpo_of_limits": (">=", 0.85),
+    "rloo_of_limits": (">=", 0.85),
+    "rlhf_ppo_rollout_vs_generate": ("<=", 1.25),
     "generic_rollout_vs_naive": (">=", 3.0),
 }
 """Ratio name -> (comparison, target)."""
@@ -45,33 +57,50 @@ def summarize_runs(runs: list[dict]) -> dict:
     return out
 
 
+def limits_iteration_s(limits: dict) -> float:
+    """Seconds of the raw limits one fast-agent iteration needs: ``generate``, a teacher-forced forward for
+    the reference log-probs, another for the reward module (a trunk of the policy's size), one
+    forward+backward for the update (the value head rides on the policy's forwards)."""
+    return limits["generate_s"] + 2 * limits["forward_s"] + limits["forward_backward_s"]
+
+
 def compute_ratios(res: dict, n: int, T: int) -> dict:
-    """The speed ratios of one batch size: each method against TRL, and the issue's :data:`TARGETS`.
+    """The speed ratios of one batch size: each method against each TRL trainer and the raw limits.
 
     Args:
         res: ``{method: summary over runs}`` of batch size ``n``.
-        n: the batch size (prompts per iteration).
+        n: the batch size (responses per iteration).
         T: ``max_new_tokens``.
 
     Returns:
-        ``{ratio name: value}``; a ratio with a missing side is None (``bench_utils.ratio``) or absent.
+        ``{ratio name: value}``: ``{m}_vs_{trl}`` (tokens/s over the TRL trainer's; ``{m}_rollout_vs_{trl}``
+        for a method without update), ``{m}_of_limits`` (tokens/s over ``n * T`` tokens per
+        :func:`limits_iteration_s`), ``{fast agent}_rollout_vs_generate``, ``generic_rollout_vs_naive``.
+        A ratio with a missing side is None (``bench_utils.ratio``) or absent.
     """
-    trl = (res.get("trl") or {}).get("tokens_per_s")
     out = {}
-    for m, r in res.items():
-        if m == "limits":
-            out["limits_generate_vs_trl"] = ratio(r["generate_tokens_per_s"], trl)
-        elif m != "trl" and r.get("tokens_per_s") is not None:
-            out[f"{m}_vs_trl"] = ratio(r["tokens_per_s"], trl)
-        elif m != "trl":  # naive, or generic with its update skipped: rollout tokens/s vs TRL's whole iteration
-            out[f"{m}_rollout_vs_trl"] = ratio(r["rollout_tokens_per_s"], trl)
-    fast, lim, gen, naive = res.get("fast"), res.get("limits"), res.get("generic"), res.get("naive")
-    if fast and lim:
+    for trl in (t for t in TRL_METHODS if t in res):
+        ref = res[trl].get("tokens_per_s")
+        for m, r in res.items():
+            if m == "limits":
+                out[f"limits_generate_vs_{trl}"] = ratio(r["generate_tokens_per_s"], ref)
+            elif m != trl and r.get("tokens_per_s") is not None:
+                out[f"{m}_vs_{trl}"] = ratio(r["tokens_per_s"], ref)
+            elif m != trl:  # naive, or generic with its update skipped: rollout tokens/s vs the whole iteration
+                out[f"{m}_rollout_vs_{trl}"] = ratio(r["rollout_tokens_per_s"], ref)
+    lim = res.get("limits")
+    if lim:
+        limit_rate = n * T / limits_iteration_s(lim)
         per_tok_gen = lim["generate_s"] / (n * T)
-        out["fast_rollout_vs_generate"] = ratio(fast["rollout_s"] / fast["tokens_per_iteration"], per_tok_gen)
-        out["fast_generation_vs_generate"] = ratio(
-            (fast.get("generation_s") or float("nan")) / fast["tokens_per_iteration"], per_tok_gen
-        )
+        for m, r in res.items():
+            if m in FAST_AGENTS + TRL_METHODS and r.get("tokens_per_s") is not None:
+                out[f"{m}_of_limits"] = ratio(r["tokens_per_s"], limit_rate)
+            if m in FAST_AGENTS:
+                out[f"{m}_rollout_vs_generate"] = ratio(r["rollout_s"] / r["tokens_per_iteration"], per_tok_gen)
+                out[f"{m}_generation_vs_generate"] = ratio(
+                    (r.get("generation_s") or float("nan")) / r["tokens_per_iteration"], per_tok_gen
+                )
+    gen, naive = res.get("generic"), res.get("naive")
     if gen and naive:
         out["generic_rollout_vs_naive"] = ratio(gen["rollout_tokens_per_s"], naive["rollout_tokens_per_s"])
     return out

@@ -1,14 +1,25 @@
-"""The benchmark's reference point (``scripts/benchmark.py``): TRL 1.12's ``PPOTrainer`` doing the same work.
+"""The benchmark's reference points (``scripts/benchmark.py``): TRL's ``GRPOTrainer`` and ``RLOOTrainer``.
 
-``trl.experimental.ppo.PPOTrainer`` (trl==1.12.0, the ``bench`` extra; later TRL removed it) runs its own
-``train()`` with a separate value model. Same work as the other methods: same model, prompts, prompt
-length, batch, temperature, ``response_length = max_new_tokens``, PPO epochs, fixed KL coefficient (k1)
-and the same reward module (:func:`scripts.bench_setup.build_score_model`), which TRL calls on token ids.
+What users of TRL pick today (trl==1.16.0, the ``bench`` extra; TRL removed its PPO trainer in 1.13, so
+the PPO comparison of 2026-11-22 is a dated page of the docs). Each runs its own ``train()`` on the same
+work as the project's ``grpo`` and ``rloo`` agents:
 
-The phases are timed from inside TRL's loop (:class:`PhaseTimer`): its module-level ``batch_generation``
-is wrapped (generation seconds, and the tokens generated: each row's response up to and including its
-first EOS), its module-level ``forward`` too (the first call with gradients starts the update), and a
-step-end callback closes each iteration.
+* same model (saved once to a temporary folder, from which TRL loads the policy and builds its
+  reference, as it does from a hub name), same prompts (the decoded ``max_prompt_tokens`` windows every
+  method gets), same batch of ``n`` responses per iteration in groups of ``group_size`` per prompt
+  (``per_device_train_batch_size=n``, ``num_generations=group_size``), same temperature and
+  ``max_completion_length = max_new_tokens`` (EOS ends a response);
+* same reward: the one :class:`scripts.bench_setup.SequenceClassifierReward` object, called by TRL as a
+  reward function on the prompt and completion texts exactly as the env calls it;
+* one optimizer step per batch (``num_iterations=1``, ``steps_per_generation=1``, no gradient
+  accumulation), KL coefficient ``beta = kl_coef`` (so TRL builds and runs its reference model, as the
+  agents do), activation checkpointing off (TRL turns it on by default; the agents do not checkpoint).
+
+The phases are timed from inside TRL's loop (:class:`PhaseTimer`) by wrapping three of the trainer's own
+methods on the instance: ``_generate_and_score_completions`` (the rollout: generation, reward, reference
+log-probs, advantages), ``_generate_single_turn`` (``generate`` alone) and ``_generate`` (whose
+completion ids give the tokens generated: each response up to and including its first EOS); a step-end
+callback closes each iteration, whose update is the rest of the step (loss, backward, optimizer step).
 """
 
 from __future__ import annotations
@@ -18,40 +29,63 @@ import shutil
 import sys
 import tempfile
 import time
+import warnings
 from typing import TYPE_CHECKING, Any
 
-import torch
-
-from scripts.bench_setup import build_score_model, log
+from scripts.bench_setup import SequenceClassifierReward, build_score_model, log
 from scripts.bench_summary import summarize_iterations
 from scripts.bench_utils import Timer, sync
 
 if TYPE_CHECKING:  # the entry module imports this one; the config is only a type here
     from scripts.benchmark import Config
 
+# transformers 5.24 renamed gradient_checkpointing to activation_checkpointing; TRL 1.16's configs and trainers
+# still use the old names, which warn (the flag itself is off here).
+_RENAMED_CHECKPOINTING = r".*gradient_checkpointing.*deprecated"
 
-def run_trl(cfg: Config, n: int, seed: int, prompt_ids: torch.Tensor, dev: str, tokenizer, **_) -> dict:
-    """TRL's own ``train()`` for one warm-up plus ``cfg.iterations`` timed iterations of ``n`` prompts.
+TRAINERS = {"trl_grpo": "GRPO", "trl_rloo": "RLOO"}
+"""Benchmark method -> TRL algorithm (``trl.GRPOTrainer`` / ``trl.RLOOTrainer`` and their configs)."""
+
+
+def run_trl_grpo(cfg: Config, n: int, **kwargs) -> dict:
+    """TRL's ``GRPOTrainer`` (arguments as :func:`run_trl`)."""
+    return run_trl(cfg, n, algorithm="GRPO", **kwargs)
+
+
+def run_trl_rloo(cfg: Config, n: int, **kwargs) -> dict:
+    """TRL's ``RLOOTrainer`` (arguments as :func:`run_trl`)."""
+    return run_trl(cfg, n, algorithm="RLOO", **kwargs)
+
+
+def run_trl(
+    cfg: Config, n: int, seed: int, prompts: list[str], dev: str, tokenizer, algorithm: str = "GRPO", **_
+) -> dict:
+    """TRL's own ``train()`` for one warm-up plus ``cfg.iterations`` timed iterations of ``n`` responses.
 
     Args:
         cfg: the benchmark config.
-        n: the batch size (``per_device_train_batch_size``).
-        seed: the run's seed (score heads, TRL's seed).
-        prompt_ids: the encoded prompts, ``(N, max_prompt_tokens)``.
+        n: responses per iteration (``per_device_train_batch_size``), ``n / group_size`` prompts.
+        seed: the run's seed (score head, TRL's seed).
+        prompts: the prompt texts (the decoded windows, :func:`scripts.bench_setup.window_texts`).
         dev: the device.
-        tokenizer: the policy's tokenizer (TRL's ``processing_class``).
+        tokenizer: the policy's tokenizer (TRL's ``processing_class`` and the reward's).
+        algorithm: ``"GRPO"`` or ``"RLOO"``.
 
     Returns:
         One run's summary of the timed iterations.
 
     Raises:
-        ImportError: TRL is not installed (``make bench`` installs the bench extra).
+        ImportError: TRL is not installed (``pip install -e '.[bench]'``; ``make setup`` does).
         RuntimeError: TRL ran another number of iterations than asked.
     """
+    reward = SequenceClassifierReward(
+        build_score_model(cfg.model, seed, dev), tokenizer, cfg.max_prompt_tokens, cfg.max_new_tokens
+    )
     tmp = tempfile.mkdtemp(prefix="trl-bench-")
-    try:  # TRL's output_dir: nothing is saved there (save_strategy="no")
-        trainer = _ppo_trainer(cfg, n, seed, prompt_ids, dev, tokenizer, tmp)
-        its = _train_timed(trainer, PhaseTimer(dev, cfg.max_prompt_tokens, tokenizer.eos_token_id))
+    try:  # the saved model, and TRL's output_dir (nothing is saved there: save_strategy="no")
+        trainer = _trainer(algorithm, cfg, n, seed, prompts, dev, tokenizer, reward, tmp)
+        timer = PhaseTimer(dev, tokenizer.eos_token_id)
+        its = _train_timed(trainer, timer, label=f"trl_{algorithm.lower()}")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     if len(its) != 1 + cfg.iterations:
@@ -59,55 +93,55 @@ def run_trl(cfg: Config, n: int, seed: int, prompt_ids: torch.Tensor, dev: str, 
     return summarize_iterations(its[1:])
 
 
-def _ppo_trainer(cfg: Config, n: int, seed: int, prompt_ids: torch.Tensor, dev: str, tokenizer, output_dir: str):
-    """TRL's ``PPOTrainer``: policy, reference, reward and value models, the prompts as a dataset."""
+def _trainer(algorithm: str, cfg: Config, n: int, seed: int, prompts, dev: str, tokenizer, reward, tmp: str):
+    """TRL's trainer: the policy loaded (and its reference built) by TRL from the saved model."""
+    import trl
     from datasets import Dataset
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
-    from trl.experimental.ppo import PPOTrainer
 
     from textenv import load_model
 
-    policy, ref = load_model(cfg.model), load_model(cfg.model)
-    reward_model, value_model = build_score_model(cfg.model, seed, dev), build_score_model(cfg.model, seed, dev)
-    reps = -(-n // len(prompt_ids))  # the dataloader drops incomplete batches: need >= n rows
-    dataset = Dataset.from_dict({"input_ids": prompt_ids.repeat(reps, 1).tolist()})
-    trainer = PPOTrainer(
-        args=_ppo_config(cfg, n, seed, dev, output_dir),
-        processing_class=tokenizer,
-        model=policy,
-        ref_model=ref,
-        reward_model=reward_model,
-        train_dataset=dataset,
-        value_model=value_model,
-        eval_dataset=dataset,
-    )
+    model_dir = f"{tmp}/model"
+    load_model(cfg.model).save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+
+    def bench_reward(prompts: list[str], completions: list[str], **_) -> list[float]:
+        return reward.score(prompts, completions).tolist()  # the env's reward object, on the same texts
+
+    config_cls = {"GRPO": trl.GRPOConfig, "RLOO": trl.RLOOConfig}[algorithm]
+    trainer_cls = {"GRPO": trl.GRPOTrainer, "RLOO": trl.RLOOTrainer}[algorithm]
+    reps = -(-n * (1 + cfg.iterations) // len(prompts))  # enough prompts for every step
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", _RENAMED_CHECKPOINTING, FutureWarning)
+        trainer = trainer_cls(
+            model=model_dir,
+            reward_funcs=bench_reward,
+            args=config_cls(**_trl_args(cfg, n, seed, dev, f"{tmp}/out")),
+            train_dataset=Dataset.from_dict({"prompt": list(prompts) * reps}),
+            processing_class=tokenizer,
+        )
     for cb in (PrinterCallback, ProgressCallback):
         trainer.remove_callback(cb)
     return trainer
 
 
-def _ppo_config(cfg: Config, n: int, seed: int, dev: str, output_dir: str):
-    """TRL's ``PPOConfig`` for the same work as the other methods, without saving, logging or evaluation."""
-    from trl.experimental.ppo import PPOConfig
-
-    return PPOConfig(
+def _trl_args(cfg: Config, n: int, seed: int, dev: str, output_dir: str) -> dict[str, Any]:
+    """The ``GRPOConfig`` / ``RLOOConfig`` fields for the same work as the agents, without saving or logging."""
+    return dict(
         output_dir=output_dir,
         per_device_train_batch_size=n,
+        num_generations=cfg.group_size,
+        steps_per_generation=1,
         gradient_accumulation_steps=1,
-        num_mini_batches=1,
-        num_ppo_epochs=cfg.epochs,
-        total_episodes=n * (1 + cfg.iterations),
-        response_length=cfg.max_new_tokens,
+        num_iterations=cfg.epochs,
+        max_steps=1 + cfg.iterations,
+        max_completion_length=cfg.max_new_tokens,
         temperature=cfg.temperature,
-        stop_token="eos",
-        kl_coef=cfg.kl_coef,
-        kl_estimator="k1",
+        top_p=1.0,
+        top_k=0,
+        beta=cfg.kl_coef,
         learning_rate=cfg.learning_rate,
-        local_rollout_forward_batch_size=n,
-        num_sample_generations=0,
-        missing_eos_penalty=None,
-        # transformers 5.24 renamed gradient_checkpointing to activation_checkpointing (the old name warns).
-        activation_checkpointing=False,
+        gradient_checkpointing=False,
         bf16=False,
         fp16=False,
         use_cpu=(dev == "cpu"),
@@ -122,87 +156,89 @@ def _ppo_config(cfg: Config, n: int, seed: int, dev: str, output_dir: str):
 
 
 class PhaseTimer:
-    """Per-iteration tokens and seconds of TRL's PPO loop, measured from inside it.
+    """Per-iteration tokens and seconds of a TRL trainer's loop, measured from inside it.
 
-    An iteration's rollout runs from the step's start to the first ``forward`` with gradients; its
-    update from there to the step's end (the PPO epochs plus TRL's metrics and logging).
+    An iteration runs from the previous step's end (or the start of training) to this step's end; its
+    rollout is the trainer's ``_generate_and_score_completions`` call, its update the rest.
 
     Args:
         dev: the device (synchronised before each clock reading).
-        prompt_tokens: the prompt width; generated tokens start after it.
-        eos: the EOS id (a response's tokens are counted up to and including its first EOS).
+        eos: the EOS id (only for the record: TRL's completion ids already stop after the first EOS).
 
     Attributes:
         iterations: one record per finished iteration, the warm-up first: ``tokens``, ``rollout_s``,
             ``update_s``, ``generation_s``.
     """
 
-    def __init__(self, dev: str, prompt_tokens: int, eos: int):
-        self.dev, self.prompt_tokens, self.eos = dev, prompt_tokens, eos
+    def __init__(self, dev: str, eos: int):
+        self.dev, self.eos = dev, eos
         self.iterations: list[dict[str, Any]] = []
         self._t0: float | None = None
-        self._update_t0: float | None = None
-        self._gen_s, self._tokens = 0.0, 0
+        self._rollout_s = self._gen_s = 0.0
+        self._tokens = 0
 
-    def wrap_generation(self, batch_generation):
-        """``batch_generation`` that also times the call and counts the tokens it generated."""
+    def wrap_rollout(self, generate_and_score):
+        """``_generate_and_score_completions`` that also times the call (the rollout phase)."""
 
-        def timed_generation(*a, **k):
+        def timed(*a, **k):
             with Timer(self.dev) as t:
-                query_responses, logits = batch_generation(*a, **k)
-            resp = query_responses[:, self.prompt_tokens :]  # (n, T)
-            is_eos = resp == self.eos
-            first = torch.where(
-                is_eos.any(1), is_eos.float().argmax(1) + 1, torch.full_like(resp[:, 0], resp.shape[1])
-            )  # (n,): tokens up to and including the first EOS, or all T
-            self._tokens += int(first.sum())
+                out = generate_and_score(*a, **k)
+            self._rollout_s += t.seconds
+            return out
+
+        return timed
+
+    def wrap_generation(self, generate_single_turn):
+        """``_generate_single_turn`` that also times the call (``generate`` alone)."""
+
+        def timed(*a, **k):
+            with Timer(self.dev) as t:
+                out = generate_single_turn(*a, **k)
             self._gen_s += t.seconds
-            return query_responses, logits
+            return out
 
-        return timed_generation
+        return timed
 
-    def wrap_forward(self, forward):
-        """``forward`` whose first call with gradients in an iteration marks the update's start."""
+    def wrap_decode(self, generate):
+        """``_generate`` that also counts the tokens generated: its completion ids, EOS included."""
 
-        def timed_forward(*a, **k):
-            if torch.is_grad_enabled() and self._update_t0 is None:
-                sync(self.dev)
-                self._update_t0 = time.perf_counter()
-            return forward(*a, **k)
+        def counted(*a, **k):
+            out = generate(*a, **k)
+            self._tokens += sum(len(ids) for ids in out[1])  # (prompt_ids, completion_ids, ...)
+            return out
 
-        return timed_forward
+        return counted
 
     def start(self) -> None:
         """The first iteration starts (``on_train_begin``)."""
         sync(self.dev)
         self._t0 = time.perf_counter()
 
-    def end_step(self) -> None:
+    def end_step(self, label: str = "trl") -> None:
         """An iteration ends (``on_step_end``): record it and start the next one."""
         sync(self.dev)
         now = time.perf_counter()
         it = len(self.iterations)
         rec = {
             "tokens": self._tokens,
-            "rollout_s": self._update_t0 - self._t0,
-            "update_s": now - self._update_t0,
+            "rollout_s": self._rollout_s,
+            "update_s": now - self._t0 - self._rollout_s,
             "generation_s": self._gen_s,
         }
         self.iterations.append(rec)
         log(
-            f"  trl it {it}{' (warm-up)' if it == 0 else ''}: {rec['tokens']} tokens, rollout "
+            f"  {label} it {it}{' (warm-up)' if it == 0 else ''}: {rec['tokens']} tokens, rollout "
             f"{rec['rollout_s']:.2f}s (generate {rec['generation_s']:.2f}s), update {rec['update_s']:.2f}s"
         )
-        self._t0, self._update_t0, self._gen_s, self._tokens = now, None, 0.0, 0
+        self._t0, self._rollout_s, self._gen_s, self._tokens = now, 0.0, 0.0, 0
 
 
-def _train_timed(trainer, timer: PhaseTimer) -> list[dict[str, Any]]:
-    """Run ``trainer.train()`` with TRL's ``batch_generation`` and ``forward`` wrapped by ``timer``.
+def _train_timed(trainer, timer: PhaseTimer, label: str) -> list[dict[str, Any]]:
+    """Run ``trainer.train()`` with its rollout, generation and decoding methods wrapped by ``timer``.
 
     Returns:
-        ``timer.iterations``. TRL's module functions are restored afterwards, whatever happens.
+        ``timer.iterations``. The wrappers are instance attributes of this one trainer, removed afterwards.
     """
-    import trl.experimental.ppo.ppo_trainer as pt
     from transformers import TrainerCallback
 
     class StepTimes(TrainerCallback):
@@ -210,17 +246,24 @@ def _train_timed(trainer, timer: PhaseTimer) -> list[dict[str, Any]]:
             timer.start()
 
         def on_step_end(self, *a, **k):
-            timer.end_step()
+            timer.end_step(label)
 
     trainer.add_callback(StepTimes())
-    orig_generation, orig_forward = pt.batch_generation, pt.forward
-    pt.batch_generation, pt.forward = timer.wrap_generation(orig_generation), timer.wrap_forward(orig_forward)
+    wrappers = {
+        "_generate_and_score_completions": timer.wrap_rollout,
+        "_generate_single_turn": timer.wrap_generation,
+        "_generate": timer.wrap_decode,
+    }
+    for name, wrap in wrappers.items():
+        setattr(trainer, name, wrap(getattr(trainer, name)))
     try:
-        with contextlib.redirect_stdout(sys.stderr):  # TRL prints a banner; keep stdout for the table
+        with contextlib.redirect_stdout(sys.stderr), warnings.catch_warnings():  # keep stdout for the table
+            warnings.filterwarnings("ignore", _RENAMED_CHECKPOINTING, FutureWarning)
             trainer.train()
     finally:
-        pt.batch_generation, pt.forward = orig_generation, orig_forward
+        for name in wrappers:
+            delattr(trainer, name)
     return timer.iterations
 
 
-__all__ = ["PhaseTimer", "run_trl"]
+__all__ = ["TRAINERS", "PhaseTimer", "run_trl", "run_trl_grpo", "run_trl_rloo"]

@@ -1,40 +1,45 @@
-"""Throughput benchmark (issue 8): the generic SB3 PPO path, the fast agent, TRL 1.12's PPO, raw limits.
+"""Throughput benchmark: the fast agents against TRL's GRPO and RLOO trainers, the generic SB3 path, raw limits.
 
 Reads top to bottom: parse the config, encode the bundled review prompts (left-padded / truncated to
-``max_prompt_tokens``), then for every batch size (prompts per iteration) and method run ``runs``
-independent runs of one warm-up iteration plus ``iterations`` timed ones, in this one process:
+``max_prompt_tokens``, then decoded back into the texts every method gets), then for every batch size
+(responses per iteration) and method run ``runs`` independent runs of one warm-up iteration plus
+``iterations`` timed ones, in this one process:
 
-* ``naive``   - the generic policy with ``kv_cache=False`` on ONE env (a full forward of the window per
+* ``naive``    - the generic policy with ``kv_cache=False`` on ONE env (a full forward of the window per
   token, no cache), rollout phase only; it does not depend on the batch size, so it is measured once;
-* ``generic`` - ``agents.make_agent("ppo")``: SB3's own PPO, KV-cached rollouts, one forward+backward of
+* ``limits``   - batched KV-cached ``generate`` (exactly ``max_new_tokens`` new tokens per row), a
+  teacher-forced forward and a forward+backward over the whole (prompt + response) sequences;
+* ``generic``  - ``agents.make_agent("ppo")``: SB3's own PPO, KV-cached rollouts, one forward+backward of
   the whole window per stored transition in the update (skipped above ``--generic-max-batch``);
-* ``fast``    - ``agents.rlhf_ppo.RLHFPPO``: lock-step KV-cached rollouts, sequence-level updates;
-* ``trl``     - ``trl.experimental.ppo.PPOTrainer`` (trl==1.12.0) with a separate value model;
-* ``limits``  - batched KV-cached ``generate`` (exactly ``max_new_tokens`` new tokens per row), a
-  teacher-forced forward and a forward+backward over the whole (prompt + response) sequences.
+* ``rlhf_ppo``, ``grpo``, ``rloo`` - the fast agents: lock-step KV-cached rollouts through the native
+  vector env, sequence-level updates (``grpo`` and ``rloo`` in groups of ``group_size`` per prompt);
+* ``trl_grpo``, ``trl_rloo`` - ``trl.GRPOTrainer`` / ``trl.RLOOTrainer`` (trl==1.16.0, the ``bench``
+  extra) running their own ``train()``.
 
-Same work for every trainer: same model, prompts, prompt length, batch, temperature, ``max_new_tokens``,
-PPO epochs, fixed KL coefficient, and the same reward MODULE: ``AutoModelForSequenceClassification``
-(num_labels=1, the policy's weights, a seeded score head). TRL calls it on token ids; the env calls it
-through ``SequenceClassifierReward`` (text -> policy tokenizer -> score at the last token), one
-episode at a time, as the env calls any reward.
+Same work for every trainer: same model, prompts, prompt length, batch, groups, temperature,
+``max_new_tokens``, one optimizer step per batch, fixed KL coefficient with a reference model, and the
+same reward object (a sequence-classification module with the policy's weights and a seeded score
+head, called on the prompt and response texts). TRL 1.12's PPO trainer, the reference of the first
+benchmark, was removed from TRL in 1.13; its comparison is a dated page of the docs (results history).
 
 Unit: generated tokens per second of whole iteration = tokens generated in the timed iterations / their
-seconds. Tokens are COUNTED, not assumed: EOS may end an episode early (EOS counts as a token). The
-generic path always generates ``n * max_new_tokens`` tokens (SB3 resets a finished env and keeps going);
-TRL's count is each row's response up to and including its first EOS; ``generate`` (limits) is forced to
-``max_new_tokens`` tokens with ``min_new_tokens``.
+seconds. Tokens are COUNTED, not assumed: EOS may end an episode early (EOS counts as a token), except
+for the generic path, which always generates ``n * max_new_tokens`` (SB3 resets a finished env and keeps
+going), and ``generate`` (limits), forced to ``max_new_tokens`` tokens with ``min_new_tokens``.
+``*_of_limits`` compares a trainer's tokens/s with the rate of the sum of the raw limits one iteration
+needs (``generate`` + two forwards, reference and reward + one forward+backward).
 
 The parts, one module each: this entry (config, the loop over batch sizes, methods and runs),
 ``scripts/bench_setup.py`` (prompts, reward module, env), ``scripts/bench_methods.py`` (limits, naive,
-generic, fast), ``scripts/bench_trl.py`` (TRL), ``scripts/bench_summary.py`` (per-run and median
+generic, fast agents), ``scripts/bench_trl.py`` (TRL), ``scripts/bench_summary.py`` (per-run and median
 summaries, ratios, targets), ``scripts/bench_report.py`` (table, ``benchmark.json``, chart) and
 ``scripts/bench_utils.py`` (timers, peak RSS).
 
-Example (the real measurement; several minutes, run it on a quiet machine)::
+Example (the real measurement; tens of minutes, run it on a quiet machine)::
 
-    python -m scripts.benchmark --run-dir runs/benchmark
-    python -m scripts.benchmark --model tiny --batch-sizes 2 --max-new-tokens 4 --iterations 1 --runs 1
+    python -m scripts.benchmark --out runs/benchmark
+    python -m scripts.benchmark --batch-sizes 8 --methods grpo,trl_grpo,rloo,trl_rloo --iterations 1 --runs 1 --out DIR
+    python -m scripts.benchmark --model tiny --batch-sizes 4 --max-new-tokens 4 --iterations 1 --runs 1
 """
 
 from __future__ import annotations
@@ -54,34 +59,37 @@ from typing import Any, Literal
 import torch
 
 from agents.kl import KLConfig
-from scripts.bench_methods import run_fast, run_generic, run_limits, run_naive
+from scripts.bench_methods import run_generic, run_grpo, run_limits, run_naive, run_rlhf_ppo, run_rloo
 from scripts.bench_report import markdown, write_report
-from scripts.bench_setup import encode_prompts, log
-from scripts.bench_summary import compute_ratios, summarize_runs
-from scripts.bench_trl import run_trl
+from scripts.bench_setup import encode_prompts, log, window_texts
+from scripts.bench_summary import GROUPED, compute_ratios, summarize_runs
+from scripts.bench_trl import run_trl_grpo, run_trl_rloo
 from scripts.bench_utils import PeakRSS
 from scripts.cli import parse_args
 
-METHODS = ("naive", "limits", "generic", "fast", "trl")
+METHODS = ("naive", "limits", "generic", "rlhf_ppo", "grpo", "rloo", "trl_grpo", "trl_rloo")
 """Every method, in the order they run for each batch size."""
 
 
 @dataclass
 class Config:
-    """Tokens/s of the generic SB3 PPO path, the fast agent, TRL 1.12 PPO and the raw limits."""
+    """Tokens/s of the fast agents, TRL 1.16's GRPO and RLOO trainers, the generic SB3 PPO path and the raw limits."""
 
     model: str = "smollm2-135m-instruct"
-    """Policy model (also reference, reward and TRL value model): "smollm2-135m-instruct" or "tiny"."""
+    """Policy model (also reference and reward trunk): "smollm2-135m-instruct", "tiny", a folder or a hub name."""
     batch_sizes: list[int] = field(default_factory=lambda: [8, 32])
-    """Prompts per iteration (= envs for the SB3 paths, per_device_train_batch_size for TRL)."""
+    """Responses per iteration (= envs for the agents, per_device_train_batch_size for TRL)."""
+    group_size: int = 4
+    """Responses per prompt for the methods that group (grpo, rloo, TRL's num_generations); every batch
+    size must be a multiple of it when one of them runs."""
     iterations: int = 3
     """Timed iterations per run, after one warm-up iteration that is excluded."""
     runs: int = 3
     """Independent runs per method and batch size (fresh models, seed + run); the median is reported."""
     methods: list[str] = field(default_factory=lambda: list(METHODS))
-    """Subset of naive limits generic fast trl (space- or comma-separated)."""
+    """Subset of naive limits generic rlhf_ppo grpo rloo trl_grpo trl_rloo (space- or comma-separated)."""
     epochs: int = 1
-    """PPO epochs per iteration for every trainer (n_epochs / num_ppo_epochs)."""
+    """Passes over each batch, one optimizer step each, for every trainer (n_epochs / TRL's num_iterations)."""
     max_prompt_tokens: int = 10
     """Prompt length: every prompt is left-padded or truncated (keeping its end) to this many tokens."""
     max_new_tokens: int = 24
@@ -101,7 +109,7 @@ class Config:
     """Where the models run (auto: cuda if available)."""
     seed: int = 0
     """Base seed; run r uses seed + r (torch.manual_seed and the agents' seeds)."""
-    run_dir: Path = Path("runs/benchmark")
+    out: Path = Path("runs/benchmark")
     """Folder for benchmark.json and tokens_per_s.png."""
 
     def __post_init__(self) -> None:
@@ -114,9 +122,24 @@ class Config:
                 raise ValueError(f"{name} must be >= 1")
         if not self.batch_sizes or min(self.batch_sizes) < 1:
             raise ValueError("batch_sizes must be positive")
+        grouped = sorted(set(self.methods) & set(GROUPED))
+        if grouped and (self.group_size < 2 or any(n % self.group_size for n in self.batch_sizes)):
+            raise ValueError(
+                f"{grouped} answer each prompt group_size={self.group_size} times: group_size must be >= 2 and "
+                f"divide every batch size {self.batch_sizes} (e.g. --batch-sizes 8 32 with --group-size 4)"
+            )
 
 
-RUNNERS = {"naive": run_naive, "limits": run_limits, "generic": run_generic, "fast": run_fast, "trl": run_trl}
+RUNNERS = {
+    "naive": run_naive,
+    "limits": run_limits,
+    "generic": run_generic,
+    "rlhf_ppo": run_rlhf_ppo,
+    "grpo": run_grpo,
+    "rloo": run_rloo,
+    "trl_grpo": run_trl_grpo,
+    "trl_rloo": run_trl_rloo,
+}
 """Method -> runner; each takes ``(cfg, n, seed=, prompts=, prompt_ids=, dev=, tokenizer=)`` and returns
 one run's summary."""
 
@@ -135,10 +158,10 @@ def main(argv: list[str] | None = None) -> int:
     from textenv import load_prompts, load_tokenizer
 
     tokenizer = load_tokenizer(cfg.model)
-    prompts = load_prompts("bundled:reviews", split="train")
+    prompt_ids = encode_prompts(tokenizer, load_prompts("bundled:reviews", split="train"), cfg.max_prompt_tokens)
     inputs = {
-        "prompts": prompts,
-        "prompt_ids": encode_prompts(tokenizer, prompts, cfg.max_prompt_tokens),
+        "prompts": window_texts(tokenizer, prompt_ids),
+        "prompt_ids": prompt_ids,
         "dev": dev,
         "tokenizer": tokenizer,
     }
@@ -152,17 +175,18 @@ def main(argv: list[str] | None = None) -> int:
     table = markdown(results, ratios, cfg)
     print(table)
     write_report(cfg, dev, results, ratios, table)
-    log(f"wrote {cfg.run_dir / 'benchmark.json'} and {cfg.run_dir / 'tokens_per_s.png'}")
+    log(f"wrote {cfg.out / 'benchmark.json'} and {cfg.out / 'tokens_per_s.png'}")
     return 0
 
 
 def _import_up_front(methods: list[str]) -> None:
     """Import the methods' libraries now, so that no method's peak-RSS delta includes import-time memory."""
-    if {"naive", "generic", "fast"} & set(methods):
+    if {"naive", "generic", "rlhf_ppo", "grpo", "rloo"} & set(methods):
         import agents.rlhf_ppo  # noqa: F401  (imported for its memory only)
-    if "trl" in methods:
-        import trl.experimental.ppo.ppo_trainer  # noqa: F401  (imported for its memory only)
+    if {"trl_grpo", "trl_rloo"} & set(methods):
+        import trl  # noqa: F401  (imported for its memory only)
         from datasets import Dataset  # noqa: F401  (imported for its memory only)
+        from trl import GRPOTrainer, RLOOTrainer  # noqa: F401  (TRL imports its trainers lazily)
 
 
 def measure(cfg: Config, inputs: dict[str, Any]) -> dict[int, dict]:

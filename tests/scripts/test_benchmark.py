@@ -12,50 +12,55 @@ def _positive(value) -> bool:
     return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
 
 
-def _check_timings(r: dict) -> None:
+def _check_timings(r: dict, max_tokens: int) -> None:
     for key in ("tokens_per_s", "rollout_s", "update_s", "iteration_s", "tokens_per_iteration", "rollout_tokens_per_s"):
         assert _positive(r[key]), key
+    assert _positive(r["generation_s"]) and r["generation_s"] < r["rollout_s"]
     assert math.isfinite(r["peak_rss_mb"]), r["peak_rss_mb"]
-    assert r["tokens_per_iteration"] <= 2 * 4
+    assert r["tokens_per_iteration"] <= max_tokens
 
 
-def _run_tiny(tmp_path, methods: str) -> dict:
-    """One toy-scale benchmark run (batch 2, 4 tokens, 1 iteration); its benchmark.json."""
+def _run_tiny(tmp_path, *args: str) -> dict:
+    """One benchmark run on the tiny model with the command-line ``args``; its benchmark.json."""
     from scripts.benchmark import main
 
     out = tmp_path / "bench"
-    rc = main(
-        [
-            "--model",
-            "tiny",
-            "--batch-sizes",
-            "2",
-            "--max-new-tokens",
-            "4",
-            "--iterations",
-            "1",
-            "--runs",
-            "1",
-            "--methods",
-            methods,
-            "--run-dir",
-            str(out),
-        ]
-    )
-    assert rc == 0
+    assert main(["--model", "tiny", *args, "--out", str(out)]) == 0
     assert (out / "tokens_per_s.png").stat().st_size > 1000
     return json.loads((out / "benchmark.json").read_text())
 
 
-def test_tiny_benchmark_reports_every_method(tmp_path, capsys):
-    """Every method but TRL's (the bench extra; next test), with the dev install of `make test`."""
-    data = _run_tiny(tmp_path, "generic,fast,limits,naive")
+def test_short_benchmark_against_trl_grpo_and_rloo(tmp_path, capsys):
+    """The issue's short command, on the tiny model: both fast agents and both TRL 1.16 trainers, one JSON."""
+    data = _run_tiny(
+        tmp_path, "--batch-sizes", "8", "--methods", "grpo,trl_grpo,rloo,trl_rloo", "--iterations", "1", "--runs", "1"
+    )
+    res = data["results"]["8"]
+    assert set(res) == {"grpo", "trl_grpo", "rloo", "trl_rloo"}
+    for method in res:
+        _check_timings(res[method], max_tokens=8 * 24)
+        assert len(res[method]["runs"]) == 1
+    ratios = data["ratios"]["8"]
+    for key in ("grpo_vs_trl_grpo", "rloo_vs_trl_rloo", "grpo_vs_trl_rloo", "rloo_vs_trl_grpo"):
+        assert _positive(ratios[key]), key
+    assert data["config"]["group_size"] == 4 and data["config"]["batch_sizes"] == [8]
+    out = capsys.readouterr().out
+    assert "TRL 1.16 GRPOTrainer" in out and "TRL 1.16 RLOOTrainer" in out
+
+
+def test_tiny_benchmark_reports_the_other_methods(tmp_path, capsys):
+    """The limits, naive, generic and rlhf_ppo; the fraction of the limits each fast agent reaches."""
+    data = _run_tiny(
+        tmp_path,
+        *("--batch-sizes", "2", "--group-size", "2", "--max-new-tokens", "4", "--iterations", "1", "--runs", "1"),
+        *("--methods", "generic,rlhf_ppo,grpo,limits,naive"),
+    )
     res = data["results"]["2"]
-    assert set(res) == {"generic", "fast", "limits", "naive"}
-    for method in ("generic", "fast"):
-        _check_timings(res[method])
+    assert set(res) == {"generic", "rlhf_ppo", "grpo", "limits", "naive"}
+    for method in ("rlhf_ppo", "grpo"):
+        _check_timings(res[method], max_tokens=2 * 4)
+    assert _positive(res["generic"]["tokens_per_s"])
     assert res["generic"]["tokens_per_iteration"] == 2 * 4  # SB3 keeps stepping after EOS: always n * T
-    assert _positive(res["fast"]["generation_s"])
     for key in ("rollout_s", "rollout_tokens_per_s"):
         assert _positive(res["naive"][key])
     assert res["naive"]["tokens_per_iteration"] == 4  # one env at a time
@@ -69,30 +74,27 @@ def test_tiny_benchmark_reports_every_method(tmp_path, capsys):
     ):
         assert _positive(res["limits"][key]), key
     ratios = data["ratios"]["2"]
-    for key in ("fast_rollout_vs_generate", "generic_rollout_vs_naive"):
+    for key in ("rlhf_ppo_rollout_vs_generate", "generic_rollout_vs_naive", "rlhf_ppo_of_limits", "grpo_of_limits"):
         assert _positive(ratios[key]), key
     assert "| batch | method |" in capsys.readouterr().out
-
-
-@pytest.mark.bench
-def test_tiny_benchmark_against_trl(tmp_path, capsys):
-    """TRL 1.12's PPOTrainer next to the fast agent (`make test-bench`: needs the bench extra)."""
-    data = _run_tiny(tmp_path, "generic,fast,trl")
-    res = data["results"]["2"]
-    assert set(res) == {"generic", "fast", "trl"}
-    _check_timings(res["trl"])
-    assert _positive(res["trl"]["generation_s"])
-    for key in ("fast_vs_trl", "generic_vs_trl"):
-        assert _positive(data["ratios"]["2"][key]), key
-    assert "TRL 1.12 PPOTrainer" in capsys.readouterr().out
 
 
 def test_config_rejects_unknown_method():
     from scripts.benchmark import Config
 
     with pytest.raises(ValueError, match="unknown method"):
-        Config(methods=["fast,warp"])
-    assert Config(methods=["fast,trl", "naive"]).methods == ["fast", "trl", "naive"]
+        Config(methods=["rlhf_ppo,warp"])
+    assert Config(methods=["rlhf_ppo,trl_grpo", "naive"]).methods == ["rlhf_ppo", "trl_grpo", "naive"]
+
+
+def test_config_rejects_batches_that_groups_do_not_divide():
+    from scripts.benchmark import Config
+
+    with pytest.raises(ValueError, match="divide every batch size"):
+        Config(methods=["grpo"], batch_sizes=[8, 6], group_size=4)
+    with pytest.raises(ValueError, match="group_size must be >= 2"):
+        Config(methods=["trl_rloo"], batch_sizes=[8], group_size=1)
+    assert Config(methods=["rlhf_ppo"], batch_sizes=[6], group_size=4).batch_sizes == [6]  # rlhf_ppo has no groups
 
 
 def _summary(tokens_per_s):
@@ -127,58 +129,76 @@ def test_markdown_table_rows_ratios_and_targets():
         "peak_rss_mb": 2.0,
     }
     results = {
-        2: {"naive": _summary(None), "limits": limits, "fast": _summary(30.0), "trl": _summary(15.0)},
-        8: {"generic": {**_summary(None), "update_skipped": True}, "fast": _summary(10.0)},
+        2: {
+            "naive": _summary(None),
+            "limits": limits,
+            "grpo": _summary(30.0),
+            "trl_grpo": _summary(15.0),
+            "trl_rloo": _summary(20.0),
+        },
+        8: {"generic": {**_summary(None), "update_skipped": True}, "rlhf_ppo": _summary(10.0)},
     }
     ratios = {n: compute_ratios(res, n, 4) for n, res in results.items()}
-    assert ratios[2]["fast_vs_trl"] == 2.0 and ratios[2]["naive_rollout_vs_trl"] == pytest.approx(20 / 15)
-    assert ratios[2]["fast_rollout_vs_generate"] == pytest.approx((1.0 / 8) / (0.5 / (2 * 4)))
-    text = markdown(results, ratios, Config(model="tiny", max_new_tokens=4))
+    assert ratios[2]["grpo_vs_trl_grpo"] == 2.0 and ratios[2]["grpo_vs_trl_rloo"] == 1.5
+    assert ratios[2]["naive_rollout_vs_trl_grpo"] == pytest.approx(20 / 15)
+    assert ratios[2]["grpo_rollout_vs_generate"] == pytest.approx((1.0 / 8) / (0.5 / (2 * 4)))
+    # the limits of one iteration: generate + reference and reward forwards + forward+backward = 1.0 s for 8 tokens
+    assert ratios[2]["grpo_of_limits"] == pytest.approx(30.0 / 8.0)
+    assert ratios[2]["trl_grpo_of_limits"] == pytest.approx(15.0 / 8.0)
+    assert "rlhf_ppo_of_limits" not in ratios[8]  # no limits measured at batch 8
+    text = markdown(results, ratios, Config(model="tiny", max_new_tokens=4, group_size=2))
     rows = [line for line in text.splitlines() if line.startswith("| 2 |") or line.startswith("| 8 |")]
     assert [row.split(" | ")[1] for row in rows] == [
         "naive (1 env, no cache, rollout only)",
-        "fast RLHFPPO",
-        "TRL 1.12 PPOTrainer",
+        "fast grpo",
+        "TRL 1.16 GRPOTrainer",
+        "TRL 1.16 RLOOTrainer",
         "limit: `generate`, KV cache (new tokens/s)",
         "limit: teacher-forced forward (sequence tokens/s)",
         "limit: forward + backward (sequence tokens/s)",
+        "limits: generate + 2 forwards + forward+backward (new tokens/s)",
         "generic SB3 PPO (update skipped)",
-        "fast RLHFPPO",
+        "fast rlhf_ppo",
     ]
-    assert rows[0].startswith("| 2 | naive (1 env, no cache, rollout only) | 20.0 (rollout only) | 1.00 | - | - |")
-    assert rows[1].endswith("| 2.00 |")  # fast's tokens/s over TRL's
-    assert "- batch 2: fast_vs_trl = 2.00 (target >= 1.5: met); fast_rollout_vs_generate = 2.00 (target <= " in text
-    assert "1.25: NOT met)" in text and "- batch 8" not in text  # batch 8 has no ratio with a target
-    assert text.endswith("tokens counted (EOS ends an episode early for fast and TRL).")
+    assert all(row.count(" | ") == 11 for row in rows), rows  # 12 columns in every row
+    assert rows[0].startswith("| 2 | naive (1 env, no cache, rollout only) | 20.0 (rollout only) | 0.50 | 1.00 | - |")
+    assert rows[1].endswith("| 2.00 | 1.50 | 3.75 |")  # grpo over TRL GRPO, over TRL RLOO, of the limits
+    assert rows[7].split(" | ")[2:8] == ["8.0", "-", "-", "-", "1.00", "8.0"]  # the limits' sum: 8 tokens in 1 s
+    targets = "- batch 2: grpo_vs_trl_grpo = 2.00 (target >= 1.5: met); grpo_of_limits = 3.75 (target >= 0.85: met)"
+    assert targets in text
+    assert "- batch 8" not in text  # batch 8 has no ratio with a target
+    assert text.endswith("tokens counted (EOS ends an episode early except for generic).")
 
 
-def test_trl_phase_timer_counts_tokens_to_the_first_eos_and_splits_rollout_from_update():
-    """TRL's phases as the benchmark times them, without TRL: wrapped generation and forward, step ends."""
+def test_trl_phase_timer_splits_rollout_generation_and_update_and_counts_completion_tokens():
+    """TRL's phases as the benchmark times them, without TRL: the wrapped trainer methods and step ends."""
     import time
-
-    import torch
 
     from scripts.bench_trl import PhaseTimer
 
-    timer = PhaseTimer("cpu", prompt_tokens=2, eos=9)
-    query_responses = torch.tensor([[5, 5, 1, 9, 3], [5, 5, 1, 2, 3]])  # EOS as 2nd response token; no EOS
+    timer = PhaseTimer("cpu", eos=9)
+    completion_ids = [[1, 9], [1, 2, 3]]  # TRL's completions stop after the first EOS
 
-    def generation(*a, **k):
+    def generate_single_turn():
         time.sleep(0.02)
-        return query_responses, None
+        return completion_ids
 
-    generate, forward = timer.wrap_generation(generation), timer.wrap_forward(lambda x: x + 1)
+    single = timer.wrap_generation(generate_single_turn)
+    decode = timer.wrap_decode(lambda: ([[5, 5], [5, 5]], single(), ["a", "b"]))
+
+    def generate_and_score():
+        out = decode()
+        time.sleep(0.02)  # reward, reference log-probs
+        return out
+
+    rollout = timer.wrap_rollout(generate_and_score)
     timer.start()  # on_train_begin; each step end starts the next iteration
     for _ in range(2):
-        assert generate()[0] is query_responses
-        with torch.no_grad():
-            assert forward(1) == 2  # a forward without gradients belongs to the rollout
-        time.sleep(0.02)
-        forward(1)  # the first forward with gradients starts the update
-        time.sleep(0.03)
+        assert rollout()[1] is completion_ids
+        time.sleep(0.03)  # loss, backward, optimizer step
         timer.end_step()
     assert len(timer.iterations) == 2
     for rec in timer.iterations:
-        assert rec["tokens"] == 2 + 3  # up to and including the first EOS, else all 3 tokens
+        assert rec["tokens"] == 2 + 3
         assert rec["rollout_s"] >= 0.04 and rec["rollout_s"] > rec["generation_s"] >= 0.02
-        assert rec["update_s"] >= 0.03
+        assert 0.03 <= rec["update_s"] < 0.03 + rec["rollout_s"]
