@@ -23,13 +23,14 @@ Metrics (all per held-out prompt, then averaged):
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
 
-from textrlhf.lm import generate, token_logprobs
+from textrlhf.lm import generate, token_logprobs_at
 
 
 @dataclass
@@ -116,18 +117,28 @@ def sample_responses(
 @torch.no_grad()
 def sequence_logprobs(model, samples: Samples, temperature: float = 1.0, batch_size: int = 16) -> torch.Tensor:
     """Summed log-prob of each response under ``model`` at ``temperature``: ``(n,)``."""
+    return sequence_logprobs_at(model, samples, (temperature,), batch_size)[0]
+
+
+@torch.no_grad()
+def sequence_logprobs_at(
+    model, samples: Samples, temperatures: Sequence[float], batch_size: int = 16
+) -> list[torch.Tensor]:
+    """Summed log-prob of each response under ``model`` at each temperature, ``(n,)`` each, from one
+    teacher-forced forward per batch (:func:`textrlhf.lm.token_logprobs_at`)."""
     device = next(model.parameters()).device
-    sums = []
+    sums: list[list[torch.Tensor]] = [[] for _ in temperatures]
     for s in range(0, len(samples.prompts), batch_size):
-        lp = token_logprobs(
+        lps = token_logprobs_at(
             model,
             samples.input_ids[s : s + batch_size].to(device),
             samples.attention_mask[s : s + batch_size].to(device),
             samples.response_mask[s : s + batch_size].to(device),
-            temperature=temperature,
+            temperatures,
         )
-        sums.append(lp.sum(-1).cpu())
-    return torch.cat(sums)
+        for out, lp in zip(sums, lps):
+            out.append(lp.sum(-1).cpu())
+    return [torch.cat(out) for out in sums]
 
 
 def distinct_n(texts: Sequence[str], n: int) -> float:
@@ -148,6 +159,9 @@ class EvalResult:
     kl: list[float]
     response_lengths: list[int]
     metrics: dict[str, float] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+    """Wall time of each part of the evaluation: ``generate``, ``logprobs`` (the teacher-forced passes),
+    ``reward_model``, ``annotator``."""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -179,13 +193,18 @@ def evaluate_policy(
         annotator: the judge RL never saw (``score(prompts, responses)``).
         max_new_tokens, temperature, seed, batch_size: sampling settings (same for every policy).
     """
+    t0 = time.perf_counter()
     samples = sample_responses(model, tokenizer, prompts, prompt_ids, max_new_tokens, temperature, seed, batch_size)
-    logp = sequence_logprobs(model, samples, temperature, batch_size)
-    ref_logp_t = sequence_logprobs(ref_model, samples, temperature, batch_size)
-    ref_logp_1 = sequence_logprobs(ref_model, samples, 1.0, batch_size)
+    t1 = time.perf_counter()
+    # One reference forward gives both temperatures; the reference evaluated as a policy needs no other.
+    ref_logp_t, ref_logp_1 = sequence_logprobs_at(ref_model, samples, (temperature, 1.0), batch_size)
+    logp = ref_logp_t if model is ref_model else sequence_logprobs(model, samples, temperature, batch_size)
+    t2 = time.perf_counter()
     n_tokens = max(int(samples.response_mask.sum()), 1)
     rm = reward_fn.score(samples.prompts, samples.responses)
+    t3 = time.perf_counter()
     judge = annotator.score(samples.prompts, samples.responses)
+    t4 = time.perf_counter()
     kl = (logp - ref_logp_t).numpy()
     result = EvalResult(
         name=name,
@@ -195,6 +214,7 @@ def evaluate_policy(
         annotator_scores=[float(x) for x in judge],
         kl=[float(x) for x in kl],
         response_lengths=[int(x) for x in samples.response_lengths],
+        seconds={"generate": t1 - t0, "logprobs": t2 - t1, "reward_model": t3 - t2, "annotator": t4 - t3},
     )
     result.metrics = {
         "rm_score": float(np.mean(rm)),

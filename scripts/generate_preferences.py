@@ -32,8 +32,6 @@ class Config(AnnotatorConfig):
 
     samples_per_prompt: int = 4
     """Responses sampled per prompt (K); all K(K-1)/2 pairs of them are labelled."""
-    batch_size: int = 64
-    """Sequences per generate() call (larger batches use the CPU better)."""
     min_gap: float = 0.3
     """Skip pairs whose annotator scores differ by at most this (near-ties are label noise)."""
     output: Path = Path("runs/preferences/sentiment_pairs.jsonl")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Sequence
@@ -71,15 +72,40 @@ def abs_path(path: str | os.PathLike) -> str:
 
 
 class StageTimer:
-    """Wall time of a stage; ``summary(text)`` prints the one-line ``[stage] ...`` summary."""
+    """Wall time of a stage and of its phases; ``summary(text)`` prints the one-line ``[stage] ...`` summary.
+
+    Phases say where a stage's time goes (``report.md``'s stages table): ``with timer.phase("train"):``
+    adds the block's wall time to ``train``, :meth:`add` adds seconds measured elsewhere (inside a library
+    call); phases must not overlap. :meth:`phase_seconds` adds ``other``, the time outside every phase.
+    """
 
     def __init__(self, stage: str):
         self.stage = stage
         self.start = time.perf_counter()
+        self.phases: dict[str, float] = {}
 
     @property
     def seconds(self) -> float:
         return time.perf_counter() - self.start
+
+    @contextlib.contextmanager
+    def phase(self, name: str):
+        """Add the wall time of the ``with`` block to phase ``name``."""
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.add(name, time.perf_counter() - t0)
+
+    def add(self, name: str, seconds: float) -> None:
+        """Add ``seconds`` to phase ``name``."""
+        self.phases[name] = self.phases.get(name, 0.0) + float(seconds)
+
+    def phase_seconds(self) -> dict[str, float]:
+        """Each phase's seconds (rounded to 0.1), then ``other``: the stage's seconds outside every phase."""
+        out = {name: round(s, 1) for name, s in self.phases.items()}
+        out["other"] = round(max(self.seconds - sum(self.phases.values()), 0.0), 1)
+        return out
 
     def summary(self, text: str) -> str:
         line = f"[{self.stage}] {text}, {self.seconds:.0f} s"

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 from agents.kl import KLConfig
+from reward_models.annotator import AnnotatorConfig
 from reward_models.config import RewardModelConfig, RewardTrainingConfig
 from scripts.field_types import check_field_types
 
@@ -217,8 +218,8 @@ class PreferencesConfig(_Section):
     """Annotator noise: a wins with probability sigmoid((s_a - s_b) / T); 0 = no noise."""
     min_gap: float = 0.3
     """Skip pairs whose annotator scores differ by at most this (near-ties are label noise)."""
-    batch_size: int = 32
-    """Sequences per generate() call."""
+    batch_size: int = AnnotatorConfig.batch_size
+    """Sequences per generate() call (the annotator library's default)."""
 
 
 @dataclass
@@ -316,9 +317,10 @@ class RLConfig(_Section):
     """Keep only the first N training prompts."""
     no_eos_penalty: float = 0.0
     """Added to the score of responses that hit the length limit without EOS."""
-    checkpoint_every: int = 5
+    checkpoint_every: int = 10
     """Save the resume state (rl/checkpoint/: weights, Adam state, counters; atomically) every this many rollouts,
-    and at the end (SmolLM2 + Adam: ~1.6 GB)."""
+    and at the end. SmolLM2 + Adam is ~1.6 GB, ~5.5 s a save on this CPU: every 5 rollouts cost 10% of the
+    default RL stage (docs/results/2026-12-01-pipeline-profile.md); every 10, a kill loses at most ~1.5 minutes."""
 
 
 @dataclass
@@ -340,7 +342,8 @@ class EvaluateConfig(_Section):
     """Evaluate on the first N test prompts (none = all)."""
     samples_per_prompt: int = 3
     """Responses per held-out prompt and policy (more samples, a less noisy win rate: 34 prompts x 3)."""
-    batch_size: int = 16
-    """Prompts per generate() call."""
+    batch_size: int = 64
+    """Prompts per generate() call (and per teacher-forced forward). 64 rather than 16: on 2 CPU cores a
+    larger batch generates more tokens per second (docs/results/2026-12-01-pipeline-profile.md)."""
     samples_in_report: int = 10
     """Rows of the samples table shown in report.md (the CSV has all)."""

@@ -161,5 +161,8 @@ def run_evaluate(cfg: PipelineConfig) -> str:
         f"RM {fmt(s['rm_score'], 2)} -> {fmt(r['rm_score'], 2)}, win rate vs SFT {fmt(wins['rl_vs_sft'], 2)}, "
         f"vs base {fmt(wins['rl_vs_base'], 2)}, KL {fmt(r['kl'], 2)} nats"
     )
-    mark_done(run.run_dir, "evaluate", summary, timer.seconds)
+    for result in results.values():
+        for name, seconds in result.seconds.items():
+            timer.add(name, seconds)
+    mark_done(run.run_dir, "evaluate", summary, timer.seconds, phases=timer.phase_seconds())
     return summary

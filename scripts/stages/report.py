@@ -259,15 +259,22 @@ def _header_md(cfg: PipelineConfig, run_dir: Path) -> list[str]:
         "",
         "## Stages",
         "",
-        "| stage | summary | seconds |",
-        "|---|---|---|",
+        "| stage | summary | seconds | where the time went (s) |",
+        "|---|---|---|---|",
     ]
     for stage in STAGES:
         m = read_marker(run_dir, stage)
         text = re.sub(r", \d+ s$", "", m.get("summary", "not finished").removeprefix(f"[{stage}] "))
         text = text.replace("|", "/")
-        md.append(f"| {stage} | {text} | {fmt(m.get('seconds'), 0)} |")
+        md.append(f"| {stage} | {text} | {fmt(m.get('seconds'), 0)} | {phases_text(m.get('phases'))} |")
     return md
+
+
+def phases_text(phases: dict[str, float] | None) -> str:
+    """A stage's phases (``StageTimer.phase_seconds``) as ``name seconds`` pairs, largest first."""
+    if not phases:
+        return "-"
+    return ", ".join(f"{name} {seconds:.0f}" for name, seconds in sorted(phases.items(), key=lambda kv: -kv[1]))
 
 
 def _evaluation_md(run_dir: Path) -> list[str]:

@@ -38,8 +38,9 @@ def run_preferences(cfg: PipelineConfig) -> str:
         from textenv import load_model, load_tokenizer
 
         sft_dir = abs_path(require(run.run_dir, "sft", "preferences") / "model")
-        model = load_model(sft_dir, device=resolve_device(run.device))
-        tokenizer = load_tokenizer(sft_dir)
+        with timer.phase("load"):
+            model = load_model(sft_dir, device=resolve_device(run.device))
+            tokenizer = load_tokenizer(sft_dir)
         prompts = load_prompt_file(None, task="review", split="train")[: pc.max_prompts]
         # policy= is only recorded in pairs.jsonl and its .meta.json (the model is passed in): relative to the
         # run folder, so a copied or moved run never points back at the original one.
@@ -61,6 +62,8 @@ def run_preferences(cfg: PipelineConfig) -> str:
                 f"{meta['counts']['candidates']}; sample more (preferences.samples_per_prompt, "
                 f"max_prompts) or lower preferences.min_gap"
             )
+        for name, seconds in meta["seconds_by_phase"].items():
+            timer.add(name, seconds)
         write_pairs(rows, out / "pairs.jsonl", meta)
         c = meta["counts"]
         text = (
@@ -68,7 +71,7 @@ def run_preferences(cfg: PipelineConfig) -> str:
             f"(annotator {run.annotator!r}; {c['skipped_ties']} ties, {c['skipped_invalid']} invalid skipped)"
         )
     summary = timer.summary(text)
-    mark_done(run.run_dir, "preferences", summary, timer.seconds)
+    mark_done(run.run_dir, "preferences", summary, timer.seconds, phases=timer.phase_seconds())
     return summary
 
 
@@ -163,19 +166,25 @@ def run_reward_model(cfg: PipelineConfig) -> str:
     seed_everything(run.seed)
     pairs = load_preferences(pairs_path)
     train_pairs, held = split_by_prompt(pairs, rc.eval_fraction, seed=run.seed)
-    model = _build_reward_model(cfg)
-    model.to(resolve_device(run.device))
+    with timer.phase("load"):
+        model = _build_reward_model(cfg)
+        model.to(resolve_device(run.device))
     eval_set = held or train_pairs  # tiny data may leave nothing held out: then report train accuracy
-    before = evaluate_preferences(model, eval_set)
-    metrics, history = _train(cfg, model, train_pairs, held)
-    after = evaluate_preferences(model, eval_set)
+    with timer.phase("evaluate"):
+        before = evaluate_preferences(model, eval_set)
+    with timer.phase("train"):
+        metrics, history = _train(cfg, model, train_pairs, held)
+    with timer.phase("evaluate"):
+        after = evaluate_preferences(model, eval_set)
     if rc.normalize:  # the pairs' responses are SFT-policy samples: the reference distribution
-        samples = sorted({(p.prompt, r) for p in pairs for r in (p.chosen, p.rejected)})
-        model.fit_normalization([s[0] for s in samples], [s[1] for s in samples])
+        with timer.phase("normalize"):
+            samples = sorted({(p.prompt, r) for p in pairs for r in (p.chosen, p.rejected)})
+            model.fit_normalization([s[0] for s in samples], [s[1] for s in samples])
     model.to("cpu")
-    model.save_pretrained(
-        out / "model", metadata={"pipeline_run": Path(run.run_dir).resolve().name, "pipeline_stage": "reward-model"}
-    )  # a name, never a path
+    with timer.phase("save"):
+        model.save_pretrained(
+            out / "model", metadata={"pipeline_run": Path(run.run_dir).resolve().name, "pipeline_stage": "reward-model"}
+        )  # a name, never a path
     atomic_write_csv(out / "train_log.csv", _log_rows(history), ["step", "epoch", "loss", "eval_loss", "eval_accuracy"])
     result = {
         "train_pairs": len(train_pairs),
@@ -193,5 +202,5 @@ def run_reward_model(cfg: PipelineConfig) -> str:
         f"{fmt(before['accuracy'], 2)} -> {fmt(after['accuracy'], 2)}, "
         f"loss {fmt(before['loss'])} -> {fmt(after['loss'])}"
     )
-    mark_done(run.run_dir, "reward-model", summary, timer.seconds)
+    mark_done(run.run_dir, "reward-model", summary, timer.seconds, phases=timer.phase_seconds())
     return summary

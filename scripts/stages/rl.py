@@ -126,7 +126,8 @@ class Checkpointer(BaseCallback):
         """Write ``rl/checkpoint/`` unless it already holds the current iteration."""
         if self.counter.done == self.saved_at:
             return
-        save_checkpoint(self.agent, self.folder, self.algo, self.counter.done, self.timer.seconds)
+        with self.timer.phase("checkpoint"):
+            save_checkpoint(self.agent, self.folder, self.algo, self.counter.done, self.timer.seconds)
         self.saved_at = self.counter.done
 
 
@@ -225,6 +226,22 @@ def _make_env(cfg: PipelineConfig, sft_dir: str, rm_dir: str):
     )
 
 
+def _learning_phases(rows: list[dict], timer: StageTimer) -> None:
+    """Where ``learn`` spent its time, from the ``time/`` metrics the fast agents log every iteration
+    (docs/agents.md, "Metrics"): generation, the rest of the rollout (reference log-probs, reward,
+    env), the update. The generic SB3 path logs none of them: its learning time stays in ``other``."""
+
+    def total(key: str) -> float:
+        return sum(float(r[key]) for r in rows if r.get(key) not in (None, ""))
+
+    if not rows or "time/rollout_s" not in rows[0]:
+        return
+    generation = total("time/generation_s")
+    timer.add("generate", generation)
+    timer.add("rollout: reference, reward, env", total("time/rollout_s") - generation)
+    timer.add("update", total("time/update_s"))
+
+
 def _restore(agent, out: Path, state: dict, counter: IterationCounter, timer: StageTimer, seed: int) -> None:
     """Load the checkpoint's state into a freshly built agent and carry its counters and wall time over."""
     load_checkpoint(agent, out / CHECKPOINT, state)
@@ -269,17 +286,18 @@ def run_rl(cfg: PipelineConfig, resume: bool = False) -> str:
     out.mkdir(parents=True, exist_ok=True)
     seed_everything(run.seed)
     device = resolve_device(run.device)
-    env = _make_env(cfg, sft_dir, rm_dir)
-    # Resumed or not, the agent is built the same way; a resume then loads the saved state into it.
-    agent = agents.make_agent(
-        run.algo,
-        env,
-        temperature=run.temperature,
-        seed=run.seed,
-        device=device,
-        verbose=0,
-        **_algo_kwargs(cfg, spec.algo_class),
-    )
+    with timer.phase("setup"):
+        env = _make_env(cfg, sft_dir, rm_dir)
+        # Resumed or not, the agent is built the same way; a resume then loads the saved state into it.
+        agent = agents.make_agent(
+            run.algo,
+            env,
+            temperature=run.temperature,
+            seed=run.seed,
+            device=device,
+            verbose=0,
+            **_algo_kwargs(cfg, spec.algo_class),
+        )
     counter = IterationCounter(0)
     if resuming:
         _restore(agent, out, state, counter, timer, run.seed)
@@ -292,10 +310,20 @@ def run_rl(cfg: PipelineConfig, resume: bool = False) -> str:
         callbacks = [checkpointer, ProgressBar()] if run.progress else [checkpointer]
         agent.learn(remaining, callback=callbacks, reset_num_timesteps=not resuming, log_interval=1)
     checkpointer.save()
-    agent.policy.save_pretrained(out / "policy")
+    with timer.phase("save"):
+        agent.policy.save_pretrained(out / "policy")
     _close_logs(agent, log_file)
     rows = read_csv(out / PROGRESS)
+    _learning_phases(rows, timer)
     summary = timer.summary(_summary(run, agent, rows, resuming))
-    mark_done(run.run_dir, "rl", summary, timer.seconds, iterations=len(rows), num_timesteps=int(agent.num_timesteps))
+    mark_done(
+        run.run_dir,
+        "rl",
+        summary,
+        timer.seconds,
+        iterations=len(rows),
+        num_timesteps=int(agent.num_timesteps),
+        phases=timer.phase_seconds(),
+    )
     env.close()
     return summary

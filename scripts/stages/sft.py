@@ -179,18 +179,22 @@ def _train(cfg: PipelineConfig, model, tokenizer, examples: list[dict], device: 
     return result.global_step, log_rows
 
 
-def _fine_tune(cfg: PipelineConfig, model, tokenizer, out: Path, device: str) -> tuple[str, int, list[dict]]:
+def _fine_tune(
+    cfg: PipelineConfig, model, tokenizer, out: Path, device: str, timer: StageTimer
+) -> tuple[str, int, list[dict]]:
     """Load and tokenize the demonstrations, train on them, write ``demonstrations.csv`` and ``train_log.csv``.
 
     Returns:
         The stage's summary text, the number of demonstrations and the training log rows.
     """
     run = cfg.run
-    rows = load_demonstrations(cfg, model, tokenizer)
-    atomic_write_csv(out / "demonstrations.csv", rows)
-    env = make_text_env(cfg, run.model, [r["prompt"] for r in rows])
-    examples = tokenize_demonstrations(rows, env, tokenizer, cfg.sft.append_eos, cfg.sft.max_response_tokens)
-    steps, log_rows = _train(cfg, model, tokenizer, examples, device)
+    with timer.phase("data"):
+        rows = load_demonstrations(cfg, model, tokenizer)
+        atomic_write_csv(out / "demonstrations.csv", rows)
+        env = make_text_env(cfg, run.model, [r["prompt"] for r in rows])
+        examples = tokenize_demonstrations(rows, env, tokenizer, cfg.sft.append_eos, cfg.sft.max_response_tokens)
+    with timer.phase("train"):
+        steps, log_rows = _train(cfg, model, tokenizer, examples, device)
     model.eval()
     losses = [r["loss"] for r in log_rows]
     summary_text = (
@@ -210,16 +214,17 @@ def run_sft(cfg: PipelineConfig) -> str:
     out = stage_dir(run.run_dir, "sft")
     seed_everything(run.seed)
     device = resolve_device(run.device)
-    model = load_model(run.model, device=device)
-    tokenizer = load_tokenizer(run.model)
+    with timer.phase("load"):
+        model = load_model(run.model, device=device)
+        tokenizer = load_tokenizer(run.model)
     if cfg.sft.skip:
         summary_text, n_rows, log_rows = f"skipped (SFT model = base model {run.model!r})", 0, []
     else:
-        summary_text, n_rows, log_rows = _fine_tune(cfg, model, tokenizer, out, device)
-    with atomic_dir(out / "model") as tmp:
+        summary_text, n_rows, log_rows = _fine_tune(cfg, model, tokenizer, out, device, timer)
+    with timer.phase("save"), atomic_dir(out / "model") as tmp:
         model.to("cpu").save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
     atomic_write_json(out / "metrics.json", {"examples": n_rows, "log": log_rows, "data": cfg.sft.data})
     summary = timer.summary(summary_text)
-    mark_done(run.run_dir, "sft", summary, timer.seconds)
+    mark_done(run.run_dir, "sft", summary, timer.seconds, phases=timer.phase_seconds())
     return summary

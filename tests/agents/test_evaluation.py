@@ -51,6 +51,29 @@ def test_sequence_logprobs_match_a_naive_loop(setup):
         assert fast[i].item() == pytest.approx(total, abs=1e-4)
 
 
+def test_evaluate_policy_equals_one_teacher_forced_pass_per_quantity(setup):
+    """The evaluation's shared reference forward (both temperatures at once, and the reference as a policy
+    reusing it) gives exactly what three separate passes give."""
+    model, tok, prompts, ids = setup
+    other = load_model("tiny")
+    with torch.no_grad():
+        for p in other.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    kwargs = dict(max_new_tokens=5, temperature=0.7, seed=1)
+    for policy in (other, model):
+        res = evaluate_policy(
+            "p", policy, model, tok, prompts, ids, make_reward("sentiment"), make_reward("length", target=3), **kwargs
+        )
+        s = sample_responses(policy, tok, prompts, ids, **kwargs)
+        logp, ref_t = sequence_logprobs(policy, s, 0.7), sequence_logprobs(model, s, 0.7)
+        ref_1 = sequence_logprobs(model, s, 1.0)
+        assert res.kl == pytest.approx((logp - ref_t).tolist(), abs=1e-6)
+        n_tokens = int(s.response_mask.sum())
+        assert res.metrics["ref_perplexity"] == pytest.approx(float(np.exp(-float(ref_1.sum()) / n_tokens)), rel=1e-6)
+        assert set(res.seconds) == {"generate", "logprobs", "reward_model", "annotator"}
+        assert all(v >= 0 for v in res.seconds.values())
+
+
 def test_evaluate_policy_and_win_rate(setup):
     model, tok, prompts, ids = setup
     res = evaluate_policy(

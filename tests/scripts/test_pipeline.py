@@ -91,6 +91,29 @@ def test_plots_open_and_report_mentions_metrics(tiny_run):
         assert needle in report, needle
 
 
+def test_every_stage_says_where_its_time_went(tiny_run):
+    """Each stage's DONE.json has its phases (seconds, ``other`` = the rest), summing to its wall time, and
+    report.md's stages table shows them."""
+    from scripts.run_dir import STAGES, read_marker
+
+    expected = {
+        "sft": {"load", "data", "train", "save"},
+        "preferences": {"load", "generate", "annotate"},
+        "reward-model": {"load", "evaluate", "train", "normalize", "save"},
+        "rl": {"setup", "generate", "rollout: reference, reward, env", "update", "checkpoint", "save"},
+        "evaluate": {"generate", "logprobs", "reward_model", "annotator"},
+    }
+    report = (tiny_run / "report.md").read_text()
+    for stage in STAGES:
+        marker = read_marker(tiny_run, stage)
+        phases = marker["phases"]
+        assert expected[stage] | {"other"} == set(phases), stage
+        assert all(v >= 0 for v in phases.values()), phases
+        assert sum(phases.values()) == pytest.approx(marker["seconds"], abs=0.1 * len(phases) + 0.05), stage
+    assert "| stage | summary | seconds | where the time went (s) |" in report
+    assert "update " in report and "annotator " in report
+
+
 def test_checkpoint_and_policy_load(tiny_run):
     import torch
     from safetensors.torch import load_file

@@ -219,3 +219,20 @@ def test_token_logprobs_match_a_naive_loop_and_keep_gradients(tiny):
             assert lp[i, j].item() == pytest.approx(float(torch.log_softmax(logits, -1)[row[k]]), abs=1e-4)
     with pytest.raises(ValueError, match="position 0"):
         token_logprobs(model, full_ids, full_mask, torch.ones_like(resp))
+
+
+def test_token_logprobs_at_several_temperatures_equal_one_call_per_temperature(tiny):
+    """One forward for several temperatures (the evaluation's reference pass) == a forward per temperature."""
+    from textrlhf.lm import token_logprobs_at
+
+    model, _, ids, mask = tiny
+    new = torch.randint(5, 1000, (ids.shape[0], 3), generator=torch.Generator().manual_seed(4))
+    full_ids, full_mask = torch.cat([ids, new], 1), torch.cat([mask, torch.ones_like(new)], 1)
+    resp = torch.zeros_like(full_ids, dtype=torch.bool)
+    resp[:, -3:] = True
+    with torch.no_grad():
+        both = token_logprobs_at(model, full_ids, full_mask, resp, (0.7, 1.0), allowed_tokens=range(2000))
+        for temperature, lp in zip((0.7, 1.0), both):
+            one = token_logprobs(model, full_ids, full_mask, resp, temperature, allowed_tokens=range(2000))
+            assert torch.equal(lp, one)
+    assert not torch.equal(both[0], both[1])

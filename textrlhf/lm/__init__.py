@@ -8,7 +8,8 @@ a plain Hugging Face causal LM (or its trunk, ``model.base_model``) and left-pad
   :class:`KVCacheRunner` drives it from sliding observation windows, exact by tensor comparison;
 * :func:`sample_tokens`: the one token sampler (temperature and allowed tokens applied by the caller,
   a ``torch.Generator`` or the global stream); :func:`generate`: batched response sampling with the cache;
-* :func:`token_logprobs`: teacher-forced log-probs of response tokens in one forward.
+* :func:`token_logprobs`: teacher-forced log-probs of response tokens in one forward (at several
+  temperatures: :func:`token_logprobs_at`).
 
 The LM policy of ``agents`` builds its rollouts, values and sequence-level forwards on top of these.
 """
@@ -22,7 +23,7 @@ from textrlhf.lm.cache import (
     position_ids_from_mask,
     trunk_hidden,
 )
-from textrlhf.lm.logprobs import token_logprobs
+from textrlhf.lm.logprobs import token_logprobs, token_logprobs_at
 from textrlhf.lm.runner import KVCacheRunner
 from textrlhf.lm.sampling import SAMPLING_METHODS, Generation, generate, restrict_logits, sample_tokens
 
@@ -40,5 +41,6 @@ __all__ = [
     "restrict_logits",
     "sample_tokens",
     "token_logprobs",
+    "token_logprobs_at",
     "trunk_hidden",
 ]
