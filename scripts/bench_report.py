@@ -171,19 +171,18 @@ def write_report(cfg: Config, dev: str, results: dict, ratios: dict, table: str)
 
 
 # ----------------------------------------------------------------------------- chart
+_TRAINER_SERIES = (
+    ("rlhf_ppo", "fast rlhf_ppo"),
+    ("grpo", "fast grpo"),
+    ("trl_grpo", "TRL GRPO"),
+    ("rloo", "fast rloo"),
+    ("trl_rloo", "TRL RLOO"),
+)
 THROUGHPUT_PANELS = (
     (
         "whole iteration (rollout + update)",
         "tokens_per_s",
-        (
-            ("generic", "generic SB3 PPO"),
-            ("rlhf_ppo", "fast rlhf_ppo"),
-            ("grpo", "fast grpo"),
-            ("trl_grpo", "TRL GRPO"),
-            ("rloo", "fast rloo"),
-            ("trl_rloo", "TRL RLOO"),
-            ("limits", "sum of limits"),
-        ),
+        (("generic", "generic SB3 PPO"), *_TRAINER_SERIES, ("limits", "sum of limits")),
     ),
     (
         "rollout only (no update)",
@@ -191,11 +190,7 @@ THROUGHPUT_PANELS = (
         (
             ("naive", "naive: 1 env, no cache"),
             ("generic", "generic SB3 PPO"),
-            ("rlhf_ppo", "fast rlhf_ppo"),
-            ("grpo", "fast grpo"),
-            ("trl_grpo", "TRL GRPO"),
-            ("rloo", "fast rloo"),
-            ("trl_rloo", "TRL RLOO"),
+            *_TRAINER_SERIES,
             ("limits", "generate (limit)"),
         ),
     ),
