@@ -176,32 +176,42 @@ def _bench(tps, rollout):
 def test_benchmark_chart_keeps_rollout_only_rates_off_the_whole_iteration_panel(tmp_path):
     from scripts.bench_report import bar_chart, throughput_figure
 
+    def limits(generate_rate, tokens, seconds):  # generate, forward, forward+backward seconds
+        return {
+            "generate_tokens_per_s": generate_rate,
+            "tokens_per_iteration": tokens,
+            "generate_s": seconds[0],
+            "forward_s": seconds[1],
+            "forward_backward_s": seconds[2],
+        }
+
     results = {
         2: {
             "naive": _bench(None, 5.0),
             "generic": _bench(20.0, 40.0),
-            "fast": _bench(30.0, 60.0),
-            "trl": _bench(10.0, 15.0),
-            "limits": {"generate_tokens_per_s": 100.0},
+            "rlhf_ppo": _bench(30.0, 60.0),
+            "trl_grpo": _bench(10.0, 15.0),
+            "limits": limits(100.0, 8, (0.5, 0.1, 0.3)),  # sum of the limits: 8 tokens in 1 s
         },
         8: {
             "naive": _bench(None, 5.0),
             "generic": _bench(None, 90.0),
-            "fast": _bench(50.0, 80.0),
-            "trl": _bench(25.0, 30.0),
-            "limits": {"generate_tokens_per_s": 200.0},
+            "rlhf_ppo": _bench(50.0, 80.0),
+            "trl_grpo": _bench(25.0, 30.0),
+            "limits": limits(200.0, 32, (1.0, 0.25, 0.5)),  # 32 tokens in 2 s
         },
     }
     whole, rollout = throughput_figure(results).axes
     assert "whole iteration" in whole.get_title() and "whole iteration" in whole.get_ylabel()
     assert "rollout only" in rollout.get_title() and "rollout only" in rollout.get_ylabel()
-    assert _legend_labels(whole) == ["generic SB3 PPO", "fast RLHFPPO", "TRL PPO"]  # no rollout-only series
-    assert sorted(p.get_height() for p in whole.patches) == [10.0, 20.0, 25.0, 30.0, 50.0]  # generic at 8: none
+    # no rollout-only series; the limits as the rate of their sum for one iteration
+    assert _legend_labels(whole) == ["generic SB3 PPO", "fast rlhf_ppo", "TRL GRPO", "sum of limits"]
+    assert sorted(p.get_height() for p in whole.patches) == [8.0, 10.0, 16.0, 20.0, 25.0, 30.0, 50.0]
     assert _legend_labels(rollout) == [
         "naive: 1 env, no cache",
         "generic SB3 PPO",
-        "fast RLHFPPO",
-        "TRL PPO",
+        "fast rlhf_ppo",
+        "TRL GRPO",
         "generate (limit)",
     ]
     assert sorted(p.get_height() for p in rollout.patches) == [
@@ -220,6 +230,7 @@ def test_benchmark_chart_keeps_rollout_only_rates_off_the_whole_iteration_panel(
         {label: h.patches[0].get_facecolor() for h, label in zip(*ax.get_legend_handles_labels())}
         for ax in (whole, rollout)
     ]
-    assert all(colours[0][k] == colours[1][k] for k in colours[0])  # a method keeps its colour on both panels
+    assert all(colours[0][k] == colours[1][k] for k in colours[0] if k in colours[1])  # same colour on both panels
+    assert colours[0]["sum of limits"] == colours[1]["generate (limit)"]
     bar_chart(results, tmp_path / "tokens_per_s.png")
     assert (tmp_path / "tokens_per_s.png").stat().st_size > 1000
