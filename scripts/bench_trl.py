@@ -43,9 +43,6 @@ if TYPE_CHECKING:  # the entry module imports this one; the config is only a typ
 # still use the old names, which warn (the flag itself is off here).
 _RENAMED_CHECKPOINTING = r".*gradient_checkpointing.*deprecated"
 
-TRAINERS = {"trl_grpo": "GRPO", "trl_rloo": "RLOO"}
-"""Benchmark method -> TRL algorithm (``trl.GRPOTrainer`` / ``trl.RLOOTrainer`` and their configs)."""
-
 
 def run_trl_grpo(cfg: Config, n: int, **kwargs) -> dict:
     """TRL's ``GRPOTrainer`` (arguments as :func:`run_trl`)."""
@@ -84,7 +81,7 @@ def run_trl(
     tmp = tempfile.mkdtemp(prefix="trl-bench-")
     try:  # the saved model, and TRL's output_dir (nothing is saved there: save_strategy="no")
         trainer = _trainer(algorithm, cfg, n, seed, prompts, dev, tokenizer, reward, tmp)
-        timer = PhaseTimer(dev, tokenizer.eos_token_id)
+        timer = PhaseTimer(dev)
         its = _train_timed(trainer, timer, label=f"trl_{algorithm.lower()}")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -162,16 +159,16 @@ class PhaseTimer:
     rollout is the trainer's ``_generate_and_score_completions`` call, its update the rest.
 
     Args:
-        dev: the device (synchronised before each clock reading).
-        eos: the EOS id (only for the record: TRL's completion ids already stop after the first EOS).
+        dev: the device (synchronised before each clock reading). Tokens need no EOS id: TRL's completion
+            ids already stop after the first EOS.
 
     Attributes:
         iterations: one record per finished iteration, the warm-up first: ``tokens``, ``rollout_s``,
             ``update_s``, ``generation_s``.
     """
 
-    def __init__(self, dev: str, eos: int):
-        self.dev, self.eos = dev, eos
+    def __init__(self, dev: str):
+        self.dev = dev
         self.iterations: list[dict[str, Any]] = []
         self._t0: float | None = None
         self._rollout_s = self._gen_s = 0.0
@@ -266,4 +263,4 @@ def _train_timed(trainer, timer: PhaseTimer, label: str) -> list[dict[str, Any]]
     return timer.iterations
 
 
-__all__ = ["TRAINERS", "PhaseTimer", "run_trl", "run_trl_grpo", "run_trl_rloo"]
+__all__ = ["PhaseTimer", "run_trl", "run_trl_grpo", "run_trl_rloo"]

@@ -176,7 +176,7 @@ def test_trl_phase_timer_splits_rollout_generation_and_update_and_counts_complet
 
     from scripts.bench_trl import PhaseTimer
 
-    timer = PhaseTimer("cpu", eos=9)
+    timer = PhaseTimer("cpu")
     completion_ids = [[1, 9], [1, 2, 3]]  # TRL's completions stop after the first EOS
 
     def generate_single_turn():
