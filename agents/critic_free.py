@@ -223,7 +223,8 @@ class CriticFreePG(SequenceAgent):
             adv = (returns - self._running_baseline(returns))[:, None] * mask
         elif self.estimator == "reinforce_pp":
             # Hu 2025, REINFORCE++ eq. 6-7: token-level return-to-go, normalised over the global batch.
-            adv = masked_whiten(reward_to_go(batch.rewards, mask), mask)
+            dp = self._dp if self._dp.distributed else None  # the global batch: every rank's episodes
+            adv = masked_whiten(reward_to_go(batch.rewards, mask), mask, sum_over=dp and dp.sum)
         else:
             adv = group_advantages(returns, batch.extras["group"], self.estimator)[:, None] * mask
         batch.advantages = adv
@@ -234,9 +235,13 @@ class CriticFreePG(SequenceAgent):
         if not self.baseline:
             return 0.0
         b = self._baseline_value if self._baseline_value is not None else 0.0
-        mean, m = float(returns.mean()), self.baseline_momentum
+        mean, m = self._dp.mean(returns) if self._dp.distributed else float(returns.mean()), self.baseline_momentum
         self._baseline_value = mean if self._baseline_value is None else m * self._baseline_value + (1 - m) * mean
         return b
+
+    def minibatch_weight(self, batch: EpisodeBatch, idx: torch.Tensor) -> float:
+        """Tokens with ``token_mean`` aggregation, else episodes (the sequence aggregations average over them)."""
+        return super().minibatch_weight(batch, idx) if self.aggregation == "token_mean" else float(len(idx))
 
     def minibatch_loss(
         self, batch: EpisodeBatch, idx: torch.Tensor, clip_range: float

@@ -7,6 +7,8 @@ after the episode ended) so that whole episodes of different lengths sit in one 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 
@@ -18,13 +20,28 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> 
     return (x * mask).sum(dim) / mask.sum(dim).clamp(min=1)
 
 
-def masked_whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True, eps: float = 1e-8) -> torch.Tensor:
+def masked_whiten(
+    x: torch.Tensor,
+    mask: torch.Tensor,
+    shift_mean: bool = True,
+    eps: float = 1e-8,
+    sum_over: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> torch.Tensor:
     """Normalise ``x`` to mean 0 (optional) and std 1 over the masked positions; padding stays 0.
 
     Advantage whitening per minibatch, as SB3's ``normalize_advantage`` and TRL's ``masked_whiten``.
+    ``sum_over`` (e.g. :meth:`agents.distributed.DataParallel.sum`) pools the mean and variance over
+    more positions than this tensor's: every data-parallel rank's.
     """
-    mean = masked_mean(x, mask)
-    var = masked_mean((x - mean) ** 2, mask)
+    if sum_over is None:
+        mean = masked_mean(x, mask)
+        var = masked_mean((x - mean) ** 2, mask)
+    else:
+        m = mask.to(x.dtype)
+        totals = sum_over(torch.stack([(x * m).sum(), m.sum()]))
+        count = totals[1].clamp(min=1)
+        mean = totals[0] / count
+        var = sum_over(((x - mean) ** 2 * m).sum()) / count
     out = (x - mean) * torch.rsqrt(var + eps)
     if not shift_mean:
         out = out + mean

@@ -26,6 +26,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.vec_env import VecEnv
 
 from agents.buffers import KLRolloutBuffer, MaskableKLRolloutBuffer
+from agents.distributed import launched_world_size
 from agents.kl import KLConfig
 from agents.policy import DEFAULT_TEMPERATURE, LMActorCriticPolicy, MaskableLMActorCriticPolicy
 from agents.trpo import LMTRPO
@@ -238,6 +239,13 @@ def make_agent(
     if spec.buffer_class is None:
         return _make_sequence_agent(
             name, spec, env, model or cfg.model, temperature, policy_kwargs, rollout_buffer_kwargs, kwargs
+        )
+    if launched_world_size() > 1:
+        fast = sorted(n for n in available_algorithms() if get_spec(n).buffer_class is None)
+        raise ValueError(
+            f"{name!r} runs in one process (SB3 has no distributed training), but this process was launched as "
+            f"one of {launched_world_size()} (torchrun / accelerate launch); launch one process, or train "
+            f"data-parallel with a fast agent: {fast}"
         )
     buffer_kwargs = dict(rollout_buffer_kwargs or {})
     for key in KL_OPTIONS:

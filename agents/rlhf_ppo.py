@@ -93,8 +93,12 @@ class RLHFPPO(SequenceAgent):
         dev = self.device
         mask, logp, values, entropy = self.minibatch_forward(batch, idx)
         adv = batch.advantages[idx].to(dev)
-        if self.normalize_advantage and mask.sum() > 1:
-            adv = masked_whiten(adv, mask)
+        if self.normalize_advantage:
+            # Over every data-parallel rank's minibatch tokens (this minibatch's alone in one process).
+            dp = self._dp if self._dp.distributed else None
+            n_tokens = dp.sum(mask.sum()) if dp else mask.sum()
+            if n_tokens > 1:
+                adv = masked_whiten(adv, mask, sum_over=dp and dp.sum)
         pg_loss, stats = ppo_policy_loss(logp, batch.logp[idx].to(dev), adv, mask, clip_range)
         clip_range_vf = self.clip_range_vf(self._current_progress_remaining) if self.clip_range_vf is not None else None
         vf_loss = value_loss(values, batch.values[idx].to(dev), batch.returns[idx].to(dev), mask, clip_range_vf)

@@ -19,6 +19,10 @@ What differs between the agents is exactly two things, and a subclass supplies e
   clipped surrogate aggregated per sequence, optionally a KL term), with
   :meth:`SequenceAgent.record_train` naming what it logs under ``train/``.
 
+Launched by ``torchrun`` / ``accelerate launch``, the same agent trains data-parallel: each rank its own
+envs, gradients averaged before every step, the statistics that define the objective global
+(:mod:`agents.distributed`, docs/design.md section 8).
+
 The KL coefficient has one home (docs/design.md section 5): the agent's :class:`agents.kl.KLController`,
 which keeps ``beta`` in the policy's ``kl_beta`` buffer, so ``save`` writes it and ``load`` restores it;
 ``kl_coef`` is only its starting value.
@@ -33,9 +37,11 @@ from typing import Any
 import numpy as np
 import torch
 from stable_baselines3 import PPO
+from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.utils import FloatSchedule
 
 from agents.callbacks import rollout_metrics
+from agents.distributed import DataParallel
 from agents.kl import KLConfig, KLController, check_kl_options, kl_estimate, make_kl_controller
 from agents.policy import LMActorCriticPolicy
 from agents.rollout import EpisodeBatch, _check_env, collect_round, sequence_forward
@@ -137,6 +143,7 @@ class SequenceAgent(PPO):
         self.agent_class = class_path(type(self))
         setattr(self, GUARD_KEY, _LoadGuard(self.agent_class))  # saved with the agent; see agents.saved_agent
         n_envs = env.num_envs if env is not None else 1
+        self._dp = DataParallel()  # the real one is known once SB3 has resolved the device, below
         super().__init__(
             policy,
             env,
@@ -161,8 +168,25 @@ class SequenceAgent(PPO):
             device=device,
             _init_setup_model=False,
         )
+        self._dp = self._data_parallel()
         if _init_setup_model:
             self._setup_model()
+
+    def _data_parallel(self) -> DataParallel:
+        """The process group this agent trains in (:mod:`agents.distributed`; a single process when not launched).
+
+        Under a multi-GPU launch each rank takes its own GPU, ``cuda:LOCAL_RANK``.
+        """
+        dp = DataParallel.current(self.device)
+        if dp.distributed and self.device.type == "cuda" and self.device.index is None:
+            self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            torch.cuda.set_device(self.device)
+        return dp
+
+    def set_random_seed(self, seed: int | None = None) -> None:
+        """SB3's seeding (python, numpy, torch, action space, envs) with this rank's seed
+        (:meth:`agents.distributed.DataParallel.seed`: the seed itself in a single process)."""
+        super().set_random_seed(self._dp.seed(seed))
 
     def _setup_model(self) -> None:
         # No transition-level RolloutBuffer: episodes live in an EpisodeBatch.
@@ -171,6 +195,10 @@ class SequenceAgent(PPO):
         self.policy = self.policy_class(
             self.observation_space, self.action_space, self.lr_schedule, **self.policy_kwargs
         ).to(self.device)
+        # Ranks seed differently (own prompts); the weights start as rank 0's, as DDP starts them.
+        self._dp.broadcast_parameters(self.policy)
+        if self.env is not None:
+            self._dp.check_same("n_envs", self.env.num_envs)
         self.rollout_buffer = None
         self.clip_range = FloatSchedule(self.clip_range)
         if self.clip_range_vf is not None:
@@ -180,7 +208,27 @@ class SequenceAgent(PPO):
 
     def _excluded_save_params(self) -> list[str]:
         # beta is saved once, in the policy's state dict; the controller is rebuilt from it (and the options).
-        return [*super()._excluded_save_params(), "_batch", "kl_controller"]
+        return [*super()._excluded_save_params(), "_batch", "kl_controller", "_dp"]
+
+    def _setup_learn(
+        self,
+        total_timesteps: int,
+        callback=None,
+        reset_num_timesteps: bool = True,
+        tb_log_name: str = "run",
+        progress_bar: bool = False,
+    ):
+        """SB3's set-up; on ranks other than 0 the logger records but writes nothing, and no progress bar."""
+        progress_bar = progress_bar and self._dp.is_main
+        out = super()._setup_learn(total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar)
+        if not self._dp.is_main:
+            self.set_logger(Logger(folder=None, output_formats=[]))
+        return out
+
+    def save(self, path, exclude=None, include=None) -> None:
+        """SB3's ``save``; under data parallel only rank 0 writes (every rank holds the same weights)."""
+        if self._dp.is_main:
+            super().save(path, exclude=exclude, include=include)
 
     @classmethod
     def load(
@@ -213,6 +261,11 @@ class SequenceAgent(PPO):
             **kwargs,
         )
 
+    @property
+    def data_parallel(self) -> DataParallel:
+        """This process's rank and world size (``DataParallel()``, rank 0 of 1, when not launched)."""
+        return self._dp
+
     # ------------------------------------------------------------------ KL coefficient
     @property
     def beta(self) -> float:
@@ -233,8 +286,13 @@ class SequenceAgent(PPO):
         t0 = time.perf_counter()
         callback.on_rollout_start()
 
+        start, local = self.num_timesteps, 0
+
         def on_step(n_stepped: int, finished_infos: list[dict]) -> bool:
-            self.num_timesteps += n_stepped
+            nonlocal local
+            local += n_stepped
+            # Until the exact global count below, assume every rank stepped as many tokens as this one.
+            self.num_timesteps += n_stepped * self._dp.world_size
             if finished_infos:
                 self._update_info_buffer(finished_infos, np.ones(len(finished_infos), dtype=bool))
             callback.update_locals({"infos": finished_infos})
@@ -249,6 +307,13 @@ class SequenceAgent(PPO):
                 batches.append(batch)
             if not keep_going:
                 break
+        self.num_timesteps = start + int(self._dp.sum(torch.tensor([local]))[0])
+        if self._dp.distributed:
+            # Every rank stops together (SB3's learn loop then ends before train()), so the ranks that
+            # reach train() all hold full rollouts of the same size.
+            keep_going = self._dp.all(keep_going and bool(batches))
+            if not keep_going:
+                return False
         if not batches:
             return False
         batch = EpisodeBatch.concat(batches)
@@ -280,9 +345,11 @@ class SequenceAgent(PPO):
     def _update_kl_and_log(self, batch: EpisodeBatch, beta: float) -> None:
         """Step the KL controller on this batch's mean summed KL and log the ``rlhf/*`` metrics."""
         kl = (kl_estimate(batch.logp, batch.ref_logp, self.kl_estimator) * batch.mask).sum(-1)  # (n,)
-        self._kl_controller().update(float(kl.mean()), batch.n)
+        # Under data parallel: every rank's episodes (identical controller and metrics on every rank).
+        kl, scores, lengths = (self._dp.gather(t) for t in (kl, batch.scores, batch.lengths))
+        self._kl_controller().update(float(kl.mean()), len(kl))
         # The same helper as the generic path's KLRolloutBuffer: one set of names and meanings.
-        stats = rollout_metrics(batch.scores.numpy(), kl.numpy(), batch.lengths.numpy(), beta)
+        stats = rollout_metrics(scores.numpy(), kl.numpy(), lengths.numpy(), beta)
         for key, value in stats.items():
             self.logger.record(key, value)
 
@@ -299,6 +366,8 @@ class SequenceAgent(PPO):
         for _ in range(self.n_epochs):
             for idx in torch.randperm(batch.n).split(self.episode_batch_size or batch.n):
                 loss, stats = self.minibatch_loss(batch, idx, clip_range)
+                # Data parallel: re-weight so the rank-averaged gradient is the mean over all ranks' items.
+                scale, stats = self._dp.loss_scale(self.minibatch_weight(batch, idx), stats)
                 for key, value in {**stats, "loss": float(loss.detach())}.items():
                     logs.setdefault(key, []).append(value)
                 if self.target_kl is not None and stats["approx_kl"] > 1.5 * self.target_kl:
@@ -307,7 +376,8 @@ class SequenceAgent(PPO):
                         print(f"Early stopping at epoch {self._n_updates}: approx_kl {stats['approx_kl']:.2f}")
                     break
                 self.policy.optimizer.zero_grad()
-                loss.backward()
+                (loss * scale if self._dp.distributed else loss).backward()
+                self._dp.average_gradients(self.policy.parameters())
                 torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
                 self.policy.optimizer.step()
             self._n_updates += 1
@@ -329,6 +399,14 @@ class SequenceAgent(PPO):
             beta: the KL coefficient of this rollout (the controller moves only after this call).
         """
         raise NotImplementedError(f"{type(self).__name__} must define compute_advantages()")
+
+    def minibatch_weight(self, batch: EpisodeBatch, idx: torch.Tensor) -> float:
+        """How many items the loss of minibatch ``idx`` averages over: its response tokens by default.
+
+        Only data parallel reads it (:meth:`agents.distributed.DataParallel.loss_scale`): a subclass whose
+        loss is a mean over episodes returns ``len(idx)``.
+        """
+        return float(batch.mask[idx].sum())
 
     def minibatch_forward(
         self, batch: EpisodeBatch, idx: torch.Tensor

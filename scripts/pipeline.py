@@ -262,11 +262,16 @@ def _run(cfg: PipelineConfig) -> int:
 
     hf_logging.disable_progress_bar()
     datasets.disable_progress_bars()
+    group = _process_group(cfg)
+    if group is not None and group.get_rank() != 0:
+        return _rl_rank(cfg, group)
     Path(run.run_dir).mkdir(parents=True, exist_ok=True)
     if run.resume:  # a killed process's half-written temporaries; nothing else writes here during a resume
         for line in remove_stale_temporaries(run.run_dir):
             print(f"[pipeline] {line} (a temporary left by an interrupted write)", flush=True)
     planned = plan_stages(cfg)
+    if group is not None:
+        group.broadcast_object_list([planned], src=0)  # what rank 0 decided, before it changes the folder
     if (Path(run.run_dir) / "config.yaml").is_file():
         print(
             f"[pipeline] settings: {Path(run.run_dir) / 'config.yaml'} as saved, this command's options on top",
@@ -301,12 +306,43 @@ def _run(cfg: PipelineConfig) -> int:
         resume = run.resume and stage == "rl" and stage == planned[0]
         if not resume:
             clear_stage(run.run_dir, stage)  # a fresh run of a stage never mixes with older artifacts
+        if stage == "rl" and group is not None:
+            group.barrier()  # the other ranks have waited for the stages before RL; now all train together
         run_stage(stage, cfg, resume)
         record_settings(cfg, stage)
     from scripts.stages.report import write_report
 
     report = write_report(cfg)
     print(f"[pipeline] done in {time.perf_counter() - start:.0f} s; report: {report}", flush=True)
+    return 0
+
+
+def _process_group(cfg: PipelineConfig):
+    """``torch.distributed`` (its default group initialised) when launched by torchrun / accelerate, else None.
+
+    Under a launch, rank 0 runs every stage as a single process would; the other ranks wait for it and join
+    the RL stage's data-parallel training only (docs/scaling.md).
+    """
+    from agents.distributed import init_from_launcher, launched_world_size
+
+    if launched_world_size() == 1:
+        return None
+    import torch
+    import torch.distributed as dist
+
+    from scripts.stages.common import resolve_device
+
+    init_from_launcher(torch.device(resolve_device(cfg.run.device)))
+    return dist
+
+
+def _rl_rank(cfg: PipelineConfig, group) -> int:
+    """A rank other than 0: learn in the RL stage if rank 0 plans it; rank 0 alone writes the run folder."""
+    planned = [None]
+    group.broadcast_object_list(planned, src=0)
+    if "rl" in planned[0]:
+        group.barrier()
+        run_stage("rl", cfg, resume=cfg.run.resume and planned[0][0] == "rl")
     return 0
 
 

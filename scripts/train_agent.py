@@ -3,6 +3,10 @@
     python -m scripts.train_agent --algo ppo --total-timesteps 2048
     python -m scripts.train_agent --algo maskable_ppo --mask reference --top-k 50
 
+Data parallel with the fast agents (``rlhf_ppo``, ``reinforce``, ``rloo``, ``grpo``, ``reinforce_pp``): the
+same command under ``torchrun --nproc_per_node N -m scripts.train_agent ...`` (docs/scaling.md); rank 0
+alone writes the run folder.
+
 Metrics go to stdout, ``progress.csv`` and TensorBoard in ``--run-dir`` (``rlhf/score``,
 ``rlhf/kl``, ``rlhf/beta``, ``rlhf/response_len`` plus SB3's own ``rollout/*`` and ``train/*``); the
 agent is saved as ``agent.zip`` (SB3 format, reload with ``PPO.load``...) and the trained LM as a
@@ -108,12 +112,15 @@ def main(argv: list[str] | None = None) -> dict:
     from stable_baselines3.common.logger import configure
 
     import agents
+    from agents.distributed import is_main_process
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     out = Path(cfg.run_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(config_to_dict(cfg), indent=2))
+    main_rank = is_main_process()  # False only on ranks 1.. of a torchrun / accelerate launch
+    if main_rank:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps(config_to_dict(cfg), indent=2))
 
     mask_kwargs = {"top_k": cfg.top_k, "top_p": cfg.top_p} if cfg.mask == "reference" else None
     env = agents.make_vec_text_env(
@@ -135,18 +142,21 @@ def main(argv: list[str] | None = None) -> dict:
         options["learning_rate"] = cfg.learning_rate
     options.update(cfg.algo_kwargs or {})
     agent = agents.make_agent(cfg.algo, env, temperature=cfg.temperature, **options)
-    agent.set_logger(configure(str(out), ["stdout", "csv", "tensorboard"]))
+    if main_rank:  # elsewhere the agent's logger records without writing
+        agent.set_logger(configure(str(out), ["stdout", "csv", "tensorboard"]))
     history = agents.RLHFHistory()
     start = time.time()
     agent.learn(cfg.total_timesteps, log_interval=1, callback=history)
     elapsed = time.time() - start
+    stats = {k: v for k, v in history.last.items() if k.startswith("rlhf/")}
+    if not main_rank:
+        return stats
 
     tmp = out / "agent.tmp.zip"
     agent.save(tmp)
     os.replace(tmp, out / "agent.zip")  # atomic: an interrupted save never leaves a broken agent.zip
     if cfg.export:
         agent.policy.save_pretrained(out / "model")
-    stats = {k: v for k, v in history.last.items() if k.startswith("rlhf/")}
     print(
         json.dumps(
             {

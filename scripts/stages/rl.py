@@ -37,6 +37,7 @@ import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import HumanOutputFormat, KVWriter, Logger, TensorBoardOutputFormat
 
+from agents.distributed import is_main_process
 from scripts.run_dir import RunDirError, atomic_write_csv, clear_stage, mark_done, read_csv, require, stage_dir
 from scripts.stages.common import StageTimer, abs_path, fmt, resolve_device, seed_everything
 from scripts.stages.config import PipelineConfig
@@ -279,11 +280,14 @@ def run_rl(cfg: PipelineConfig, resume: bool = False) -> str:
     rm_dir = abs_path(require(run.run_dir, "reward-model", "rl") / "model")
     spec = get_spec(run.algo)  # unknown names raise, listing agents.available_algorithms()
     out = stage_dir(run.run_dir, "rl")
+    # Data parallel (torchrun / accelerate launch): every rank trains; only rank 0 writes (docs/scaling.md).
+    main = is_main_process()
     state, rows = resume_state(out, run.algo) if resume else (None, [])
     resuming = state is not None
-    if not resuming:
+    if main and not resuming:
         clear_stage(run.run_dir, "rl")
-    out.mkdir(parents=True, exist_ok=True)
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
     seed_everything(run.seed)
     device = resolve_device(run.device)
     with timer.phase("setup"):
@@ -301,9 +305,14 @@ def run_rl(cfg: PipelineConfig, resume: bool = False) -> str:
     counter = IterationCounter(0)
     if resuming:
         _restore(agent, out, state, counter, timer, run.seed)
+    remaining = rl.total_timesteps - agent.num_timesteps
+    if not main:  # the agent's logger writes nothing on this rank; rank 0 checkpoints, exports and reports
+        if remaining > 0:
+            agent.learn(remaining, reset_num_timesteps=not resuming, log_interval=1)
+        env.close()
+        return f"{agent.num_timesteps} tokens over all ranks (rank 0 reports)"
     log_file = _set_logger(agent, out, counter, rows, resuming)
     checkpointer = Checkpointer(agent, out / CHECKPOINT, run.algo, counter, rl.checkpoint_every, timer)
-    remaining = rl.total_timesteps - agent.num_timesteps
     if resuming:
         _announce_resume(run.algo, agent, counter.done, remaining)
     if remaining > 0:

@@ -1,0 +1,87 @@
+"""The pipeline's RL stage under a real 2-process ``torchrun`` launch (gloo, CPU): killed, then resumed.
+
+Rank 0 alone writes the run folder (progress.csv, checkpoints, the policy); both ranks train. A run
+killed with SIGKILL (both workers and torchrun at once) continues from rank 0's last checkpoint under
+the same launch, and every iteration appears in progress.csv exactly once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from pipeline_helpers import copy_run
+
+from scripts.run_dir import is_done, read_csv
+
+ROOT = Path(__file__).resolve().parents[2]
+TOKENS_PER_ITERATION = 2 * 2 * 8  # ranks x tiny preset's n_envs x n_steps
+RL_FLAGS = ["--rl.total-timesteps", str(48 * TOKENS_PER_ITERATION), "--rl.checkpoint-every", "1"]
+
+
+def _launch(run_dir: Path, *flags: str) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    cmd += ["-m", "scripts.pipeline", "--run-dir", str(run_dir), "--stages", "rl", "--no-progress", *RL_FLAGS, *flags]
+    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (from /proc): torchrun starts each worker in a session of its own."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _kill_all(proc: subprocess.Popen) -> None:
+    """SIGKILL torchrun and both ranks at once, as a power cut or the OOM killer would."""
+    for pid in [proc.pid, *_descendants(proc.pid)]:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    proc.communicate()
+
+
+def _checkpoint_iteration(run_dir: Path) -> int:
+    try:
+        return json.loads((run_dir / "rl" / "checkpoint" / "state.json").read_text())["iteration"]
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
+def test_a_killed_two_process_rl_stage_resumes_under_the_same_launch(tiny_run, tmp_path):
+    run_dir = copy_run(tiny_run, tmp_path / "run", "rl", "evaluate", "plots", "report.md")
+    proc = _launch(run_dir)
+    deadline = time.monotonic() + 300
+    while _checkpoint_iteration(run_dir) < 3 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run finished before it could be killed: raise --rl.total-timesteps"
+    _kill_all(proc)
+    killed_at = _checkpoint_iteration(run_dir)
+    assert 3 <= killed_at < 48 and not is_done(run_dir, "rl")
+
+    proc = _launch(run_dir, "--resume")
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out[-4000:]
+    assert f"resuming rlhf_ppo at iteration {killed_at}" in out
+    assert is_done(run_dir, "rl") and (run_dir / "rl" / "policy" / "config.json").is_file()
+    rows = read_csv(run_dir / "rl" / "progress.csv")
+    assert [int(r["iteration"]) for r in rows] == list(range(1, 49))
+    # Every iteration counts both ranks' tokens, and the logged episodes are both ranks' (2 x 2 envs x 2 rounds).
+    assert [int(r["timesteps"]) for r in rows] == [TOKENS_PER_ITERATION * i for i in range(1, 49)]
+    assert {float(r["rlhf/episodes"]) for r in rows} == {8.0}
