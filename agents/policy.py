@@ -42,7 +42,8 @@ from sb3_contrib.common.maskable.policies import MaskableActorCriticPolicy
 from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 
-from agents.lm_model import DEFAULT_MODEL, DEFAULT_TEMPERATURE, DTYPES, LMPolicyModel, NoValueHeadError
+from agents.lm_model import DEFAULT_MODEL, DEFAULT_TEMPERATURE, DTYPES, PRECISIONS, LMPolicyModel, NoValueHeadError
+from agents.lora import LoRAOptions
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -106,9 +107,14 @@ class _LMPolicyMixin(LMPolicyModel):
         reference_model: str | None = None,
         kv_cache: bool = True,
         dtype: str = "float32",
+        precision: str = "fp32",
         allowed_tokens: Sequence[int] | None = None,
         ref_batch_size: int = 16,
         attn_implementation: str | None = None,
+        lora_r: int = 0,
+        lora_alpha: float | None = None,
+        lora_dropout: float = 0.0,
+        lora_target_modules: Sequence[str] | None = None,
         optimizer_class: type[torch.optim.Optimizer] = torch.optim.Adam,
         optimizer_kwargs: dict[str, Any] | None = None,
         ortho_init: bool = False,
@@ -140,6 +146,10 @@ class _LMPolicyMixin(LMPolicyModel):
             raise ValueError(f"temperature must be > 0, got {temperature!r}")
         if dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {list(DTYPES)}, got {dtype!r}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
+        self.precision = precision
+        self.lora = LoRAOptions.checked(lora_r, lora_alpha, lora_dropout, lora_target_modules)
         # Plain attributes before nn.Module.__init__ are fine; _build (called by SB3's __init__) reads them.
         self.model_name = str(model)
         self.temperature = float(temperature)
@@ -202,9 +212,14 @@ class _LMPolicyMixin(LMPolicyModel):
             reference_model=self.reference_model_name,
             kv_cache=self.kv_cache,
             dtype=self.dtype_name,
+            precision=self.precision,
             allowed_tokens=self.allowed_tokens,
             ref_batch_size=self.ref_batch_size,
             attn_implementation=self.attn_implementation,
+            lora_r=self.lora.r,
+            lora_alpha=self.lora.alpha,
+            lora_dropout=self.lora.dropout,
+            lora_target_modules=self.lora.target_modules,
             optimizer_class=self.optimizer_class,
             optimizer_kwargs=self.optimizer_kwargs,
         )
@@ -350,11 +365,23 @@ class LMActorCriticPolicy(_LMPolicyMixin, ActorCriticPolicy):
         reference_model: ``None`` (a frozen copy of the initial policy) or the name of another LM.
         kv_cache: reuse keys/values across rollout steps (exact; ``False`` for full forwards).
         dtype: ``"float32"`` (default; rollout and training log-probs must agree), ``"bfloat16"``...
+        precision: ``"fp32"`` (default) or ``"bf16"``: every policy and reference forward under bf16
+            autocast (fp32 weights and optimizer state, bf16 matrix products; mixed precision). In bf16 the
+            log-probs a rollout stores are computed the way the update computes them (the fast agents
+            re-score the rollout teacher-forced; SB3's rollouts run whole windows, no KV cache), so the
+            first ratio stays 1 (docs/scaling.md).
         allowed_tokens: restrict the distribution to these token ids (probability 0 elsewhere, also
             for the reference), for small-vocabulary tasks; ``None`` for the whole vocabulary.
         ref_batch_size: batch size of the reference model's teacher-forced forwards.
         attn_implementation: ``None`` (the model's default, SDPA) or e.g. ``"eager"`` (needed by TRPO's
             second derivatives on CPU).
+        lora_r: ``0`` trains every LM weight; ``r > 0`` trains rank-``r`` LoRA adapters instead (PEFT,
+            the ``lora`` extra; :mod:`agents.lora`): the LM's own weights are frozen, and the reference of
+            the KL penalty is the same LM with the adapters switched off, not a second copy.
+        lora_alpha: LoRA scaling numerator (the update is ``alpha / r * B A``); ``None``: ``2 * lora_r``.
+        lora_dropout: must be 0: dropout is off in every mode of the LM policies (the first PPO ratio is 1).
+        lora_target_modules: module names that get adapters (``None``: PEFT's default for the architecture,
+            ``q_proj`` and ``v_proj`` for Llama-style models such as SmolLM2).
         optimizer_class: torch optimizer (Adam). optimizer_kwargs: its options (SB3 default eps=1e-5).
 
     Attributes:

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from stable_baselines3.common.vec_env import VecEnv
 
+from agents.policy import LMActorCriticPolicy
 from agents.vec_env import merge_row_options, monitor_info, row_infos, text_vector_env
 from textrlhf.lm import sample_tokens
 
@@ -275,3 +276,39 @@ def sequence_forward(
         ``(logp, values, entropy)``, each ``(batch, horizon)`` (``entropy`` is ``None`` if not asked).
     """
     return policy.sequence_outputs(input_ids, attention_mask, horizon, entropy=entropy, entropy_grad=entropy_grad)
+
+
+def checked_policy(agent_name: str, policy: type | str, env, init_setup_model: bool) -> type:
+    """The policy class, after the checks every sequence-level agent makes on ``policy`` and ``env``.
+
+    Raises:
+        TypeError: not an :class:`agents.LMActorCriticPolicy`, or no env where one is needed.
+    """
+    if policy == "LMActorCriticPolicy":
+        policy = LMActorCriticPolicy
+    if not (isinstance(policy, type) and issubclass(policy, LMActorCriticPolicy)):
+        raise TypeError(f"{agent_name} drives agents.LMActorCriticPolicy (or a subclass), got {policy!r}")
+    if env is not None:
+        _check_env(env)
+    elif init_setup_model:
+        raise TypeError(
+            f"{agent_name} needs a VecEnv of TextRLHF-v0 envs (agents.make_vec_text_env); "
+            f"without one, use {agent_name}.load(path) to predict with a saved agent"
+        )
+    return policy
+
+
+def episode_budget(env, n_steps: int | None, batch_size: int | None) -> tuple[int, int]:
+    """``(horizon, n_steps)``: tokens per episode and per env per rollout (``env=None``: from ``load``).
+
+    Raises:
+        ValueError: ``n_steps`` or ``batch_size`` below 1.
+    """
+    if batch_size is not None and batch_size < 1:
+        raise ValueError(f"batch_size counts episodes and must be >= 1 (or None for all), got {batch_size}")
+    # env=None comes from load(), which then restores horizon, n_steps, n_rounds... from the file.
+    horizon = int(env.get_attr("config", indices=[0])[0].max_new_tokens) if env is not None else 1
+    n_steps = horizon if n_steps is None else int(n_steps)
+    if n_steps < 1:
+        raise ValueError(f"n_steps must be >= 1, got {n_steps}")
+    return horizon, n_steps

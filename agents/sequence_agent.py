@@ -43,45 +43,8 @@ from stable_baselines3.common.utils import FloatSchedule
 from agents.callbacks import rollout_metrics
 from agents.distributed import DataParallel
 from agents.kl import KLConfig, KLController, check_kl_options, kl_estimate, make_kl_controller
-from agents.policy import LMActorCriticPolicy
-from agents.rollout import EpisodeBatch, _check_env, collect_round, sequence_forward
+from agents.rollout import EpisodeBatch, checked_policy, collect_round, episode_budget, sequence_forward
 from agents.saved_agent import GUARD_KEY, _LoadGuard, check_saved_class, class_path, guard_replacement
-
-
-def _checked_policy(agent_name: str, policy: type | str, env, init_setup_model: bool) -> type:
-    """The policy class, after the checks every sequence-level agent makes on ``policy`` and ``env``.
-
-    Raises:
-        TypeError: not an :class:`agents.LMActorCriticPolicy`, or no env where one is needed.
-    """
-    if policy == "LMActorCriticPolicy":
-        policy = LMActorCriticPolicy
-    if not (isinstance(policy, type) and issubclass(policy, LMActorCriticPolicy)):
-        raise TypeError(f"{agent_name} drives agents.LMActorCriticPolicy (or a subclass), got {policy!r}")
-    if env is not None:
-        _check_env(env)
-    elif init_setup_model:
-        raise TypeError(
-            f"{agent_name} needs a VecEnv of TextRLHF-v0 envs (agents.make_vec_text_env); "
-            f"without one, use {agent_name}.load(path) to predict with a saved agent"
-        )
-    return policy
-
-
-def _episode_budget(env, n_steps: int | None, batch_size: int | None) -> tuple[int, int]:
-    """``(horizon, n_steps)``: tokens per episode and per env per rollout (``env=None``: from ``load``).
-
-    Raises:
-        ValueError: ``n_steps`` or ``batch_size`` below 1.
-    """
-    if batch_size is not None and batch_size < 1:
-        raise ValueError(f"batch_size counts episodes and must be >= 1 (or None for all), got {batch_size}")
-    # env=None comes from load(), which then restores horizon, n_steps, n_rounds... from the file.
-    horizon = int(env.get_attr("config", indices=[0])[0].max_new_tokens) if env is not None else 1
-    n_steps = horizon if n_steps is None else int(n_steps)
-    if n_steps < 1:
-        raise ValueError(f"n_steps must be >= 1, got {n_steps}")
-    return horizon, n_steps
 
 
 class SequenceAgent(PPO):
@@ -130,9 +93,9 @@ class SequenceAgent(PPO):
         device: torch.device | str = "auto",
         _init_setup_model: bool = True,
     ):
-        policy = _checked_policy(type(self).__name__, policy, env, _init_setup_model)
+        policy = checked_policy(type(self).__name__, policy, env, _init_setup_model)
         check_kl_options(kl_coef, kl_estimator, kl_mode)
-        self.horizon, n_steps = _episode_budget(env, n_steps, batch_size)
+        self.horizon, n_steps = episode_budget(env, n_steps, batch_size)
         self.n_rounds = -(-n_steps // self.horizon)  # ceil: whole episodes only
         self.episode_batch_size = batch_size
         self.kl_coef, self.adaptive_kl = float(kl_coef), bool(adaptive_kl)
@@ -329,9 +292,26 @@ class SequenceAgent(PPO):
     @torch.no_grad()
     def _finish_batch(self, batch: EpisodeBatch) -> None:
         """Reference log-probs, the subclass's advantages, then the KL controller and the ``rlhf/*`` metrics."""
+        if self.policy.precision != "fp32":
+            self._rescore_policy(batch)
         beta = self._score_reference(batch)
         self.compute_advantages(batch, beta)
         self._update_kl_and_log(batch, beta)
+
+    def _rescore_policy(self, batch: EpisodeBatch) -> None:
+        """Replace the rollout's log-probs and values by the update's teacher-forced forward (low precision).
+
+        In fp32 the KV-cached rollout forward equals the teacher-forced one to ~1e-6; in bf16 the two
+        round differently, and the first PPO ratio would not be 1. One no-grad forward per minibatch-sized
+        chunk makes the "old" log-probs the update's own computation.
+        """
+        dev, T = self.device, batch.horizon
+        for idx in torch.arange(batch.n).split(self.episode_batch_size or batch.n):
+            logp, values, _ = sequence_forward(
+                self.policy, batch.input_ids[idx].to(dev), batch.attention_mask[idx].to(dev), T, entropy=False
+            )
+            batch.logp[idx] = logp.cpu() * batch.mask[idx]
+            batch.values[idx] = values.cpu() * batch.mask[idx]
 
     def _score_reference(self, batch: EpisodeBatch) -> float:
         """Fill ``batch.ref_logp`` (one batched teacher-forced pass); return the current ``beta``."""

@@ -78,6 +78,10 @@ class Config:
     """Reference mask: keep the top-k tokens."""
     top_p: float | None = None
     """Reference mask: keep the top-p nucleus."""
+    lora_r: int = 0
+    """LoRA rank of the policy (0: every weight trains; needs the lora extra). See docs/scaling.md."""
+    precision: Literal["fp32", "bf16"] = "fp32"
+    """Compute precision of the policy's forwards: fp32, or bf16 autocast over fp32 weights."""
     seed: int = 0
     """Random seed (envs, policy sampling, minibatch order)."""
     threads: int | None = None
@@ -98,6 +102,8 @@ class Config:
         for name in ("n_envs", "max_new_tokens", "max_prompt_tokens", "total_timesteps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.lora_r < 0:
+            raise ValueError(f"--lora-r must be >= 0 (0: no LoRA), got {self.lora_r}")
         self.kl_options()  # checks the KL flags at start-up
 
     def kl_options(self) -> dict:
@@ -141,7 +147,8 @@ def main(argv: list[str] | None = None) -> dict:
     if cfg.learning_rate is not None:
         options["learning_rate"] = cfg.learning_rate
     options.update(cfg.algo_kwargs or {})
-    agent = agents.make_agent(cfg.algo, env, temperature=cfg.temperature, **options)
+    policy_kwargs = {"lora_r": cfg.lora_r, "precision": cfg.precision, **options.pop("policy_kwargs", {})}
+    agent = agents.make_agent(cfg.algo, env, temperature=cfg.temperature, policy_kwargs=policy_kwargs, **options)
     if main_rank:  # elsewhere the agent's logger records without writing
         agent.set_logger(configure(str(out), ["stdout", "csv", "tensorboard"]))
     history = agents.RLHFHistory()

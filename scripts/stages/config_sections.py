@@ -283,6 +283,7 @@ class RLConfig(_Section):
         "max_prompts": COUNT,
         "no_eos_penalty": ("a finite number", math.isfinite),
         "checkpoint_every": COUNT,
+        "lora_r": ("an integer >= 0", lambda v: v >= 0),
     }
 
     total_timesteps: int = 13824
@@ -321,6 +322,9 @@ class RLConfig(_Section):
     """Save the resume state (rl/checkpoint/: weights, Adam state, counters; atomically) every this many rollouts,
     and at the end. SmolLM2 + Adam is ~1.6 GB, ~5.5 s a save on this CPU: every 5 rollouts cost 10% of the
     default RL stage (docs/results/2026-12-01-pipeline-profile.md); every 10, a kill loses at most ~1.5 minutes."""
+    lora_r: int = 0
+    """LoRA rank of the policy (0: every weight trains). With r > 0 only rank-r adapters train, the KL reference is
+    the SFT model with the adapters off (no second copy), and rl/policy is exported merged (needs the lora extra)."""
 
 
 @dataclass

@@ -300,6 +300,7 @@ def run_rl(cfg: PipelineConfig, resume: bool = False) -> str:
             seed=run.seed,
             device=device,
             verbose=0,
+            policy_kwargs={"lora_r": rl.lora_r} if rl.lora_r else None,
             **_algo_kwargs(cfg, spec.algo_class),
         )
     counter = IterationCounter(0)
@@ -320,7 +321,7 @@ def run_rl(cfg: PipelineConfig, resume: bool = False) -> str:
         agent.learn(remaining, callback=callbacks, reset_num_timesteps=not resuming, log_interval=1)
     checkpointer.save()
     with timer.phase("save"):
-        agent.policy.save_pretrained(out / "policy")
+        agent.policy.save_pretrained(out / "policy", merge=True)  # with LoRA: a plain model folder
     _close_logs(agent, log_file)
     rows = read_csv(out / PROGRESS)
     _learning_phases(rows, timer)

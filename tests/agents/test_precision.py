@@ -1,0 +1,66 @@
+"""bf16 autocast (``policy_kwargs={"precision": "bf16"}``): the first PPO ratio stays 1, and bf16 is really used."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import agents
+from agents.rollout import collect_round, sequence_forward
+
+PROMPTS = ["The film opens with", "I watched this movie and", "Halfway through the second act", "The ending was"]
+
+
+def make_env(n_envs=4):
+    return agents.make_vec_text_env(
+        n_envs=n_envs, model="tiny", prompts=PROMPTS, max_new_tokens=8, max_prompt_tokens=10
+    )
+
+
+def first_ratio_deviation(agent, rescore: bool) -> float:
+    """max |ratio - 1| over response tokens of the first update's forward on a shuffled minibatch."""
+    env = agent.env
+    agent.policy.set_training_mode(False)
+    env.reset()
+    with torch.no_grad():
+        batch, _ = collect_round(agent.policy, env)
+        if rescore:
+            agent._rescore_policy(batch)
+    agent.policy.set_training_mode(True)
+    idx = torch.randperm(batch.n, generator=torch.Generator().manual_seed(0))[: agent.episode_batch_size]
+    with torch.no_grad():  # the same forward as the update's, without its graph
+        logp, _, _ = sequence_forward(agent.policy, batch.input_ids[idx], batch.attention_mask[idx], batch.horizon)
+    m = batch.mask[idx].bool()
+    return float((torch.exp(logp[m] - batch.logp[idx][m]) - 1).abs().max())
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_the_first_ratio_is_one_in_every_precision(precision):
+    agent = agents.make_agent("rlhf_ppo", make_env(), seed=0, batch_size=2, policy_kwargs={"precision": precision})
+    # fp32: the KV-cached rollout already equals the update's forward; bf16: after re-scoring it does.
+    assert first_ratio_deviation(agent, rescore=precision == "bf16") < 1e-4
+
+
+def test_bf16_computes_in_bf16():
+    fp32 = agents.make_agent("rlhf_ppo", make_env(), seed=0)
+    bf16 = agents.make_agent("rlhf_ppo", make_env(), seed=0, policy_kwargs={"precision": "bf16"})
+    ids = torch.randint(10, 1000, (2, 12), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones_like(ids)
+    with torch.no_grad():
+        a = sequence_forward(fp32.policy, ids, mask, 5)[0]
+        b = sequence_forward(bf16.policy, ids, mask, 5)[0]
+    diff = float((a - b).abs().max())
+    assert 1e-4 < diff < 0.5  # rounded like bf16, still the same model
+    assert b.dtype == torch.float32  # log-probs come out in fp32 (log_softmax outside autocast)
+    assert not bf16.policy._runner.enabled  # SB3's window rollouts: whole windows, as its updates
+
+
+def test_bf16_rollouts_need_the_rescoring():
+    """Without re-scoring, the bf16 KV-cached log-probs drift from the update's: the re-scoring is what fixes it."""
+    agent = agents.make_agent("rlhf_ppo", make_env(), seed=0, batch_size=2, policy_kwargs={"precision": "bf16"})
+    assert first_ratio_deviation(agent, rescore=False) > 10 * first_ratio_deviation(agent, rescore=True)
+
+
+def test_an_unknown_precision_fails_in_the_constructor():
+    with pytest.raises(ValueError, match="precision must be one of"):
+        agents.make_agent("rlhf_ppo", make_env(), policy_kwargs={"precision": "fp16"})
