@@ -263,6 +263,8 @@ def _run(cfg: PipelineConfig) -> int:
     hf_logging.disable_progress_bar()
     datasets.disable_progress_bars()
     group = _process_group(cfg)
+    if group is not None:
+        check_launchable(plan_stages(cfg))  # on every rank, before any of them writes or waits
     if group is not None and group.get_rank() != 0:
         return _rl_rank(cfg, group)
     Path(run.run_dir).mkdir(parents=True, exist_ok=True)
@@ -334,6 +336,30 @@ def _process_group(cfg: PipelineConfig):
 
     init_from_launcher(torch.device(resolve_device(cfg.run.device)))
     return dist
+
+
+TRAINER_STAGES = ("sft", "reward-model")
+"""Stages that train with ``transformers.Trainer``, which joins a launched process group by itself."""
+
+
+def check_launchable(planned: Sequence[str]) -> None:
+    """Refuse, under a multi-process launch, stages that cannot run on rank 0 alone.
+
+    ``transformers.Trainer`` sees the launch (its accelerate state adopts the process group) and would
+    train data-parallel with ranks that are waiting for RL: a hang.
+
+    Raises:
+        RunDirError: a planned stage trains with Trainer (the message gives the two commands to run instead).
+    """
+    bad = [s for s in planned if s in TRAINER_STAGES]
+    if bad:
+        before = ",".join(s for s in STAGES if STAGES.index(s) < STAGES.index("rl"))
+        raise RunDirError(
+            f"stage(s) {bad} train with transformers.Trainer, which cannot run on one rank of a multi-process "
+            f"launch; run them in one process first (python -m scripts.pipeline --run-dir DIR --stages {before}), "
+            f"then launch the RL stage: torchrun --nproc_per_node N -m scripts.pipeline --run-dir DIR "
+            f"--stages rl,evaluate"
+        )
 
 
 def _rl_rank(cfg: PipelineConfig, group) -> int:

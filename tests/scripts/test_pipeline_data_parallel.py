@@ -15,9 +15,11 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from pipeline_helpers import copy_run
 
-from scripts.run_dir import is_done, read_csv
+from scripts.pipeline import check_launchable
+from scripts.run_dir import RunDirError, is_done, read_csv
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKENS_PER_ITERATION = 2 * 2 * 8  # ranks x tiny preset's n_envs x n_steps
@@ -85,3 +87,9 @@ def test_a_killed_two_process_rl_stage_resumes_under_the_same_launch(tiny_run, t
     # Every iteration counts both ranks' tokens, and the logged episodes are both ranks' (2 x 2 envs x 2 rounds).
     assert [int(r["timesteps"]) for r in rows] == [TOKENS_PER_ITERATION * i for i in range(1, 49)]
     assert {float(r["rlhf/episodes"]) for r in rows} == {8.0}
+
+
+def test_stages_that_train_with_the_hf_trainer_are_refused_under_a_launch():
+    check_launchable(["preferences", "rl", "evaluate"])  # rank 0 runs these alone
+    with pytest.raises(RunDirError, match=r"\['sft', 'reward-model'\] train with transformers.Trainer"):
+        check_launchable(["sft", "preferences", "reward-model", "rl", "evaluate"])
