@@ -2,8 +2,9 @@
 
 Reads top to bottom: parse the config, encode the bundled review prompts (left-padded / truncated to
 ``max_prompt_tokens``, then decoded back into the texts every method gets), then for every batch size
-(responses per iteration) and method run ``runs`` independent runs of one warm-up iteration plus
-``iterations`` timed ones, in this one process:
+(responses per iteration) run ``runs`` rounds; a round runs every method once (one warm-up iteration
+plus ``iterations`` timed ones), all in this one process, so a drift of the machine's speed is shared
+by every method instead of landing on whichever ran last:
 
 * ``naive``    - the generic policy with ``kv_cache=False`` on ONE env (a full forward of the window per
   token, no cache), rollout phase only; it does not depend on the batch size, so it is measured once;
@@ -203,15 +204,18 @@ def measure(cfg: Config, inputs: dict[str, Any]) -> dict[int, dict]:
     results: dict[int, dict] = {}
     naive_done = None
     for n in cfg.batch_sizes:
-        results[n] = {}
-        for method in [m for m in METHODS if m in cfg.methods]:
-            if method == "naive" and naive_done is not None:
-                results[n]["naive"] = naive_done  # one env at a time: independent of the batch size
-                continue
-            results[n][method] = summarize_runs([_one_run(cfg, method, n, r, inputs) for r in range(cfg.runs)])
-            if method == "naive":
-                results[n]["naive"]["batch_independent"] = True
-                naive_done = results[n]["naive"]
+        methods = [m for m in METHODS if m in cfg.methods and not (m == "naive" and naive_done is not None)]
+        # Run r of every method, then run r + 1: the machine's speed drifts over minutes (docs/results/
+        # 2026-12-01-benchmark-trl-grpo-rloo.md), and interleaving spreads a drift over every method.
+        runs: dict[str, list] = {m: [] for m in methods}
+        for r in range(cfg.runs):
+            for method in methods:
+                runs[method].append(_one_run(cfg, method, n, r, inputs))
+        if "naive" in runs:
+            naive_done = {**summarize_runs(runs.pop("naive")), "batch_independent": True}
+        results[n] = {  # in METHODS order; naive once, shared (one env at a time: independent of the batch size)
+            m: naive_done if m == "naive" else summarize_runs(runs[m]) for m in METHODS if m in cfg.methods
+        }
     return results
 
 

@@ -202,3 +202,20 @@ def test_trl_phase_timer_splits_rollout_generation_and_update_and_counts_complet
         assert rec["tokens"] == 2 + 3
         assert rec["rollout_s"] >= 0.04 and rec["rollout_s"] > rec["generation_s"] >= 0.02
         assert 0.03 <= rec["update_s"] < 0.03 + rec["rollout_s"]
+
+
+def test_runs_interleave_methods_and_naive_is_measured_once(monkeypatch):
+    """Run r of every method before run r + 1 (a drift of the machine lands on every method alike)."""
+    import scripts.benchmark as bench
+
+    calls = []
+    monkeypatch.setattr(bench, "_one_run", lambda cfg, method, n, r, inputs: calls.append((n, r, method)) or {})
+    monkeypatch.setattr(bench, "summarize_runs", lambda runs: {"runs": len(runs)})
+    cfg = bench.Config(batch_sizes=[4, 8], methods=["limits", "naive", "rlhf_ppo"], runs=2, group_size=2)
+    results = bench.measure(cfg, {})
+    assert calls == [
+        *((4, r, m) for r in (0, 1) for m in ("naive", "limits", "rlhf_ppo")),
+        *((8, r, m) for r in (0, 1) for m in ("limits", "rlhf_ppo")),
+    ]
+    assert list(results[8]) == ["naive", "limits", "rlhf_ppo"]
+    assert results[8]["naive"] is results[4]["naive"] and results[4]["naive"]["batch_independent"]
