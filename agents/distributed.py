@@ -42,13 +42,20 @@ def launched_world_size() -> int:
 def init_from_launcher(device: torch.device) -> None:
     """Initialise the default process group when a launcher asked for one and nobody did yet.
 
-    ``torchrun`` and ``accelerate launch`` set ``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR`` and
-    ``MASTER_PORT``; the ``env://`` rendezvous reads them. Backend: NCCL on CUDA, gloo otherwise.
+    ``torchrun`` and ``accelerate launch`` set ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``
+    and ``MASTER_PORT``; the ``env://`` rendezvous reads them. Backend: gloo for CPU tensors, and on CUDA
+    also NCCL for CUDA tensors (``"cpu:gloo,cuda:nccl"``: the agents reduce small statistics on the CPU
+    and gradients where they live), each rank on its own GPU ``cuda:LOCAL_RANK``. (Not yet run on GPUs:
+    no GPU was available to the project; docs/scaling.md.)
     """
     import torch.distributed as dist
 
     if launched_world_size() > 1 and dist.is_available() and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        if device.type == "cuda":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+            dist.init_process_group(backend="cpu:gloo,cuda:nccl")
+        else:
+            dist.init_process_group(backend="gloo")
 
 
 @dataclass(frozen=True)
@@ -142,16 +149,19 @@ class DataParallel:
     def average_gradients(self, parameters: Iterable[torch.nn.Parameter]) -> None:
         """Replace every trainable parameter's gradient by its mean over ranks (flat buckets, in place).
 
-        A parameter without a gradient takes zeros, so every rank reduces the same buffers in the same order.
+        A parameter without a gradient on this rank takes zeros, so every rank reduces the same buffers in
+        the same order; one without a gradient on *every* rank gets ``None`` back, so the optimizer skips
+        it as it would in one process.
         """
         if not self.distributed:
             return
+        params = [p for p in parameters if p.requires_grad]
+        had_grad = self.sum(torch.tensor([p.grad is not None for p in params], dtype=torch.float64))
         grads = []
-        for p in parameters:
-            if p.requires_grad:
-                if p.grad is None:
-                    p.grad = torch.zeros_like(p)
-                grads.append(p.grad)
+        for p in params:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+            grads.append(p.grad)
         bucket: list[torch.Tensor] = []
         size = 0
         for g in grads:
@@ -162,6 +172,9 @@ class DataParallel:
             size += g.numel()
         if bucket:
             self._reduce_bucket(bucket)
+        for p, n in zip(params, had_grad.tolist(), strict=True):
+            if n == 0:
+                p.grad = None
 
     def _reduce_bucket(self, grads: list[torch.Tensor]) -> None:
         flat = self.sum(torch.cat([g.reshape(-1) for g in grads])) / self.world_size
@@ -178,19 +191,22 @@ class DataParallel:
             for tensor in [*module.parameters(), *module.buffers()]:
                 dist.broadcast(tensor.data, src=0)
 
-    def check_same(self, name: str, value: int) -> None:
-        """Raise unless ``value`` is the same on every rank.
+    def check_same(self, **values: int) -> None:
+        """Raise unless every value is the same on every rank (one all-gather).
 
         Raises:
-            ValueError: ranks disagree (names the value, which must be equal for the ranks to stay in step).
+            ValueError: ranks disagree (names the values, which must be equal for the ranks to stay in step:
+                they decide how many collectives each rank makes).
         """
         if not self.distributed:
             return
-        values = self.gather(torch.tensor([float(value)]))
-        if not bool((values == values[0]).all()):
+        names = sorted(values)
+        table = self.gather(torch.tensor([[float(values[k]) for k in names]])).long()  # (world, len(names))
+        bad = [f"{k} {table[:, i].tolist()}" for i, k in enumerate(names) if bool((table[:, i] != table[0, i]).any())]
+        if bad:
             raise ValueError(
-                f"{name} differs across ranks ({values.long().tolist()}): every rank must run the same "
-                f"configuration, only its prompt stream differs"
+                f"ranks disagree on {', '.join(bad)}: every rank must run the same configuration, only its "
+                f"prompt stream differs"
             )
 
 

@@ -22,6 +22,7 @@ value and entropy from ONE teacher-forced forward (docs/design.md section 4, (c)
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 
@@ -166,8 +167,11 @@ class LMPolicyModel:
             )
 
     def autocast(self):
-        """The policy's compute precision as a context: bf16 autocast on its device, or nothing at fp32."""
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
+        """The policy's compute precision as a context: bf16 autocast on its device, or nothing at fp32
+        (a caller's own autocast then stays in force)."""
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16)
 
     @property
     def reference_model(self) -> nn.Module:

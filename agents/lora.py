@@ -101,7 +101,9 @@ class AdaptersOff(nn.Module):
     """The reference LM of a LoRA policy: its LM run with the adapters switched off.
 
     A module (so ``parameters()`` says where the weights live), whose ``forward`` takes the LM's
-    arguments. Its weights are the policy's own frozen LM weights: nothing is copied.
+    arguments. Its weights are the policy's own frozen LM weights: nothing is copied. It is not a full
+    Hugging Face model (no ``generate`` or ``config``): to sample from the reference, use
+    ``peft_model.disable_adapter()`` around the LM's own ``generate``.
     """
 
     def __init__(self, peft_model):

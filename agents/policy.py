@@ -282,7 +282,9 @@ class _LMPolicyMixin(LMPolicyModel):
         return ids.long(), mask.long()  # (batch, L), (batch, L)
 
     def _distribution(self, hidden: torch.Tensor, action_masks=None):
-        dist = self.action_dist.proba_distribution(action_logits=self.action_logits(hidden))
+        with self.autocast():  # the LM head in the policy's precision, as the trunk before it
+            logits = self.action_logits(hidden)
+        dist = self.action_dist.proba_distribution(action_logits=logits)
         if action_masks is not None:
             if not hasattr(dist, "apply_masking"):
                 raise TypeError(

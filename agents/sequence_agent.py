@@ -160,8 +160,15 @@ class SequenceAgent(PPO):
         ).to(self.device)
         # Ranks seed differently (own prompts); the weights start as rank 0's, as DDP starts them.
         self._dp.broadcast_parameters(self.policy)
-        if self.env is not None:
-            self._dp.check_same("n_envs", self.env.num_envs)
+        if self.env is not None:  # these decide how many collectives each rank makes
+            self._dp.check_same(
+                n_envs=self.env.num_envs,
+                horizon=self.horizon,
+                n_rounds=self.n_rounds,
+                batch_size=self.episode_batch_size or 0,
+                n_epochs=self.n_epochs,
+                group_size=self.group_size,
+            )
         self.rollout_buffer = None
         self.clip_range = FloatSchedule(self.clip_range)
         if self.clip_range_vf is not None:
@@ -182,11 +189,10 @@ class SequenceAgent(PPO):
         progress_bar: bool = False,
     ):
         """SB3's set-up; on ranks other than 0 the logger records but writes nothing, and no progress bar."""
-        progress_bar = progress_bar and self._dp.is_main
-        out = super()._setup_learn(total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar)
-        if not self._dp.is_main:
+        if not self._dp.is_main:  # before SB3's set-up, which would create TensorBoard folders
             self.set_logger(Logger(folder=None, output_formats=[]))
-        return out
+        progress_bar = progress_bar and self._dp.is_main
+        return super()._setup_learn(total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar)
 
     def save(self, path, exclude=None, include=None) -> None:
         """SB3's ``save``; under data parallel only rank 0 writes (every rank holds the same weights)."""

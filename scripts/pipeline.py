@@ -264,7 +264,7 @@ def _run(cfg: PipelineConfig) -> int:
     datasets.disable_progress_bars()
     group = _process_group(cfg)
     if group is not None:
-        check_launchable(plan_stages(cfg))  # on every rank, before any of them writes or waits
+        check_launchable(plan_stages(cfg), cfg.run.algo)  # on every rank, before any of them writes or waits
     if group is not None and group.get_rank() != 0:
         return _rl_rank(cfg, group)
     Path(run.run_dir).mkdir(parents=True, exist_ok=True)
@@ -342,15 +342,26 @@ TRAINER_STAGES = ("sft", "reward-model")
 """Stages that train with ``transformers.Trainer``, which joins a launched process group by itself."""
 
 
-def check_launchable(planned: Sequence[str]) -> None:
-    """Refuse, under a multi-process launch, stages that cannot run on rank 0 alone.
+def check_launchable(planned: Sequence[str], algo: str) -> None:
+    """Refuse, under a multi-process launch, what cannot run there: stages that cannot run on rank 0
+    alone, and an RL algorithm without data parallel.
 
     ``transformers.Trainer`` sees the launch (its accelerate state adopts the process group) and would
-    train data-parallel with ranks that are waiting for RL: a hang.
+    train data-parallel with ranks that are waiting for RL: a hang. SB3's own algorithms (ppo, a2c, trpo,
+    maskable_ppo) have no distributed training.
 
     Raises:
-        RunDirError: a planned stage trains with Trainer (the message gives the two commands to run instead).
+        RunDirError: a planned stage trains with Trainer, or ``algo`` is a single-process one (the message
+            says what to run instead).
     """
+    from agents.registry import available_algorithms, get_spec
+
+    if "rl" in planned and get_spec(algo).buffer_class is not None:
+        fast = sorted(n for n in available_algorithms() if get_spec(n).buffer_class is None)
+        raise RunDirError(
+            f"--algo {algo} trains in one process (SB3 has no distributed training); under a multi-process "
+            f"launch use a fast agent: {fast}, or run without the launcher"
+        )
     bad = [s for s in planned if s in TRAINER_STAGES]
     if bad:
         before = ",".join(s for s in STAGES if STAGES.index(s) < STAGES.index("rl"))

@@ -90,6 +90,8 @@ def test_a_killed_two_process_rl_stage_resumes_under_the_same_launch(tiny_run, t
 
 
 def test_stages_that_train_with_the_hf_trainer_are_refused_under_a_launch():
-    check_launchable(["preferences", "rl", "evaluate"])  # rank 0 runs these alone
+    check_launchable(["preferences", "rl", "evaluate"], "grpo")  # rank 0 runs preferences and evaluate alone
     with pytest.raises(RunDirError, match=r"\['sft', 'reward-model'\] train with transformers.Trainer"):
-        check_launchable(["sft", "preferences", "reward-model", "rl", "evaluate"])
+        check_launchable(["sft", "preferences", "reward-model", "rl", "evaluate"], "rlhf_ppo")
+    with pytest.raises(RunDirError, match="--algo ppo trains in one process"):
+        check_launchable(["rl"], "ppo")
