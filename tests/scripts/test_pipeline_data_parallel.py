@@ -1,4 +1,5 @@
-"""The pipeline's RL stage under a real 2-process ``torchrun`` launch (gloo, CPU): killed, then resumed.
+"""The scripts under a real 2-process ``torchrun`` launch (gloo, CPU): the pipeline's RL stage killed, then
+resumed; what the pipeline refuses under a launch; ``scripts.train_agent``.
 
 Rank 0 alone writes the run folder (progress.csv, checkpoints, the policy); both ranks train. A run
 killed with SIGKILL (both workers and torchrun at once) continues from rank 0's last checkpoint under
@@ -95,3 +96,25 @@ def test_stages_that_train_with_the_hf_trainer_are_refused_under_a_launch():
         check_launchable(["sft", "preferences", "reward-model", "rl", "evaluate"], "rlhf_ppo")
     with pytest.raises(RunDirError, match="--algo ppo trains in one process"):
         check_launchable(["rl"], "ppo")
+
+
+def test_train_agent_under_torchrun_trains_on_both_ranks_and_rank_0_writes(tmp_path):
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    cmd += ["-m", "scripts.train_agent", "--algo", "grpo", "--model", "tiny", "--n-envs", "4"]
+    cmd += ["--max-new-tokens", "6", "--total-timesteps", "96", "--run-dir", str(out)]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    summaries = [line for line in proc.stdout.splitlines() if line.startswith('{"seconds"')]
+    assert len(summaries) == 1  # rank 0 alone reports
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith("events.")) == [
+        "agent.zip",
+        "config.json",
+        "model",
+        "progress.csv",
+    ]
+    assert len(list(out.glob("events.*"))) == 1  # one TensorBoard writer
+    rows = read_csv(out / "progress.csv")
+    # 2 ranks x 4 envs per rollout; 96 tokens over both ranks = 2 rollouts of 2 x 4 x 6
+    assert [float(r["rlhf/episodes"]) for r in rows] == [8.0, 8.0]
+    assert [int(float(r["time/total_timesteps"])) for r in rows] == [48, 96]
