@@ -11,6 +11,8 @@ Metrics (all per held-out prompt, then averaged):
 
 * ``rm_score``: the reward model's score (what RL optimised);
 * ``annotator_score``: the annotator's score (never seen by the RL stage: the honest measure);
+* ``second_judge_score``: with a ``second_judge``, its score: a judge no stage ever sees, not even the
+  preference labelling, so a gain that exists only under the annotator shows up as a gap;
 * ``win_rate``: fraction of prompts where the trained response beats the starting one by the
   annotator (ties count one half);
 * ``kl``: ``sum_t log pi(a_t) - log pi_ref(a_t)`` over the response at the sampling temperature
@@ -159,9 +161,11 @@ class EvalResult:
     kl: list[float]
     response_lengths: list[int]
     metrics: dict[str, float] = field(default_factory=dict)
+    second_judge_scores: list[float] = field(default_factory=list)
+    """The second judge's score of each response (empty without one)."""
     seconds: dict[str, float] = field(default_factory=dict)
     """Wall time of each part of the evaluation: ``generate``, ``logprobs`` (the teacher-forced passes),
-    ``reward_model``, ``annotator``."""
+    ``reward_model``, ``annotator``, ``second_judge``."""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -180,6 +184,7 @@ def evaluate_policy(
     temperature: float = 0.7,
     seed: int = 0,
     batch_size: int = 16,
+    second_judge=None,
 ) -> EvalResult:
     """Sample one response per held-out prompt and compute every metric of the module docstring.
 
@@ -192,6 +197,7 @@ def evaluate_policy(
         reward_fn: the reward model RL optimised (``score(prompts, responses)``).
         annotator: the judge RL never saw (``score(prompts, responses)``).
         max_new_tokens, temperature, seed, batch_size: sampling settings (same for every policy).
+        second_judge: another judge nothing trained on (``score(prompts, responses)``), or ``None``.
     """
     t0 = time.perf_counter()
     samples = sample_responses(model, tokenizer, prompts, prompt_ids, max_new_tokens, temperature, seed, batch_size)
@@ -205,6 +211,8 @@ def evaluate_policy(
     t3 = time.perf_counter()
     judge = annotator.score(samples.prompts, samples.responses)
     t4 = time.perf_counter()
+    second = [] if second_judge is None else [float(x) for x in second_judge.score(samples.prompts, samples.responses)]
+    t5 = time.perf_counter()
     kl = (logp - ref_logp_t).numpy()
     result = EvalResult(
         name=name,
@@ -214,8 +222,11 @@ def evaluate_policy(
         annotator_scores=[float(x) for x in judge],
         kl=[float(x) for x in kl],
         response_lengths=[int(x) for x in samples.response_lengths],
+        second_judge_scores=second,
         seconds={"generate": t1 - t0, "logprobs": t2 - t1, "reward_model": t3 - t2, "annotator": t4 - t3},
     )
+    if second_judge is not None:
+        result.seconds["second_judge"] = t5 - t4
     result.metrics = {
         "rm_score": float(np.mean(rm)),
         "annotator_score": float(np.mean(judge)),
@@ -225,12 +236,32 @@ def evaluate_policy(
         "ref_perplexity": float(np.exp(-float(ref_logp_1.sum()) / n_tokens)),
         "response_len": float(np.mean(samples.response_lengths)),
     }
+    if second_judge is not None:
+        result.metrics["second_judge_score"] = float(np.mean(second))
     return result
 
 
-def win_rate(trained: EvalResult, start: EvalResult) -> float:
-    """Fraction of prompts where ``trained`` beats ``start`` by the annotator; ties count one half."""
+def win_rate(trained: EvalResult, start: EvalResult, by: str = "annotator") -> float:
+    """Fraction of prompts where ``trained`` beats ``start``; ties count one half.
+
+    Args:
+        by: the judge: ``"annotator"`` or ``"second_judge"`` (both evaluations need its scores).
+    """
     if trained.prompts != start.prompts:
         raise ValueError("win_rate compares two evaluations on the same prompts, in the same order")
-    a, b = np.asarray(trained.annotator_scores), np.asarray(start.annotator_scores)
+    a, b = judge_scores(trained, by), judge_scores(start, by)
     return float(np.mean((a > b) + 0.5 * (a == b)))
+
+
+def judge_scores(result: EvalResult, by: str) -> np.ndarray:
+    """``result``'s scores by the judge ``by`` (``"annotator"``, ``"second_judge"`` or ``"rm"``), ``(n,)``.
+
+    Raises:
+        ValueError: an unknown judge, or a second judge the evaluation was run without.
+    """
+    columns = {"annotator": result.annotator_scores, "second_judge": result.second_judge_scores, "rm": result.rm_scores}
+    if by not in columns:
+        raise ValueError(f"unknown judge {by!r}; use one of {sorted(columns)}")
+    if len(columns[by]) != len(result.prompts):
+        raise ValueError(f"evaluation {result.name!r} has no {by} scores: pass second_judge= to evaluate_policy")
+    return np.asarray(columns[by], dtype=np.float64)

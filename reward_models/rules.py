@@ -2,7 +2,8 @@
 
 ``sentiment`` is the offline stand-in for human preference used throughout the project, after
 Ziegler et al. (2019), "Fine-Tuning Language Models from Human Preferences", whose "mock
-sentiment" task trains a policy to continue movie reviews positively.
+sentiment" task trains a policy to continue movie reviews positively. ``pattern_sentiment`` is a
+second, independent sentiment lexicon: the held-out judge that nothing trains on.
 """
 
 from __future__ import annotations
@@ -42,6 +43,43 @@ class SentimentReward:
 
     def __repr__(self) -> str:
         return f"SentimentReward(include_prompt={self.include_prompt})"
+
+
+class PatternSentimentReward:
+    """TextBlob's pattern-lexicon polarity of the response, in [-1, 1] (De Smedt & Daelemans 2012).
+
+    The project's second judge: held out from every stage (nothing trains on it), so a gain that exists only
+    under VADER shows up as a gap between the two. Why this lexicon (docs/reward-models.md, "Second judge"):
+    it was built independently of VADER's (hand-rated adjectives from product reviews, where VADER rated
+    words from LIWC, ANEW and General Inquirer plus slang), and it averages the polarity of the sentiment
+    words found where VADER sums them, with no boost for capitals: repeating or shouting a word gains nothing.
+    The lexicon ships inside the ``textblob`` wheel; no NLTK corpus is needed for this scorer.
+
+    Args:
+        include_prompt: score ``prompt + response`` instead of the response alone.
+    """
+
+    def __init__(self, include_prompt: bool = False):
+        self.include_prompt = include_prompt
+        self._analyzer = None  # built lazily: importing textblob (and NLTK) takes seconds
+
+    def _get(self):
+        if self._analyzer is None:
+            from textblob.en.sentiments import PatternAnalyzer
+
+            self._analyzer = PatternAnalyzer()
+        return self._analyzer
+
+    def score(self, prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
+        analyzer = self._get()
+        texts = [p + r if self.include_prompt else r for p, r in zip(prompts, responses)]
+        return check_scores([analyzer.analyze(t).polarity for t in texts], prompts, "pattern_sentiment")
+
+    def __getstate__(self):
+        return {"include_prompt": self.include_prompt, "_analyzer": None}
+
+    def __repr__(self) -> str:
+        return f"PatternSentimentReward(include_prompt={self.include_prompt})"
 
 
 class LengthReward:
@@ -115,6 +153,7 @@ class WeightedSumReward:
 
 
 register_reward("sentiment", SentimentReward)
+register_reward("pattern_sentiment", PatternSentimentReward)
 register_reward("length", LengthReward)
 register_reward("keywords", KeywordReward)
 register_reward("weighted_sum", WeightedSumReward)

@@ -76,6 +76,8 @@ class Config:
     """Per-agent extra options as JSON, e.g. '{"rlhf_ppo": {"n_epochs": 2}}'."""
     eval_samples: int = 2
     """Samples per held-out prompt in the final evaluation."""
+    second_judge: str = "pattern_sentiment"
+    """A judge no agent trains on, scored beside the reward on the held-out answers (docs/reward-models.md)."""
     seed: int = 0
     """Seed of the envs, the agents and the evaluation (the same for every agent)."""
     run_dir: Path = Path("runs/compare")
@@ -134,9 +136,11 @@ def train_one(cfg: Config, algo: str):
 
 def evaluate_held_out(cfg: Config, lm, reference, env) -> dict[str, float]:
     """Mean reward of ``lm`` and its KL to ``reference`` on the test-split prompts (``eval_samples`` each),
-    by the pipeline's own :func:`agents.evaluation.evaluate_policy` (the env's reward as the judge)."""
+    by the pipeline's own :func:`agents.evaluation.evaluate_policy` (the env's reward as the judge, and
+    ``cfg.second_judge`` beside it)."""
     from agents.evaluation import evaluate_policy
     from agents.vec_env import text_vector_env
+    from reward_models import make_reward
     from textenv import load_prompts
 
     base = text_vector_env(env)  # tokenizer, prompts and reward, shared by every row
@@ -153,10 +157,12 @@ def evaluate_held_out(cfg: Config, lm, reference, env) -> dict[str, float]:
         cfg.max_new_tokens,
         cfg.temperature,
         cfg.seed,
+        second_judge=make_reward(cfg.second_judge),
     )
     m = result.metrics
     return {
         "held_out_score": m["annotator_score"],
+        "held_out_second_judge": m["second_judge_score"],
         "held_out_kl": m["kl"],
         "held_out_len": m["response_len"],
         "held_out_n": len(prompts),
@@ -248,18 +254,21 @@ def main(argv: list[str] | None = None) -> dict:
     (cfg.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     lines = [
         "| agent | lr | rollouts | tokens | minutes | train score first -> last 3 | train KL last 3 | "
-        "held-out score | held-out KL |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "held-out score | held-out second judge | held-out KL |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     ref = summary["reference"]
-    lines.append(f"| untrained reference | - | - | - | - | - | - | {ref['held_out_score']:.3f} | 0 |")
+    lines.append(
+        f"| untrained reference | - | - | - | - | - | - | {ref['held_out_score']:.3f} | "
+        f"{ref['held_out_second_judge']:.3f} | 0 |"
+    )
     for algo, s in summary.items():
         if algo == "reference":
             continue
         lines.append(
             f"| {algo} | {s['learning_rate']:g} | {s['rollouts']} | {s['tokens']} | {s['seconds'] / 60:.1f} | "
             f"{s['first_score']:.3f} -> {s['final_score']:.3f} | {s['final_kl']:.2f} | "
-            f"{s['held_out_score']:.3f} | {s['held_out_kl']:.2f} |"
+            f"{s['held_out_score']:.3f} | {s['held_out_second_judge']:.3f} | {s['held_out_kl']:.2f} |"
         )
     (cfg.run_dir / "summary.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -131,7 +131,7 @@ STAGE_SECTIONS = {
     "evaluate": "evaluate",
 }
 """The config section each stage reads besides ``run``."""
-RUN_KEYS_OF_NO_EFFECT = ("run_dir", "stages", "resume", "threads", "progress", "device")
+RUN_KEYS_OF_NO_EFFECT = ("run_dir", "stages", "resume", "threads", "progress", "device", "seeds")
 """``run`` keys that do not change what a stage produces (every other ``run`` key feeds every stage)."""
 
 
@@ -242,11 +242,36 @@ def main(argv: Sequence[str] | None = None) -> int:
         0 on success, 2 when the run folder is missing or damaged (the message names the file and the fix).
     """
     cfg = resolve_config(argv)
+    if cfg.run.seeds:
+        return _run_seeds(cfg, list(sys.argv[1:] if argv is None else argv))
     try:
         return _run(cfg)
     except RunDirError as exc:  # one clear line, no traceback: the fix is in the message
         print(f"textrlhf: error: {exc}", file=sys.stderr, flush=True)
         return 2
+
+
+def _run_seeds(cfg: PipelineConfig, argv: list[str]) -> int:
+    """``--seeds``: the same command once per seed in ``RUN_DIR/seed-N``, then ``RUN_DIR/aggregate.md``.
+
+    Each seed is an ordinary run folder (``--resume`` resumes each; a finished seed skips every stage), so the
+    later flags ``--seed N --run-dir RUN_DIR/seed-N --seeds`` (none) override the sweep's own.
+    """
+    from agents.distributed import launched_world_size
+    from scripts.stages.aggregate import seed_dir, write_aggregate
+
+    if launched_world_size() > 1:
+        print("textrlhf: error: --seeds under torchrun: launch once per seed with --seed N instead", file=sys.stderr)
+        return 2
+    for seed in cfg.run.seeds:
+        folder = seed_dir(cfg.run.run_dir, seed)
+        print(f"[pipeline] seed {seed} of {cfg.run.seeds}: {folder}", flush=True)
+        status = main([*argv, "--seed", str(seed), "--run-dir", str(folder), "--seeds"])
+        if status != 0:
+            return status
+    path = write_aggregate(cfg.run.run_dir, cfg.run.seeds)
+    print(f"[pipeline] {len(cfg.run.seeds)} seeds done; aggregate report: {path}", flush=True)
+    return 0
 
 
 def _run(cfg: PipelineConfig) -> int:

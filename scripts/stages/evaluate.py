@@ -5,7 +5,13 @@ All three policies answer the same test prompts with the same sampling seed and 
 (VADER by default) never reached the RL stage, so its score and win rate are the honest measure
 (Stiennon et al. 2020 report the same gap between RM and human judgement). KL and reference
 perplexity are measured against the SFT model, the RL stage's reference (InstructGPT). Win rates:
-RL vs its starting policy (SFT), RL vs base, SFT vs base.
+RL vs its starting policy (SFT), RL vs base, SFT vs base, by the annotator and by a second judge
+that no stage sees (``evaluate.second_judge``: TextBlob's pattern lexicon by default), so a gain that
+exists only under the annotator shows as a gap.
+
+Every win rate and score difference comes with a 95% bootstrap interval that resamples the held-out
+prompts (all samples of a prompt together; the two policies' answers as pairs), in ``metrics.json``
+under ``intervals`` (:mod:`textrlhf.stats`; docs/design.md section 9).
 """
 
 from __future__ import annotations
@@ -24,7 +30,20 @@ from scripts.stages.config import PipelineConfig
 from textrlhf.progress import progress_bar
 
 POLICIES = ("base", "sft", "rl")
-METRICS = ("rm_score", "annotator_score", "kl", "distinct_1", "distinct_2", "ref_perplexity", "response_len")
+METRICS = (
+    "rm_score",
+    "annotator_score",
+    "second_judge_score",
+    "kl",
+    "distinct_1",
+    "distinct_2",
+    "ref_perplexity",
+    "response_len",
+)
+PAIRS = (("rl", "sft"), ("rl", "base"), ("sft", "base"))
+"""The compared policies (first vs second): RL vs its starting point first, the headline."""
+JUDGES = ("annotator", "second_judge", "rm")
+"""Judges of the win rates and score differences (the reward model's only as a difference: RL optimised it)."""
 
 
 def _md_cell(text: str) -> str:
@@ -68,6 +87,7 @@ def _evaluate_policies(
     reference = load_model(sources["sft"], device=device)
     reward_fn = BradleyTerryRewardModel.from_pretrained(rm_dir, device=device)
     annotator = make_reward(run.annotator)
+    second_judge = make_reward(cfg.evaluate.second_judge)
     results = {}
     for name in progress_bar(POLICIES, desc="evaluate", unit="policy", disable=not run.progress):
         model = reference if name == "sft" else load_model(sources[name], device=device)
@@ -84,6 +104,7 @@ def _evaluate_policies(
             temperature=run.temperature,
             seed=run.seed,
             batch_size=cfg.evaluate.batch_size,
+            second_judge=second_judge,
         )
         if model is not reference:
             del model
@@ -92,15 +113,38 @@ def _evaluate_policies(
     return results
 
 
-def _win_rates(results: dict) -> dict[str, float]:
-    """Annotator win rates: RL vs its starting policy (SFT), RL vs base, SFT vs base."""
+def _win_rates(results: dict, by: str = "annotator") -> dict[str, float]:
+    """Win rates of :data:`PAIRS` by the judge ``by`` (``agents.evaluation.win_rate``): ``{"rl_vs_sft": ...}``."""
     from agents.evaluation import win_rate
 
-    return {
-        "rl_vs_sft": win_rate(results["rl"], results["sft"]),
-        "rl_vs_base": win_rate(results["rl"], results["base"]),
-        "sft_vs_base": win_rate(results["sft"], results["base"]),
-    }
+    return {f"{a}_vs_{b}": win_rate(results[a], results[b], by) for a, b in PAIRS}
+
+
+def intervals(results: dict, samples_per_prompt: int, n_resamples: int, seed: int) -> dict[str, dict]:
+    """95% bootstrap intervals, resampling prompts, of every win rate and score difference of :data:`PAIRS`,
+    and of each policy's KL to SFT.
+
+    Keys: ``win_rate/<judge>/<a>_vs_<b>``, ``gain/<judge>/<a>_minus_<b>`` (mean score of ``a`` minus that of
+    ``b``), ``kl/<policy>``; values :meth:`textrlhf.stats.Interval.to_dict`. The samples of one prompt sit in a
+    row (``samples_per_prompt`` of them), so prompt ``i // samples_per_prompt`` is the resampled unit.
+    """
+    import numpy as np
+
+    from agents.evaluation import judge_scores
+    from textrlhf.stats import bootstrap_mean, win_indicators
+
+    groups = np.arange(len(results["rl"].prompts)) // samples_per_prompt
+    boot = {"groups": groups, "n_resamples": n_resamples, "seed": seed}
+    out = {}
+    for judge in JUDGES:
+        for a, b in PAIRS:
+            sa, sb = judge_scores(results[a], judge), judge_scores(results[b], judge)
+            if judge != "rm":
+                out[f"win_rate/{judge}/{a}_vs_{b}"] = bootstrap_mean(win_indicators(sa, sb), **boot).to_dict()
+            out[f"gain/{judge}/{a}_minus_{b}"] = bootstrap_mean(sa - sb, **boot).to_dict()
+    for name in ("base", "rl"):
+        out[f"kl/{name}"] = bootstrap_mean(results[name].kl, **boot).to_dict()
+    return out
 
 
 def _sample_rows(prompts: list[str], results: dict) -> list[dict]:
@@ -114,6 +158,7 @@ def _sample_rows(prompts: list[str], results: dict) -> list[dict]:
                 {
                     f"{name}_response": r.responses[i],
                     f"{name}_annotator": r.annotator_scores[i],
+                    f"{name}_second_judge": r.second_judge_scores[i],
                     f"{name}_rm": r.rm_scores[i],
                     f"{name}_kl": r.kl[i],
                 }
@@ -144,10 +189,13 @@ def run_evaluate(cfg: PipelineConfig) -> str:
         "n_prompts": len(env.prompts),
         "samples_per_prompt": ev.samples_per_prompt,
         "annotator": run.annotator,
+        "second_judge": ev.second_judge,
         "temperature": run.temperature,
         "reference": "sft",
         "policies": {k: r.metrics for k, r in results.items()},
         "win_rate": wins,
+        "win_rate_second_judge": _win_rates(results, "second_judge"),
+        "intervals": intervals(results, ev.samples_per_prompt, ev.n_resamples, run.seed),
     }
     atomic_write_json(out / "metrics.json", metrics)
     atomic_write_json(out / "per_prompt.json", {k: r.to_dict() for k, r in results.items()})
@@ -155,10 +203,12 @@ def run_evaluate(cfg: PipelineConfig) -> str:
     atomic_write_csv(out / "samples.csv", rows)
     atomic_write_text(out / "samples.md", samples_markdown(rows))
     s, r = results["sft"].metrics, results["rl"].metrics
+    ci = metrics["intervals"]["win_rate/annotator/rl_vs_sft"]
     summary = timer.summary(
         f"{len(env.prompts)} test prompts x {ev.samples_per_prompt}, annotator {fmt(s['annotator_score'], 2)} (SFT) -> "
-        f"{fmt(r['annotator_score'], 2)} (RL), "
-        f"RM {fmt(s['rm_score'], 2)} -> {fmt(r['rm_score'], 2)}, win rate vs SFT {fmt(wins['rl_vs_sft'], 2)}, "
+        f"{fmt(r['annotator_score'], 2)} (RL), second judge {fmt(s['second_judge_score'], 2)} -> "
+        f"{fmt(r['second_judge_score'], 2)}, RM {fmt(s['rm_score'], 2)} -> {fmt(r['rm_score'], 2)}, "
+        f"win rate vs SFT {fmt(wins['rl_vs_sft'], 2)} [{fmt(ci['low'], 2)}, {fmt(ci['high'], 2)}], "
         f"vs base {fmt(wins['rl_vs_base'], 2)}, KL {fmt(r['kl'], 2)} nats"
     )
     for result in results.values():

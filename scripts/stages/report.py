@@ -45,6 +45,7 @@ RL_CURVES = (
 METRIC_NAMES = {
     "rm_score": "RM score",
     "annotator_score": "annotator score",
+    "second_judge_score": "second judge score",
     "kl": "KL to SFT (nats)",
     "distinct_1": "distinct-1",
     "distinct_2": "distinct-2",
@@ -237,6 +238,9 @@ METRICS_GLOSSARY = [
     "- **RM score**: the trained reward model's score, normalised to mean 0 / std 1 on SFT samples "
     "(what RL maximised).",
     "- **annotator score**: the simulated annotator's score (never seen by RL; the honest measure).",
+    "- **second judge score**: another sentiment lexicon's score, seen by no stage (not even the preference "
+    "labels): a gain under the annotator that this judge does not confirm is an artefact of the annotator.",
+    "- **[low, high]**: 95% bootstrap interval, resampling held-out prompts; * marks a difference that excludes 0.",
     "- **win rate**: share of prompts where the first policy's response beats the second's by the annotator.",
     "- **KL**: summed log pi - log pi_SFT over the response at the sampling temperature (k1), nats per response.",
     "- **distinct-1/2**: unique word uni/bigrams over all responses / their count (diversity).",
@@ -300,7 +304,43 @@ def _evaluation_md(run_dir: Path) -> list[str]:
         f"**Annotator win rate** (ties count 1/2): RL vs SFT **{fmt(w['rl_vs_sft'], 2)}**, "
         f"RL vs base {fmt(w['rl_vs_base'], 2)}, SFT vs base {fmt(w['sft_vs_base'], 2)}.",
         "",
+        *_intervals_md(ev),
     ]
+
+
+JUDGE_NAMES = {"annotator": "annotator", "second_judge": "second judge", "rm": "reward model"}
+"""How report.md names the judges of ``evaluate/metrics.json``'s ``intervals``."""
+
+
+def interval_text(ci: dict | None, digits: int = 3) -> str:
+    """``estimate [low, high]`` of an interval dict (``textrlhf.stats.Interval.to_dict``), ``-`` if missing."""
+    if not ci:
+        return "-"
+    return f"{fmt(ci['estimate'], digits)} [{fmt(ci['low'], digits)}, {fmt(ci['high'], digits)}]"
+
+
+def _intervals_md(ev: dict) -> list[str]:
+    """Win rates and score differences with their 95% intervals (bootstrap over prompts), by every judge."""
+    ci = ev.get("intervals")
+    if not ci:  # a run evaluated before intervals existed
+        return []
+    judges = [j for j in JUDGE_NAMES if f"gain/{j}/rl_minus_sft" in ci]
+    second = f" (`{ev['second_judge']}`)" if ev.get("second_judge") else ""
+    md = [
+        f"With 95% intervals (bootstrap over the {ev['n_prompts']} prompts, {ci['kl/rl']['method']}); a difference "
+        f"whose interval excludes 0 is marked *. The annotator is `{ev['annotator']}`, the second judge{second} "
+        "is seen by no stage.",
+        "",
+        "| judge | win rate RL vs SFT | win rate RL vs base | score RL - SFT | score RL - base | score SFT - base |",
+        "|---|---|---|---|---|---|",
+    ]
+    for judge in judges:
+        cells = [interval_text(ci.get(f"win_rate/{judge}/{p}"), 2) for p in ("rl_vs_sft", "rl_vs_base")]
+        for pair in ("rl_minus_sft", "rl_minus_base", "sft_minus_base"):
+            c = ci[f"gain/{judge}/{pair}"]
+            cells.append(interval_text(c) + (" *" if not c["low"] <= 0 <= c["high"] else ""))
+        md.append(f"| {JUDGE_NAMES[judge]} | " + " | ".join(cells) + " |")
+    return md + ["", f"KL of RL to SFT: {interval_text(ci['kl/rl'], 2)} nats.", ""]
 
 
 def _reward_model_md(run_dir: Path) -> list[str]:

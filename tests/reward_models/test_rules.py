@@ -16,6 +16,20 @@ def test_sentiment_sign_on_obvious_texts():
     assert s.dtype == np.float32 and s[0] > 0.5 and s[1] < -0.5
 
 
+def test_pattern_sentiment_is_a_second_opinion():
+    judge = make_reward("pattern_sentiment")
+    s = judge.score(P, ["I love this, it is wonderful and great!", "Terrible, awful, I hate it."])
+    assert s.dtype == np.float32 and s[0] > 0.5 and s[1] < -0.5
+    # It averages where VADER sums, and has no capitals boost: repeating or shouting a word is no gain.
+    texts = ["the film is good", "good good good", "the film is GOOD"]
+    np.testing.assert_allclose(make_reward("pattern_sentiment").score(texts, texts), [0.7, 0.7, 0.7])
+    vader = make_reward("sentiment").score(texts, texts)
+    assert vader[1] > vader[0] and vader[2] > vader[0]
+    import pickle
+
+    assert pickle.loads(pickle.dumps(judge)).score(P[:1], ["fine"]).shape == (1,)
+
+
 def test_length_keywords_and_weighted_sum():
     np.testing.assert_allclose(make_reward("length", target=4).score(P, ["a b c d", "a b"]), [0.0, -0.5])
     np.testing.assert_allclose(

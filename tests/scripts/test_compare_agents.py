@@ -42,7 +42,7 @@ def test_tiny_comparison_writes_curves_plot_and_summary(tmp_path):
     for algo in ("rlhf_ppo", "rloo"):
         s = summary[algo]
         assert s["rollouts"] >= 3 and s["tokens"] >= 48  # rounds of 4 envs x up to 4 tokens, until 48
-        for key in ("final_score", "final_kl", "held_out_score", "held_out_kl"):
+        for key in ("final_score", "final_kl", "held_out_score", "held_out_second_judge", "held_out_kl"):
             assert math.isfinite(s[key]), (algo, key)
     rows = list(csv.DictReader(open(out / "curves.csv")))
     assert [r["algo"] for r in rows] == (

@@ -59,9 +59,20 @@ def test_tiny_pipeline_writes_every_artifact(tiny_run):
     for key in ("rm_score", "annotator_score", "kl", "distinct_1", "distinct_2", "ref_perplexity"):
         assert key in metrics["policies"]["rl"]
     assert 0.0 <= metrics["win_rate"]["rl_vs_sft"] <= 1.0 and "rl_vs_base" in metrics["win_rate"]
+    assert metrics["second_judge"] == "pattern_sentiment" and "second_judge_score" in metrics["policies"]["rl"]
+    assert set(metrics["win_rate_second_judge"]) == {"rl_vs_sft", "rl_vs_base", "sft_vs_base"}
+    ci = metrics["intervals"]
+    for judge in ("annotator", "second_judge"):
+        wr = ci[f"win_rate/{judge}/rl_vs_sft"]
+        assert 0.0 <= wr["low"] <= wr["estimate"] <= wr["high"] <= 1.0 and wr["method"] == "bootstrap"
+    assert ci["win_rate/annotator/rl_vs_sft"]["estimate"] == metrics["win_rate"]["rl_vs_sft"]
+    gain = ci["gain/rm/rl_minus_sft"]
+    rl, sft = metrics["policies"]["rl"], metrics["policies"]["sft"]
+    assert gain["estimate"] == pytest.approx(rl["rm_score"] - sft["rm_score"])
+    assert "win_rate/rm/rl_vs_sft" not in ci  # RL optimised the RM: only its score difference is reported
     samples = read_csv(tiny_run / "evaluate" / "samples.csv")
     assert len(samples) == TINY_PRESET["evaluate"]["max_prompts"]
-    assert {"prompt", "sft_response", "sft_annotator", "rl_response", "rl_rm"} <= set(samples[0])
+    assert {"prompt", "sft_response", "sft_annotator", "rl_response", "rl_rm", "rl_second_judge"} <= set(samples[0])
     assert (tiny_run / "evaluate" / "samples.md").read_text().startswith("| prompt |")
 
 

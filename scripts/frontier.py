@@ -1,0 +1,323 @@
+"""Reward-vs-KL frontiers: algorithms x KL targets x seeds, compared at equal KL (issue 15).
+
+An RLHF method is judged by the score it buys per nat of KL to its reference, over seeds (Gao et al.
+2022 and Noukhovitch et al. 2023 plot gold reward against KL). A comparison at one fixed beta confounds
+the two: an algorithm whose KL term bites less travels further and "wins". So every run here steers its
+KL with the adaptive controller (Ziegler et al. 2019) towards its ``kl_target``, whatever the
+algorithm's own KL mechanism, on the same env, reward, reference and token budget; then its policy
+answers the held-out prompts, scored by the env's reward and by a second judge that nothing trained on.
+
+Reads top to bottom: evaluate the untrained reference once (the frontier's origin, KL 0); for every
+``(seed, kl_target, algo)`` not yet in ``OUT/runs.jsonl``, train, evaluate, append the run (with its
+per-prompt scores, for the bootstrap) and rewrite the outputs. A killed sweep resumes where it stopped
+when run again with the same options. Outputs (``scripts/frontier_report.py``):
+
+* ``frontier.csv``: one row per (algo, seed, kl_target): ``heldout_kl``, ``heldout_score``,
+  ``heldout_second_judge``, ``tokens``, ``seconds``...;
+* ``frontier.png``: held-out score (and the second judge's) against held-out KL, one colour per algorithm,
+  every run a dot, the mean per target joined, 95% intervals;
+* ``summary.md`` / ``summary.json``: each algorithm's score interpolated at equal KL with 95% intervals
+  (bootstrap over seeds and prompts), and which differences between algorithms exclude 0.
+
+    python -m scripts.frontier --out runs/frontier                                   # the real sweep, ~1 h
+    python -m scripts.frontier --tiny --seeds 0 1 --kl-targets 2 6 --algos rloo grpo --out /tmp/f  # a minute
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from scripts.cli import config_to_dict, parse_args
+
+TINY_PRESET = {
+    "model": "tiny",
+    "n_envs": 4,
+    "max_new_tokens": 4,
+    "max_prompt_tokens": 24,
+    "total_timesteps": 32,
+    "eval_max_prompts": 8,
+    "n_resamples": 200,
+}
+"""What ``--tiny`` changes (only fields left at their default): the random 2-layer model, 2 rollouts per
+run, 8 held-out prompts. Seconds per run, for tests; its numbers mean nothing."""
+
+
+@dataclass
+class Config:
+    """Train algorithms x KL targets x seeds on one RLHF task; plot held-out score against held-out KL."""
+
+    algos: list[str] = field(default_factory=lambda: ["rlhf_ppo", "rloo", "grpo", "reinforce_pp"])
+    """Algorithms (names of agents.available_algorithms())."""
+    kl_targets: list[float] = field(default_factory=lambda: [2.0, 4.0, 8.0])
+    """Targets of the adaptive KL controller, nats per episode (one run per target, algorithm and seed). In the
+    default budget no algorithm gets past ~8 nats held out, so a higher target only lowers beta further."""
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    """Seeds of the envs, the agents and their held-out sampling."""
+    model: str = "smollm2-135m-instruct"
+    """Policy (and reference) model: smollm2-135m-instruct (offline), tiny, a folder or a hub name."""
+    reward: str = "sentiment"
+    """Reward of the env and the held-out score: sentiment (VADER), length, keywords, or a reward-model folder."""
+    second_judge: str = "pattern_sentiment"
+    """A judge no run trains on, scored beside the reward on the held-out answers (docs/reward-models.md)."""
+    prompts: str = "bundled:reviews"
+    """Prompt source: training uses its train split, the held-out evaluation its test split."""
+    n_envs: int = 16
+    """Episodes per rollout (a multiple of the group agents' group size, 4)."""
+    max_new_tokens: int = 24
+    """Response length limit (episode horizon)."""
+    max_prompt_tokens: int = 32
+    """Prompt budget in tokens."""
+    total_timesteps: int = 3072
+    """Generated tokens per run (the common budget: 16 envs x 24 tokens x 8 full-length rounds)."""
+    temperature: float = 0.7
+    """Sampling temperature of rollouts, log-probs and the held-out evaluation."""
+    kl_coef: float = 0.05
+    """Initial KL coefficient beta of every run; the controller moves it towards each run's target."""
+    kl_horizon: float = 16.0
+    """Controller horizon in episodes: beta moves by up to a factor 1 + 0.2 x 16 / 16 = 1.2 per 16-episode
+    rollout, so it can steer within an 8-rollout run (the library's 10000 suits ~10^6 episodes)."""
+    learning_rates: dict = field(default_factory=dict)
+    """Per-algorithm learning rates as JSON, e.g. '{"grpo": 2e-4}' (default: the registry's)."""
+    algo_kwargs: dict = field(default_factory=lambda: {"rlhf_ppo": {"n_epochs": 1, "learning_rate": 1e-4}})
+    """Per-algorithm options as JSON. Default: rlhf_ppo takes one epoch at lr 1e-4, the pipeline's setting,
+    so every algorithm makes one pass over each batch (the registry's 4 epochs cost 4x the update time)."""
+    eval_samples: int = 1
+    """Samples per held-out prompt."""
+    eval_max_prompts: int | None = None
+    """Evaluate on the first N test prompts (none: all 109 bundled review prompts)."""
+    kl_grid: list[float] = field(default_factory=list)
+    """KL values (nats) at which the summary compares algorithms, by interpolation. Default: 30%, 60% and 90%
+    of the smallest KL that every (algorithm, seed) reaches, so every value is inside every curve."""
+    n_resamples: int = 2000
+    """Bootstrap resamples of the summary's intervals."""
+    progress: bool = True
+    """Progress bar of each run's training."""
+    tiny: bool = False
+    """Preset for tests: the tiny random model, 2 rollouts per run, 8 held-out prompts (TINY_PRESET)."""
+    out: Path = Path("runs/frontier")
+    """Output folder: runs.jsonl, frontier.csv, frontier.png, summary.md, summary.json, config.json."""
+
+    def __post_init__(self) -> None:
+        import agents
+
+        if self.tiny:
+            defaults = {f.name: f.default for f in dataclasses.fields(self)}
+            for name, value in TINY_PRESET.items():
+                if getattr(self, name) == defaults[name]:
+                    setattr(self, name, value)
+        self.algos = [a.strip().lower() for item in self.algos for a in str(item).split(",") if a.strip()]
+        valid = agents.available_algorithms()
+        bad = [a for a in self.algos if a not in valid]
+        if bad or not self.algos:
+            raise ValueError(f"--algos: unknown {bad or 'none given'}; choose from {valid}")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"--seeds must list distinct seeds, got {self.seeds}")
+        if not self.kl_targets or any(not t > 0 for t in self.kl_targets):
+            raise ValueError(f"--kl-targets must be positive numbers of nats, got {self.kl_targets}")
+        for name in ("n_envs", "max_new_tokens", "max_prompt_tokens", "total_timesteps", "eval_samples"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 1")
+        unknown = sorted((set(self.learning_rates) | set(self.algo_kwargs)) - set(agents.available_algorithms()))
+        if unknown:
+            raise ValueError(f"--learning-rates/--algo-kwargs name unknown agents {unknown}")
+        if any(not g > 0 for g in self.kl_grid):
+            raise ValueError(f"--kl-grid must be positive numbers of nats, got {self.kl_grid}")
+        self.kl_grid = sorted(self.kl_grid)
+
+
+RUN_KEY = ("algo", "seed", "kl_target")
+"""What identifies one run in ``runs.jsonl`` (and one row of ``frontier.csv``)."""
+
+
+def held_out(cfg: Config, lm, reference, env, second_judge, seed: int) -> dict:
+    """``lm`` on the test-split prompts: per-prompt ``score`` (the env's reward), ``second_judge`` and ``kl``
+    to ``reference``, plus ``response_len``; one :func:`agents.evaluation.evaluate_policy` pass."""
+    from agents.evaluation import evaluate_policy
+    from agents.vec_env import text_vector_env
+    from textenv import load_prompts
+
+    base = text_vector_env(env)
+    prompts = load_prompts(cfg.prompts, split="test", max_prompts=cfg.eval_max_prompts)
+    prompts = [p for p in prompts for _ in range(cfg.eval_samples)]  # a prompt's samples in a row
+    result = evaluate_policy(
+        "held_out",
+        lm,
+        reference,
+        base.tokenizer,
+        prompts,
+        [base.encode_prompt(p) for p in prompts],
+        base.reward_fn,
+        base.reward_fn,
+        cfg.max_new_tokens,
+        cfg.temperature,
+        seed,
+        batch_size=64,
+        second_judge=second_judge,
+    )
+    return {
+        "score": result.annotator_scores,
+        "second_judge": result.second_judge_scores,
+        "kl": result.kl,
+        "response_len": result.metrics["response_len"],
+    }
+
+
+def make_env(cfg: Config, seed: int):
+    """The common task: same prompts, reward and horizon for every run of a seed."""
+    import agents
+
+    return agents.make_vec_text_env(
+        cfg.n_envs,
+        seed=seed,
+        model=cfg.model,
+        reward=cfg.reward,
+        prompts=cfg.prompts,
+        prompt_split="train",
+        max_new_tokens=cfg.max_new_tokens,
+        max_prompt_tokens=cfg.max_prompt_tokens,
+    )
+
+
+def train_and_evaluate(cfg: Config, algo: str, seed: int, kl_target: float, second_judge) -> dict:
+    """One run: train ``algo`` to the token budget with the controller aiming at ``kl_target``, then
+    evaluate it held out. Returns the ``runs.jsonl`` record."""
+    import agents
+    from agents.callbacks import ProgressBar
+
+    env = make_env(cfg, seed)
+    options = {**cfg.algo_kwargs.get(algo, {})}
+    if algo in cfg.learning_rates:
+        options["learning_rate"] = float(cfg.learning_rates[algo])
+    agent = agents.make_agent(
+        algo,
+        env,
+        temperature=cfg.temperature,
+        kl_coef=cfg.kl_coef,
+        adaptive_kl=True,
+        kl_target=kl_target,
+        kl_horizon=cfg.kl_horizon,
+        seed=seed,
+        **options,
+    )
+    history = agents.RLHFHistory()
+    t0 = time.perf_counter()
+    agent.learn(cfg.total_timesteps, callback=[history, ProgressBar()] if cfg.progress else history)
+    seconds = time.perf_counter() - t0
+    last = history.history[-1]
+    t1 = time.perf_counter()
+    evaluation = held_out(cfg, agent.policy.lm, agent.policy.reference_model, env, second_judge, seed)
+    env.close()
+    return {
+        "algo": algo,
+        "seed": seed,
+        "kl_target": kl_target,
+        "learning_rate": agent.learning_rate,
+        "tokens": int(agent.num_timesteps),
+        "rollouts": len(history.history),
+        "seconds": round(seconds, 1),
+        "eval_seconds": round(time.perf_counter() - t1, 1),
+        "train_score_last": last["rlhf/score"],
+        "train_kl_last": last["rlhf/kl"],
+        "beta_last": last["rlhf/beta"],
+        **evaluation,
+    }
+
+
+def reference_record(cfg: Config, second_judge) -> dict:
+    """The untrained policy on the held-out prompts: the frontier's origin (KL 0), sampled with seed 0."""
+    from textenv import load_model
+
+    env = make_env(cfg, 0)
+    reference = load_model(cfg.model)
+    evaluation = held_out(cfg, reference, reference, env, second_judge, 0)
+    env.close()
+    return {"algo": "reference", "seed": 0, "kl_target": 0.0, "tokens": 0, "seconds": 0.0, **evaluation}
+
+
+def load_runs(cfg: Config) -> list[dict]:
+    """The runs already in ``OUT/runs.jsonl``, after checking that they were made with the same options.
+
+    Raises:
+        ValueError: ``OUT`` holds a sweep made with other options (a mix would compare unlike runs).
+    """
+    saved, path = cfg.out / "config.json", cfg.out / "runs.jsonl"
+    mine = _sweep_options(config_to_dict(cfg))
+    if saved.is_file():
+        theirs = _sweep_options(json.loads(saved.read_text()))
+        if theirs != mine:
+            diff = sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k))
+            raise ValueError(
+                f"{cfg.out} holds a sweep made with other options ({', '.join(diff)}); give another --out, "
+                "or the same options to resume it"
+            )
+    if not path.is_file():
+        return []
+    lines = path.read_text().splitlines()
+    runs = []
+    for i, line in enumerate(lines):
+        try:
+            runs.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i != len(lines) - 1:  # only the last line can be cut short by a kill
+                raise ValueError(f"{path} line {i + 1} is not JSON; delete that line to resume") from None
+    return runs
+
+
+def _sweep_options(options: dict) -> dict:
+    """The options that change what a run measures (which algorithms, seeds and targets can grow)."""
+    free = {"algos", "seeds", "kl_targets", "kl_grid", "n_resamples", "out", "tiny", "progress"}
+    return {k: v for k, v in options.items() if k not in free}
+
+
+def append_run(cfg: Config, record: dict) -> None:
+    """Append one run to ``runs.jsonl`` (one line, flushed and fsynced: a kill loses at most this run)."""
+    with open(cfg.out / "runs.jsonl", "a") as f:
+        f.write(json.dumps(record) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def main(argv: list[str] | None = None) -> dict:
+    from reward_models import make_reward
+    from scripts.frontier_report import write_outputs
+
+    cfg = parse_args(Config, argv)
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    runs = load_runs(cfg)
+    (cfg.out / "config.json").write_text(json.dumps(config_to_dict(cfg), indent=2))
+    second_judge = make_reward(cfg.second_judge)
+    done = {tuple(r[k] for k in RUN_KEY) for r in runs}
+    if ("reference", 0, 0.0) not in done:
+        runs.append(reference_record(cfg, second_judge))
+        append_run(cfg, runs[-1])
+    plan = [(a, s, t) for s in cfg.seeds for t in cfg.kl_targets for a in cfg.algos if (a, s, t) not in done]
+    print(f"[frontier] {len(plan)} runs to go ({len(done)} already in {cfg.out / 'runs.jsonl'})", flush=True)
+    t0 = time.perf_counter()
+    for i, (algo, seed, target) in enumerate(plan, 1):
+        record = train_and_evaluate(cfg, algo, seed, target, second_judge)
+        runs.append(record)
+        append_run(cfg, record)
+        summary = write_outputs(cfg, runs)
+        elapsed = time.perf_counter() - t0
+        print(
+            f"[frontier] {i}/{len(plan)} {algo} seed {seed} target {target:g}: held-out KL "
+            f"{summary['rows'][-1]['heldout_kl']:.2f}, score {summary['rows'][-1]['heldout_score']:.3f}, "
+            f"{record['seconds']:.0f} + {record['eval_seconds']:.0f} s ({elapsed / 60:.1f} min so far)",
+            flush=True,
+        )
+    summary = write_outputs(cfg, runs)
+    print((cfg.out / "summary.md").read_text())
+    return summary
+
+
+if __name__ == "__main__":
+    main()
