@@ -263,5 +263,8 @@ def judge_scores(result: EvalResult, by: str) -> np.ndarray:
     if by not in columns:
         raise ValueError(f"unknown judge {by!r}; use one of {sorted(columns)}")
     if len(columns[by]) != len(result.prompts):
-        raise ValueError(f"evaluation {result.name!r} has no {by} scores: pass second_judge= to evaluate_policy")
+        fix = "pass second_judge= to evaluate_policy" if by == "second_judge" else "build it with evaluate_policy"
+        raise ValueError(
+            f"evaluation {result.name!r} has {len(columns[by])} {by} scores for {len(result.prompts)} prompts: {fix}"
+        )
     return np.asarray(columns[by], dtype=np.float64)

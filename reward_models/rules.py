@@ -52,7 +52,8 @@ class PatternSentimentReward:
     under VADER shows up as a gap between the two. Why this lexicon (docs/reward-models.md, "Second judge"):
     it was built independently of VADER's (hand-rated adjectives from product reviews, where VADER rated
     words from LIWC, ANEW and General Inquirer plus slang), and it averages the polarity of the sentiment
-    words found where VADER sums them, with no boost for capitals: repeating or shouting a word gains nothing.
+    words found where VADER sums them, with no boost for capitals: repeating or capitalising a word gains
+    nothing. Both boost exclamation marks and intensifiers ("very"), so that exploit is shared.
     The lexicon ships inside the ``textblob`` wheel; no NLTK corpus is needed for this scorer.
 
     Args:
@@ -60,6 +61,13 @@ class PatternSentimentReward:
     """
 
     def __init__(self, include_prompt: bool = False):
+        import importlib.util
+
+        if importlib.util.find_spec("textblob") is None:  # at construction: before a pipeline trains anything
+            raise ImportError(
+                "the pattern_sentiment judge needs textblob, a dependency of textrlhf: reinstall the project "
+                "(pip install -e .) or pip install 'textblob>=0.19'"
+            )
         self.include_prompt = include_prompt
         self._analyzer = None  # built lazily: importing textblob (and NLTK) takes seconds
 
@@ -71,6 +79,7 @@ class PatternSentimentReward:
         return self._analyzer
 
     def score(self, prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
+        """Polarity of each response (or ``prompt + response``), float32 in [-1, 1]."""
         analyzer = self._get()
         texts = [p + r if self.include_prompt else r for p, r in zip(prompts, responses)]
         return check_scores([analyzer.analyze(t).polarity for t in texts], prompts, "pattern_sentiment")

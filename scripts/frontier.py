@@ -31,12 +31,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import dataclasses
+import hashlib
 import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from scripts.cli import config_to_dict, parse_args
+from scripts.run_dir import atomic_write_text
 
 TINY_PRESET = {
     "model": "tiny",
@@ -47,8 +49,8 @@ TINY_PRESET = {
     "eval_max_prompts": 8,
     "n_resamples": 200,
 }
-"""What ``--tiny`` changes (only fields left at their default): the random 2-layer model, 2 rollouts per
-run, 8 held-out prompts. Seconds per run, for tests; its numbers mean nothing."""
+"""What ``--tiny`` changes (only fields whose value equals the default, given or not): the random 2-layer
+model, 2 rollouts per run, 8 held-out prompts. Seconds per run, for tests; its numbers mean nothing."""
 
 
 @dataclass
@@ -80,11 +82,12 @@ class Config:
     """Generated tokens per run (the common budget: 16 envs x 24 tokens x 8 full-length rounds)."""
     temperature: float = 0.7
     """Sampling temperature of rollouts, log-probs and the held-out evaluation."""
-    kl_coef: float = 0.05
+    kl_coef: float = 0.1
     """Initial KL coefficient beta of every run; the controller moves it towards each run's target."""
-    kl_horizon: float = 16.0
-    """Controller horizon in episodes: beta moves by up to a factor 1 + 0.2 x 16 / 16 = 1.2 per 16-episode
-    rollout, so it can steer within an 8-rollout run (the library's 10000 suits ~10^6 episodes)."""
+    kl_horizon: float = 8.0
+    """Controller horizon in episodes: beta moves by up to a factor 1 +- 0.2 x 16 / 8 = 1.4 / 0.6 per 16-episode
+    rollout, so it can steer within an 8-rollout run (at 16 episodes, x1.2 per rollout, a 2-nat target ended at
+    7 nats; the library's 10000 suits ~10^6 episodes)."""
     learning_rates: dict = field(default_factory=dict)
     """Per-algorithm learning rates as JSON, e.g. '{"grpo": 2e-4}' (default: the registry's)."""
     algo_kwargs: dict = field(default_factory=lambda: {"rlhf_ppo": {"n_epochs": 1, "learning_rate": 1e-4}})
@@ -126,6 +129,10 @@ class Config:
         for name in ("n_envs", "max_new_tokens", "max_prompt_tokens", "total_timesteps", "eval_samples"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1")
+        if self.n_resamples < 100:
+            raise ValueError(f"--n-resamples {self.n_resamples} is too few for 95% percentiles; give >= 100")
+        if self.eval_max_prompts is not None and self.eval_max_prompts < 2:
+            raise ValueError("--eval-max-prompts must be >= 2: the intervals resample prompts")
         unknown = sorted((set(self.learning_rates) | set(self.algo_kwargs)) - set(agents.available_algorithms()))
         if unknown:
             raise ValueError(f"--learning-rates/--algo-kwargs name unknown agents {unknown}")
@@ -160,7 +167,7 @@ def held_out(cfg: Config, lm, reference, env, second_judge, seed: int) -> dict:
         cfg.max_new_tokens,
         cfg.temperature,
         seed,
-        batch_size=64,
+        batch_size=128,  # the 109 bundled prompts in one generate call: more tokens per second on a CPU
         second_judge=second_judge,
     )
     return {
@@ -243,39 +250,71 @@ def reference_record(cfg: Config, second_judge) -> dict:
     return {"algo": "reference", "seed": 0, "kl_target": 0.0, "tokens": 0, "seconds": 0.0, **evaluation}
 
 
-def load_runs(cfg: Config) -> list[dict]:
-    """The runs already in ``OUT/runs.jsonl``, after checking that they were made with the same options.
+def heldout_fingerprint(cfg: Config) -> dict:
+    """How many held-out prompts there are and a hash of them: a resumed sweep must evaluate on the same ones
+    (the bundled test split grew from 34 to 109 prompts once; options alone would not show it)."""
+    from textenv import load_prompts
+
+    prompts = load_prompts(cfg.prompts, split="test", max_prompts=cfg.eval_max_prompts)
+    digest = hashlib.sha256("\n".join(prompts).encode()).hexdigest()[:16]
+    return {"n_prompts": len(prompts), "sha256": digest}
+
+
+def load_runs(cfg: Config, fingerprint: dict) -> list[dict]:
+    """The runs already in ``OUT/runs.jsonl``, after checking that they were made the same way.
+
+    A last line cut short by a kill is dropped (its run is redone); a run recorded twice counts once.
 
     Raises:
-        ValueError: ``OUT`` holds a sweep made with other options (a mix would compare unlike runs).
+        ValueError: ``OUT`` holds a sweep made with other options or other held-out prompts (a mix would
+            compare unlike runs), or a damaged line that is not the last.
     """
     saved, path = cfg.out / "config.json", cfg.out / "runs.jsonl"
-    mine = _sweep_options(config_to_dict(cfg))
-    if saved.is_file():
-        theirs = _sweep_options(json.loads(saved.read_text()))
-        if theirs != mine:
-            diff = sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k))
-            raise ValueError(
-                f"{cfg.out} holds a sweep made with other options ({', '.join(diff)}); give another --out, "
-                "or the same options to resume it"
-            )
     if not path.is_file():
         return []
-    lines = path.read_text().splitlines()
-    runs = []
+    theirs = json.loads(saved.read_text()) if saved.is_file() else {}
+    diff = _changed_options(theirs, config_to_dict(cfg), fingerprint)
+    if diff:
+        raise ValueError(
+            f"{cfg.out} holds a sweep made with other settings ({', '.join(diff)}); give another --out, or the "
+            "same settings to resume it"
+        )
+    text = path.read_text()
+    lines = text.splitlines()
+    runs: dict[tuple, dict] = {}
     for i, line in enumerate(lines):
         try:
-            runs.append(json.loads(line))
+            record = json.loads(line)
         except json.JSONDecodeError:
             if i != len(lines) - 1:  # only the last line can be cut short by a kill
                 raise ValueError(f"{path} line {i + 1} is not JSON; delete that line to resume") from None
-    return runs
+            print(f"[frontier] {path}: the last line was cut short by an interruption; its run is redone", flush=True)
+            continue
+        runs[tuple(record[k] for k in RUN_KEY)] = record  # the last record of a run wins
+    # Rewrite before anything is appended: no half line to glue a record onto, no duplicate.
+    if len(runs) != len(lines) or not text.endswith("\n"):
+        atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in runs.values()))
+    bad = [k for k, r in runs.items() if len(r["kl"]) != fingerprint["n_prompts"] * cfg.eval_samples]
+    if bad:
+        raise ValueError(f"{path}: runs {bad} were evaluated on another number of prompts; give another --out")
+    return list(runs.values())
 
 
-def _sweep_options(options: dict) -> dict:
-    """The options that change what a run measures (which algorithms, seeds and targets can grow)."""
-    free = {"algos", "seeds", "kl_targets", "kl_grid", "n_resamples", "out", "tiny", "progress"}
-    return {k: v for k, v in options.items() if k not in free}
+def _changed_options(theirs: dict, mine: dict, fingerprint: dict) -> list[str]:
+    """Names of the settings that differ from the saved sweep's, among those that change what a run measures.
+
+    Algorithms, seeds and targets may grow; an algorithm's learning rate and options must match only if it has
+    runs already."""
+    free = {"algos", "seeds", "kl_targets", "kl_grid", "n_resamples", "out", "tiny", "progress", "heldout"}
+    per_algo = {"learning_rates", "algo_kwargs"}
+    diff = [k for k in (mine.keys() | theirs.keys()) - free - per_algo if mine.get(k) != theirs.get(k)]
+    if theirs.get("heldout") != fingerprint:
+        diff.append("held-out prompts")
+    for key in per_algo:
+        for algo in theirs.get("algos", []):
+            if theirs.get(key, {}).get(algo) != mine.get(key, {}).get(algo):
+                diff.append(f"{key}[{algo}]")
+    return sorted(diff)
 
 
 def append_run(cfg: Config, record: dict) -> None:
@@ -287,14 +326,23 @@ def append_run(cfg: Config, record: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict:
+    """Run the sweep's missing runs, then write its outputs; returns the summary (``write_outputs``)."""
     from reward_models import make_reward
     from scripts.frontier_report import write_outputs
 
     cfg = parse_args(Config, argv)
+    second_judge = make_reward(cfg.second_judge)  # a bad judge fails before any training
+    fingerprint = heldout_fingerprint(cfg)
     cfg.out.mkdir(parents=True, exist_ok=True)
-    runs = load_runs(cfg)
-    (cfg.out / "config.json").write_text(json.dumps(config_to_dict(cfg), indent=2))
-    second_judge = make_reward(cfg.second_judge)
+    runs = load_runs(cfg, fingerprint)
+    saved = {**config_to_dict(cfg), "heldout": fingerprint}
+    if runs:  # algorithms, seeds and targets of earlier invocations stay part of the sweep
+        old = json.loads((cfg.out / "config.json").read_text())
+        for key in ("algos", "seeds", "kl_targets"):
+            saved[key] = list(dict.fromkeys([*old[key], *saved[key]]))
+        for key in ("learning_rates", "algo_kwargs"):
+            saved[key] = {**old[key], **saved[key]}
+    atomic_write_text(cfg.out / "config.json", json.dumps(saved, indent=2))
     done = {tuple(r[k] for k in RUN_KEY) for r in runs}
     if ("reference", 0, 0.0) not in done:
         runs.append(reference_record(cfg, second_judge))

@@ -21,6 +21,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -71,8 +72,8 @@ def auto_grid(runs: Sequence[dict]) -> list[float]:
             key = (r["algo"], r["seed"])
             reach[key] = max(reach.get(key, 0.0), float(np.mean(r["kl"])))
     top = min(reach.values(), default=0.0)
-    grid = sorted({round(f * top, 1) for f in (0.3, 0.6, 0.9)} - {0.0})
-    return grid or [max(top, 1e-3)]
+    grid = sorted({math.floor(f * top * 10) / 10 for f in (0.3, 0.6, 0.9)} - {0.0})  # rounded down: inside
+    return grid or [top / 2 if top > 0 else 1e-3]
 
 
 def _curve_at(kls: np.ndarray, scores: np.ndarray, grid: np.ndarray) -> np.ndarray:
@@ -109,30 +110,48 @@ def frontier_stats(runs: Sequence[dict], grid: Sequence[float], judge: str, idx:
     return out
 
 
+MIN_FINITE = 0.95
+"""An interval is given only if at least this share of the resamples reach its KL; otherwise the percentiles
+would describe only the resamples that happen to reach it (those whose drawn seeds went further)."""
+
+
 def bootstrap_frontier(
-    runs: Sequence[dict], grid: Sequence[float], judge: str, n_resamples: int, seed: int = 0
+    runs: Sequence[dict],
+    grid: Sequence[float],
+    judge: str,
+    n_resamples: int,
+    samples_per_prompt: int = 1,
+    seed: int = 0,
 ) -> dict:
     """Estimates and 95% intervals of :func:`frontier_stats` and of every pairwise difference at ``grid``.
 
+    The samples of one prompt sit in a row (``samples_per_prompt`` of them) and are resampled together.
+
     Returns ``{"at_kl": {algo: [interval per grid value]}, "targets": {algo: {target: {"kl", "score"}}},
-    "differences": {"a - b": [interval per grid value]}}``; an interval is ``{"estimate", "low", "high"}``
-    (``None`` where the estimate is not reached).
+    "differences": {"a - b": [interval per grid value]}}``; an interval is ``{"estimate", "low", "high"}``,
+    ``None`` where the estimate is not reached, and has no ``low`` / ``high`` (``None``) where fewer than
+    :data:`MIN_FINITE` of the resamples reach it.
     """
     runs = [{**r, "kl": np.asarray(r["kl"]), judge: np.asarray(r[judge])} for r in runs]  # index once, not per draw
-    n_prompts = len(runs[0]["kl"])
+    k = samples_per_prompt
+    n_prompts = len(runs[0]["kl"]) // k
     rng = np.random.default_rng(seed)
-    everything = np.arange(n_prompts)
-    point = frontier_stats(runs, grid, judge, everything, lambda algo, seeds: seeds)
+    point = frontier_stats(runs, grid, judge, np.arange(n_prompts * k), lambda algo, seeds: seeds)
     draws = []
     for _ in range(n_resamples):
-        idx = rng.integers(0, n_prompts, n_prompts)
+        prompts = rng.integers(0, n_prompts, n_prompts)
+        idx = (prompts[:, None] * k + np.arange(k)).ravel()  # every sample of each drawn prompt
         draws.append(frontier_stats(runs, grid, judge, idx, lambda algo, seeds: rng.choice(seeds, len(seeds))))
     algos = list(point)
 
     def interval(estimate: float, samples: list[float]) -> dict | None:
         if not np.isfinite(estimate):
             return None
-        low, high = np.nanquantile(np.asarray(samples, dtype=np.float64), [0.025, 0.975])
+        values = np.asarray(samples, dtype=np.float64)
+        finite = values[np.isfinite(values)]
+        if finite.size < MIN_FINITE * n_resamples:
+            return {"estimate": float(estimate), "low": None, "high": None}
+        low, high = np.quantile(finite, [0.025, 0.975])
         return {"estimate": float(estimate), "low": float(low), "high": float(high)}
 
     result: dict = {"grid": list(grid), "at_kl": {}, "targets": {}, "differences": {}}
@@ -180,6 +199,8 @@ def frontier_figure(runs: Sequence[dict], stats: dict[str, dict], title: str):
             ax.plot(kls, scores, color=color, lw=1.8, marker="o", label=algo)
             for v in targets.values():
                 kl, sc = v["kl"], v["score"]
+                if kl["low"] is None or sc["low"] is None:  # a partial sweep: too few resamples hold this target
+                    continue
                 ax.errorbar(
                     kl["estimate"],
                     sc["estimate"],
@@ -200,8 +221,11 @@ def frontier_figure(runs: Sequence[dict], stats: dict[str, dict], title: str):
 
 
 def _cell(ci: dict | None, star: bool = False) -> str:
+    """A table cell: ``estimate [low, high]``, ``*`` after a difference whose interval excludes 0."""
     if ci is None:
         return "not reached"
+    if ci["low"] is None:
+        return f"{ci['estimate']:.3f} [edge]"
     mark = " *" if star and not ci["low"] <= 0 <= ci["high"] else ""
     return f"{ci['estimate']:.3f} [{ci['low']:.3f}, {ci['high']:.3f}]{mark}"
 
@@ -245,7 +269,7 @@ def write_outputs(cfg, runs: Sequence[dict]) -> dict:
     if not trained:
         return summary
     grid = cfg.kl_grid or auto_grid(runs)
-    stats = {j: bootstrap_frontier(runs, grid, j, cfg.n_resamples) for j in JUDGES}
+    stats = {j: bootstrap_frontier(runs, grid, j, cfg.n_resamples, cfg.eval_samples) for j in JUDGES}
     n_seeds = {a: len({r["seed"] for r in trained if r["algo"] == a}) for a in stats["score"]["at_kl"]}
     summary["stats"] = stats
     png = io.BytesIO()
@@ -255,6 +279,7 @@ def write_outputs(cfg, runs: Sequence[dict]) -> dict:
     )
     frontier_figure(runs, stats, title).savefig(png, format="png", dpi=110)
     atomic_write_bytes(cfg.out / "frontier.png", png.getvalue())
-    atomic_write_text(cfg.out / "summary.md", summary_markdown(stats, n_seeds, len(runs[0]["kl"])))
-    atomic_write_text(cfg.out / "summary.json", json.dumps(summary, indent=1, default=float))
+    n_prompts = len(runs[0]["kl"]) // cfg.eval_samples
+    atomic_write_text(cfg.out / "summary.md", summary_markdown(stats, n_seeds, n_prompts))
+    atomic_write_text(cfg.out / "summary.json", json.dumps(summary, indent=1, default=float, allow_nan=False))
     return summary

@@ -72,6 +72,17 @@ def _check_resources(cfg: PipelineConfig) -> None:
         from agents.registry import get_spec
 
         get_spec(cfg.run.algo)  # unknown names raise ValueError, listing the valid ones
+    if "evaluate" in cfg.run.stages:  # a bad judge must not wait for the end of RL to show
+        from reward_models import available_rewards, make_reward
+
+        judge = cfg.evaluate.second_judge
+        if judge in available_rewards():
+            make_reward(judge)  # pattern_sentiment checks that textblob is installed
+        elif not os.path.isdir(judge):
+            raise ValueError(
+                f"evaluate.second_judge {judge!r} is neither a reward name {available_rewards()} nor a reward-model "
+                "folder; set --evaluate.second-judge"
+            )
     if cfg.run.device == "cuda":
         from scripts.stages.common import resolve_device
 
@@ -243,35 +254,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     cfg = resolve_config(argv)
     if cfg.run.seeds:
-        return _run_seeds(cfg, list(sys.argv[1:] if argv is None else argv))
+        from scripts.stages.aggregate import run_seeds
+
+        return run_seeds(cfg.run.seeds, cfg.run.run_dir, list(sys.argv[1:] if argv is None else argv), main)
     try:
         return _run(cfg)
     except RunDirError as exc:  # one clear line, no traceback: the fix is in the message
         print(f"textrlhf: error: {exc}", file=sys.stderr, flush=True)
         return 2
-
-
-def _run_seeds(cfg: PipelineConfig, argv: list[str]) -> int:
-    """``--seeds``: the same command once per seed in ``RUN_DIR/seed-N``, then ``RUN_DIR/aggregate.md``.
-
-    Each seed is an ordinary run folder (``--resume`` resumes each; a finished seed skips every stage), so the
-    later flags ``--seed N --run-dir RUN_DIR/seed-N --seeds`` (none) override the sweep's own.
-    """
-    from agents.distributed import launched_world_size
-    from scripts.stages.aggregate import seed_dir, write_aggregate
-
-    if launched_world_size() > 1:
-        print("textrlhf: error: --seeds under torchrun: launch once per seed with --seed N instead", file=sys.stderr)
-        return 2
-    for seed in cfg.run.seeds:
-        folder = seed_dir(cfg.run.run_dir, seed)
-        print(f"[pipeline] seed {seed} of {cfg.run.seeds}: {folder}", flush=True)
-        status = main([*argv, "--seed", str(seed), "--run-dir", str(folder), "--seeds"])
-        if status != 0:
-            return status
-    path = write_aggregate(cfg.run.run_dir, cfg.run.seeds)
-    print(f"[pipeline] {len(cfg.run.seeds)} seeds done; aggregate report: {path}", flush=True)
-    return 0
 
 
 def _run(cfg: PipelineConfig) -> int:
@@ -287,6 +277,13 @@ def _run(cfg: PipelineConfig) -> int:
 
     hf_logging.disable_progress_bar()
     datasets.disable_progress_bars()
+    from scripts.stages.aggregate import SWEEP_FILE
+
+    if (Path(run.run_dir) / SWEEP_FILE).is_file():
+        raise RunDirError(
+            f"{run.run_dir} holds a --seeds sweep ({SWEEP_FILE}): resume it with the same --seeds, or give one "
+            "seed's folder (seed-N) as --run-dir"
+        )
     group = _process_group(cfg)
     if group is not None:
         check_launchable(plan_stages(cfg), cfg.run.algo)  # on every rank, before any of them writes or waits

@@ -36,9 +36,10 @@ class Interval:
 
     def excludes(self, value: float = 0.0) -> bool:
         """Whether ``value`` lies outside the interval (a difference "significant" at this level)."""
-        return not self.low <= value <= self.high
+        return value < self.low or value > self.high
 
     def to_dict(self) -> dict:
+        """The fields as a JSON-ready dict (``metrics.json``'s ``intervals``)."""
         return asdict(self)
 
     def __str__(self) -> str:
@@ -92,12 +93,14 @@ def bootstrap(
     if n_units < 2:
         raise ValueError(f"a bootstrap needs at least 2 units (prompts), got {n_units}")
     if n_resamples < 100:
-        raise ValueError(f"n_resamples={n_resamples} is too few for percentiles; use at least 1000")
+        raise ValueError(f"n_resamples={n_resamples} is too few for 95% percentiles; use at least 100 (default 2000)")
     rng = np.random.default_rng(seed)
     estimate = float(statistic(np.arange(n_units)))
     draws = np.array([statistic(rng.integers(0, n_units, n_units)) for _ in range(n_resamples)], dtype=np.float64)
+    if not (np.isfinite(estimate) and np.isfinite(draws).all()):
+        raise ValueError("the statistic is not finite on some resample: bootstrap only finite scores")
     alpha = (1.0 - level) / 2.0
-    low, high = np.nanquantile(draws, [alpha, 1.0 - alpha])
+    low, high = np.quantile(draws, [alpha, 1.0 - alpha])
     return Interval(estimate, float(low), float(high), level, "bootstrap")
 
 
@@ -136,13 +139,14 @@ def t_interval(values: Sequence[float], level: float = 0.95) -> Interval:
 
 
 def student_t_quantile(p: float, df: int) -> float:
-    """The ``p`` quantile of Student's t with ``df`` degrees of freedom, for ``p`` in [0.5, 1).
+    """The ``p`` quantile of Student's t with ``df`` degrees of freedom, for ``p`` in [0.5, 0.995].
 
     Bisection on the CDF, itself Simpson's rule on the density (no SciPy dependency for one number);
-    within 1e-6 of the tables (e.g. 4.302653 for p = 0.975, df = 2; tests/textrlhf/test_stats.py).
+    within 1e-5 of the tables up to p = 0.995, that is intervals up to 99% (tests/textrlhf/test_stats.py).
+    Further in the tail the uniform grid loses accuracy, so such levels are refused.
     """
-    if not 0.5 <= p < 1.0 or df < 1:
-        raise ValueError(f"need 0.5 <= p < 1 and df >= 1, got p={p!r}, df={df!r}")
+    if not 0.5 <= p <= 0.995 or df < 1:
+        raise ValueError(f"need 0.5 <= p <= 0.995 (intervals up to 99%) and df >= 1, got p={p!r}, df={df!r}")
     log_norm = math.lgamma((df + 1) / 2) - math.lgamma(df / 2) - 0.5 * math.log(df * math.pi)
 
     def cdf_above_half(x: float) -> float:  # P(0 <= T <= x), Simpson on a fine grid

@@ -1,4 +1,4 @@
-"""One report over several seeds of the whole pipeline: ``aggregate.md`` and ``aggregate.json``.
+"""Several seeds of the whole pipeline (``--seeds``) and their one report: ``aggregate.md`` and ``aggregate.json``.
 
 ``python -m scripts.pipeline --seeds 0 1 2 --run-dir runs/seeds`` runs the pipeline once per seed, each in
 its own complete run folder ``runs/seeds/seed-N``, then :func:`write_aggregate` reads their ``evaluate`` and
@@ -11,10 +11,14 @@ single-run report, it reads files only, so it can be redrawn at any time and wor
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from scripts.run_dir import STAGES, atomic_write_json, atomic_write_text, read_marker, stage_dir
+from scripts.run_dir import STAGES, RunDirError, atomic_write_json, atomic_write_text, is_done, read_marker, stage_dir
+
+SWEEP_FILE = "sweep.json"
+"""Written in the sweep's folder: its seeds and command, so the folder is never mistaken for one run."""
 
 HEADLINES: dict[str, tuple[str, Callable[[dict], float | None], str | None]] = {
     "win_rate_rl_vs_sft": (
@@ -44,7 +48,7 @@ HEADLINES: dict[str, tuple[str, Callable[[dict], float | None], str | None]] = {
     ),
     "rm_gain": ("reward-model score, RL - SFT", lambda m: _gain(m, "rm_score"), "gain/rm/rl_minus_sft"),
     "kl_rl": ("KL of RL to SFT (nats)", lambda m: m["ev"]["policies"]["rl"]["kl"], "kl/rl"),
-    "rm_accuracy": ("reward model held-out accuracy", lambda m: m["rm"]["after"]["accuracy"], None),
+    "rm_accuracy": ("reward model accuracy (its accuracy_set)", lambda m: m["rm"]["after"]["accuracy"], None),
     "minutes": ("pipeline minutes (sum of the stages)", lambda m: m["seconds"] / 60.0, None),
 }
 """``key -> (label, value from a seed's metrics, key of its interval in evaluate/metrics.json or None)``."""
@@ -60,14 +64,27 @@ def seed_dir(run_dir: str | Path, seed: int) -> Path:
     return Path(run_dir) / f"seed-{seed}"
 
 
-def read_seed(folder: Path) -> dict | None:
-    """A finished seed's metrics (``ev``, ``rm``, ``seconds``), or ``None`` before its evaluation is done."""
-    ev_path = stage_dir(folder, "evaluate") / "metrics.json"
-    rm_path = stage_dir(folder, "reward-model") / "metrics.json"
-    if not (ev_path.is_file() and rm_path.is_file() and "intervals" in json.loads(ev_path.read_text())):
-        return None
+def read_seed(folder: Path) -> tuple[dict | None, str]:
+    """A finished seed's metrics (``ev``, ``rm``, ``seconds``, ``config``) and ``""``, or ``None`` and why not."""
+    if not (is_done(folder, "evaluate") and is_done(folder, "reward-model")):
+        return None, "not finished (rerun the same command with --resume)"
+    ev = json.loads((stage_dir(folder, "evaluate") / "metrics.json").read_text())
+    if "intervals" not in ev:
+        return None, "evaluated before intervals existed (rerun with --stages evaluate)"
+    rm = json.loads((stage_dir(folder, "reward-model") / "metrics.json").read_text())
     seconds = sum(float(read_marker(folder, s).get("seconds") or 0.0) for s in STAGES)
-    return {"ev": json.loads(ev_path.read_text()), "rm": json.loads(rm_path.read_text()), "seconds": seconds}
+    config = (folder / "config.yaml").read_text() if (folder / "config.yaml").is_file() else ""
+    return {"ev": ev, "rm": rm, "seconds": seconds, "config": config}, ""
+
+
+def _settings(config_yaml: str) -> dict:
+    """A seed's saved config without what legitimately differs between seeds."""
+    import yaml
+
+    layer = yaml.safe_load(config_yaml) or {}
+    for key in ("seed", "run_dir", "stages", "resume", "seeds", "progress", "threads"):
+        layer.get("run", {}).pop(key, None)
+    return layer
 
 
 def aggregate(per_seed: dict[int, dict]) -> dict:
@@ -89,13 +106,19 @@ def _num(x: float | None, digits: int = 3) -> str:
     return "-" if x is None else f"{x:.{digits}f}"
 
 
-def aggregate_markdown(result: dict, seeds: Sequence[int], missing: Sequence[int], run_dir: Path) -> str:
+def aggregate_markdown(result: dict, run_dir: Path) -> str:
     """The aggregate page: one row per headline number, one column per seed, the mean with its interval."""
     md = [
         f"# RLHF runs over seeds: `{run_dir.name}`",
         "",
-        f"Seeds {', '.join(map(str, seeds))}; each seed's full report is `seed-N/report.md`."
-        + (f" **Not finished: seeds {', '.join(map(str, missing))}** (rerun with --resume)." if missing else ""),
+        f"Seeds {', '.join(map(str, result['seeds']))}; each seed's full report is `seed-N/report.md`.",
+        *[f"**Seed {seed} is left out: {why}.**" for seed, why in result["missing"].items()],
+        *(
+            ["**Warning: the seeds were run with different settings** (their config.yaml differ beyond the seed)."]
+            if result["mixed_settings"]
+            else []
+        ),
+        "",
         "Per seed: the value and, where there is one, its 95% bootstrap interval over the held-out prompts. "
         "Mean: over seeds, with its Student t 95% interval.",
         "",
@@ -117,10 +140,56 @@ def aggregate_markdown(result: dict, seeds: Sequence[int], missing: Sequence[int
 def write_aggregate(run_dir: str | Path, seeds: Sequence[int]) -> Path:
     """Write ``aggregate.json`` and ``aggregate.md`` over the finished seeds; returns the markdown's path."""
     run_dir = Path(run_dir)
-    per_seed = {s: m for s in seeds if (m := read_seed(seed_dir(run_dir, s))) is not None}
-    missing = [s for s in seeds if s not in per_seed]
-    result = {"seeds": sorted(per_seed), "missing": missing, "numbers": aggregate(per_seed) if per_seed else {}}
+    per_seed, missing = {}, {}
+    for seed in seeds:
+        metrics, why = read_seed(seed_dir(run_dir, seed))
+        if metrics is None:
+            missing[seed] = why
+        else:
+            per_seed[seed] = metrics
+    settings = [_settings(m["config"]) for m in per_seed.values()]
+    result = {
+        "seeds": sorted(per_seed),
+        "missing": missing,
+        "mixed_settings": any(s != settings[0] for s in settings),
+        "numbers": aggregate(per_seed) if per_seed else {},
+    }
     atomic_write_json(run_dir / "aggregate.json", result)
     path = run_dir / "aggregate.md"
-    atomic_write_text(path, aggregate_markdown(result, seeds, missing, run_dir))
+    atomic_write_text(path, aggregate_markdown(result, run_dir))
     return path
+
+
+def run_seeds(seeds: Sequence[int], run_dir: str, argv: list[str], run_one: Callable[[list[str]], int]) -> int:
+    """``--seeds``: ``run_one(argv + seed flags)`` once per seed in ``RUN_DIR/seed-N``, then the aggregate.
+
+    Each seed is an ordinary run folder (``--resume`` resumes each; a finished seed skips every stage): the
+    later flags ``--seed N --run-dir RUN_DIR/seed-N --seeds`` (none) override the sweep's own.
+
+    Returns:
+        0, or the first failing seed's exit status; 2 when ``RUN_DIR`` is itself a run folder or under a
+        multi-process launch (one line on stderr names the fix).
+    """
+    from agents.distributed import launched_world_size
+
+    folder = Path(run_dir)
+    if launched_world_size() > 1:
+        print("textrlhf: error: --seeds under torchrun: launch once per seed with --seed N instead", file=sys.stderr)
+        return 2
+    if (folder / "config.yaml").is_file():
+        print(f"textrlhf: error: {folder} is a single run's folder; give --seeds a new --run-dir", file=sys.stderr)
+        return 2
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(folder / SWEEP_FILE, {"seeds": list(seeds), "argv": argv})
+    for seed in seeds:
+        print(f"[pipeline] seed {seed} of {list(seeds)}: {seed_dir(folder, seed)}", flush=True)
+        status = run_one([*argv, "--seed", str(seed), "--run-dir", str(seed_dir(folder, seed)), "--seeds"])
+        if status != 0:
+            return status
+    try:
+        path = write_aggregate(folder, seeds)
+    except (RunDirError, ValueError) as exc:  # a damaged seed folder: one line with the file, no traceback
+        print(f"textrlhf: error: {exc}", file=sys.stderr, flush=True)
+        return 2
+    print(f"[pipeline] {len(seeds)} seeds done; aggregate report: {path}", flush=True)
+    return 0

@@ -342,7 +342,7 @@ class EvaluateConfig(_Section):
     SECTION: ClassVar[str] = "evaluate"
     RULES: ClassVar[dict[str, Rule]] = {
         "prompts": NON_EMPTY,
-        "max_prompts": COUNT,
+        "max_prompts": ("an integer >= 2 (the intervals resample prompts)", lambda v: v >= 2),
         "samples_per_prompt": COUNT,
         "batch_size": COUNT,
         "samples_in_report": ("an integer >= 0", lambda v: v >= 0),

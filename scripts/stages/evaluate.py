@@ -122,7 +122,7 @@ def _win_rates(results: dict, by: str = "annotator") -> dict[str, float]:
 
 def intervals(results: dict, samples_per_prompt: int, n_resamples: int, seed: int) -> dict[str, dict]:
     """95% bootstrap intervals, resampling prompts, of every win rate and score difference of :data:`PAIRS`,
-    and of each policy's KL to SFT.
+    and of the base and RL policies' KL to SFT (the SFT policy's own is 0).
 
     Keys: ``win_rate/<judge>/<a>_vs_<b>``, ``gain/<judge>/<a>_minus_<b>`` (mean score of ``a`` minus that of
     ``b``), ``kl/<policy>``; values :meth:`textrlhf.stats.Interval.to_dict`. The samples of one prompt sit in a
@@ -177,6 +177,8 @@ def run_evaluate(cfg: PipelineConfig) -> str:
     seed_everything(run.seed)
     device = resolve_device(run.device)
     env = make_text_env(cfg, sft_dir, ev.prompts, split="test", max_prompts=ev.max_prompts)
+    if len(env.prompts) < 2:  # before any sampling: the intervals resample prompts
+        raise ValueError(f"evaluate.prompts {ev.prompts!r} has {len(env.prompts)} test prompt; give a source with >= 2")
     # Each prompt `samples_per_prompt` times in a row: one seeded sampling pass gives each copy its own
     # response, and win rates compare the policies' i-th responses to the same prompt.
     prompts = [p for p in env.prompts for _ in range(ev.samples_per_prompt)]

@@ -41,7 +41,12 @@ def test_tiny_sweep_writes_rows_plot_and_summary_and_resumes(tmp_path):
     lines = (out / "runs.jsonl").read_text().splitlines()
     (out / "runs.jsonl").write_text("\n".join(lines) + "\n" + lines[-1][:40])
     main([*TINY, "--out", str(out)])
-    assert (out / "runs.jsonl").read_text().splitlines()[: len(lines)] == lines
+    assert (out / "runs.jsonl").read_text().splitlines() == lines  # the cut line is gone, nothing retrained
+    # A new seed runs only its own runs, appended after the finished ones.
+    main([*TINY, "--seeds", "0", "1", "2", "--algos", "rloo", "--out", str(out)])
+    grown = [json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines()]
+    assert grown[: len(lines)] == [json.loads(line) for line in lines]
+    assert [(r["algo"], r["seed"]) for r in grown[len(lines) :]] == [("rloo", 2), ("rloo", 2)]
     # Other options would mix unlike runs in one frontier: refused, naming the option.
     with pytest.raises(ValueError, match="total_timesteps"):
         main([*TINY, "--total-timesteps", "64", "--out", str(out)])

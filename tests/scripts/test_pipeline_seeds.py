@@ -16,7 +16,12 @@ def test_seeds_run_each_seed_and_aggregate(tmp_path):
     argv = ["--tiny", "--seeds", "0", "1", "--run-dir", str(run), "--no-progress"]
     assert main(argv) == 0
     result = json.loads((run / "aggregate.json").read_text())
-    assert result["seeds"] == [0, 1] and result["missing"] == [] and set(result["numbers"]) == set(HEADLINES)
+    assert (
+        result["seeds"] == [0, 1]
+        and result["missing"] == {}
+        and not result["mixed_settings"]
+        and set(result["numbers"]) == set(HEADLINES)
+    )
     wins = []
     for seed in (0, 1):
         ev = json.loads((run / f"seed-{seed}" / "evaluate" / "metrics.json").read_text())
@@ -35,6 +40,29 @@ def test_seeds_run_each_seed_and_aggregate(tmp_path):
     assert main([*argv, "--resume"]) == 0
     assert (run / "seed-1" / "rl" / "DONE.json").read_text() == before
     assert json.loads((run / "aggregate.json").read_text()) == result
+
+    # The sweep's folder is not a run: a plain command there is refused (exit 2), naming the fix.
+    assert main(["--tiny", "--run-dir", str(run), "--no-progress"]) == 2
+    # And a run's folder does not become a sweep.
+    assert main(["--tiny", "--seeds", "0", "1", "--run-dir", str(run / "seed-0"), "--no-progress"]) == 2
+    # A seed whose evaluation was undone is left out, and the page says why and how to fix it.
+    (run / "seed-1" / "evaluate" / "DONE.json").unlink()
+    from scripts.stages.aggregate import write_aggregate
+
+    write_aggregate(run, [0, 1])
+    assert json.loads((run / "aggregate.json").read_text())["missing"] == {
+        "1": "not finished (rerun the same command with --resume)"
+    }
+    assert "Seed 1 is left out" in (run / "aggregate.md").read_text()
+
+
+def test_a_bad_second_judge_fails_before_any_stage(tmp_path, capsys):
+    from scripts.pipeline import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--tiny", "--run-dir", str(tmp_path / "x"), "--evaluate.second-judge", "sentimnet"])
+    assert exc.value.code == 2 and "second-judge" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
 
 
 def test_one_seed_is_refused_with_the_fix(tmp_path, capsys):
