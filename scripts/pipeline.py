@@ -114,7 +114,7 @@ def resolve_config(argv: Sequence[str] | None = None) -> PipelineConfig:
             stages.append(s)
         cfg.run.stages = stages
         _check_resources(cfg)
-    except (TypeError, ValueError, FileNotFoundError) as exc:
+    except (TypeError, ValueError, FileNotFoundError, ImportError) as exc:
         parser.error(str(exc))  # exit status 2 with the message (valid keys listed)
     return cfg
 
