@@ -82,12 +82,13 @@ class Config:
     """Generated tokens per run (the common budget: 16 envs x 24 tokens x 8 full-length rounds)."""
     temperature: float = 0.7
     """Sampling temperature of rollouts, log-probs and the held-out evaluation."""
-    kl_coef: float = 0.1
-    """Initial KL coefficient beta of every run; the controller moves it towards each run's target."""
+    kl_coef: float = 1.0
+    """Initial KL coefficient beta of every run. High on purpose: the KL starts at 0, so the controller lowers
+    beta until the KL comes up to the run's target, approaching it from below. Started at 0.1, beta fell to
+    0.02 in the first rollouts, before the policy had moved, and the KL then overshot a 2-nat target to 8."""
     kl_horizon: float = 8.0
     """Controller horizon in episodes: beta moves by up to a factor 1 +- 0.2 x 16 / 8 = 1.4 / 0.6 per 16-episode
-    rollout, so it can steer within an 8-rollout run (at 16 episodes, x1.2 per rollout, a 2-nat target ended at
-    7 nats; the library's 10000 suits ~10^6 episodes)."""
+    rollout, so it can steer within an 8-rollout run (the library's 10000 suits ~10^6 episodes)."""
     learning_rates: dict = field(default_factory=dict)
     """Per-algorithm learning rates as JSON, e.g. '{"grpo": 2e-4}' (default: the registry's)."""
     algo_kwargs: dict = field(default_factory=lambda: {"rlhf_ppo": {"n_epochs": 1, "learning_rate": 1e-4}})
