@@ -1,7 +1,7 @@
 """Held-out evaluation of a policy: scores, win rate, KL, diversity and perplexity.
 
-Used by the pipeline's ``evaluate`` stage to compare the starting policy with the trained one on the
-same held-out prompts. Sampling goes through the shared LM interface, :func:`textrlhf.lm.generate` (pure
+Used by the pipeline's ``evaluate`` stage (and by ``scripts/compare_agents.py`` and
+``scripts/frontier.py``) to compare the starting policy with the trained one on the same held-out prompts. Sampling goes through the shared LM interface, :func:`textrlhf.lm.generate` (pure
 sampling at the policy's temperature: no top-k, no top-p, so the samples come from the same
 distribution the env rollouts do; its ``torch.multinomial`` draw is the one Hugging Face ``generate``
 made here before, so seeded evaluations reproduce), prompts are encoded exactly as ``TextRLHF-v0``
@@ -14,7 +14,7 @@ Metrics (all per held-out prompt, then averaged):
 * ``second_judge_score``: with a ``second_judge``, its score: a judge no stage ever sees, not even the
   preference labelling, so a gain that exists only under the annotator shows up as a gap;
 * ``win_rate``: fraction of prompts where the trained response beats the starting one by the
-  annotator (ties count one half);
+  annotator by default (``by=``: the second judge or the reward model; ties count one half);
 * ``kl``: ``sum_t log pi(a_t) - log pi_ref(a_t)`` over the response at the sampling temperature
   (the k1 estimate of the sequence-level KL, in nats; Schulman 2020);
 * ``distinct_1`` / ``distinct_2``: unique word uni/bi-grams over all responses divided by their

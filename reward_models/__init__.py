@@ -18,7 +18,13 @@ from reward_models.base import (
 from reward_models.config import RewardModelConfig, RewardTrainingConfig, config_from_dict
 from reward_models.normalization import NormalizedReward, fit_gain_bias
 from reward_models.preferences import PreferencePair, load_preferences, save_preferences, split_by_prompt
-from reward_models.rules import KeywordReward, LengthReward, SentimentReward, WeightedSumReward
+from reward_models.rules import (
+    KeywordReward,
+    LengthReward,
+    PatternSentimentReward,
+    SentimentReward,
+    WeightedSumReward,
+)
 
 _LAZY = {
     "BradleyTerryRewardModel": "reward_models.bradley_terry",
@@ -55,6 +61,7 @@ __all__ = [
     "RewardFunction",
     "RewardModelConfig",
     "RewardTrainingConfig",
+    "PatternSentimentReward",
     "SentimentReward",
     "WeightedSumReward",
     "available_rewards",

@@ -49,7 +49,7 @@ class PatternSentimentReward:
     """TextBlob's pattern-lexicon polarity of the response, in [-1, 1] (De Smedt & Daelemans 2012).
 
     The project's second judge: held out from every stage (nothing trains on it), so a gain that exists only
-    under VADER shows up as a gap between the two. Why this lexicon (docs/reward-models.md, "Second judge"):
+    under VADER shows up as a gap between the two. Why this lexicon (docs/reward-models.md, "The second judge"):
     it was built independently of VADER's (hand-rated adjectives from product reviews, where VADER rated
     words from LIWC, ANEW and General Inquirer plus slang), and it averages the polarity of the sentiment
     words found where VADER sums them, with no boost for capitals: repeating or capitalising a word gains

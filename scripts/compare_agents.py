@@ -3,7 +3,8 @@
 Reads top to bottom: for each ``--algos`` entry, build the same vector env (same seed, prompts, reward,
 horizon) and the agent with the same KL coefficient, train it until it has generated
 ``--total-timesteps`` tokens, record ``rlhf/score`` and ``rlhf/kl`` after every rollout, then sample
-the held-out (test split) prompts with the trained policy and score them with the same reward. Writes
+the held-out (test split) prompts with the trained policy and score them with the same reward and
+``--second-judge``. Writes
 ``curves.csv`` (one row per rollout), ``curves.png`` (score and KL against generated tokens, one colour
 per agent: raw values faint, an exponential moving average on top), ``summary.json`` and ``summary.md``.
 

@@ -248,7 +248,9 @@ def summary_markdown(stats: dict[str, dict], n_seeds: dict[str, int], n_prompts:
         md.append("")
     md.append(
         f"Mean over seeds, 95% interval from a bootstrap over seeds and the {n_prompts} held-out prompts; "
-        '* marks a difference whose interval excludes 0. "not reached": some seed\'s runs do not span that KL.'
+        '* marks a difference whose interval excludes 0. "not reached": some seed\'s runs do not span that KL; '
+        f'"[edge]": fewer than {MIN_FINITE:.0%} of the resamples reach it, so no interval is given. With few seeds '
+        "(3: 10 distinct resamples of them) the intervals understate the seed-to-seed spread."
     )
     return "\n".join(md) + "\n"
 

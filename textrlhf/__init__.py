@@ -8,7 +8,8 @@ checked by ``tests/test_import_graph.py``::
 This bottom layer holds what all of them share and nothing that knows about environments, rewards or
 agents: model and tokenizer loading (:mod:`textrlhf.models`), the one language-model interface
 (:mod:`textrlhf.lm`: KV cache, sampling, teacher-forced log-probs; here because the annotator needs it
-too), crash-safe files (:mod:`textrlhf.atomic`), the one progress-bar style (:mod:`textrlhf.progress`),
+too), confidence intervals (:mod:`textrlhf.stats`), crash-safe files (:mod:`textrlhf.atomic`), the one
+progress-bar style (:mod:`textrlhf.progress`),
 and the bundled prompt sets with their loader (:mod:`textrlhf.prompts`, data in ``textrlhf/data/``).
 """
 

@@ -126,7 +126,8 @@ class RunConfig(_Section):
     """Seed of every stage (sampling, data order, initialisations)."""
     seeds: list[int] = field(default_factory=list)
     """Run the whole pipeline once per seed (e.g. --seeds 0 1 2), each in RUN_DIR/seed-N, then write
-    RUN_DIR/aggregate.md: every headline number per seed and its mean with a 95% interval. Empty: one run."""
+    RUN_DIR/aggregate.md and aggregate.json (every headline number per seed and its mean with a 95% interval) and
+    RUN_DIR/sweep.json. Empty: one run."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """Device for training and sampling: auto picks cuda when available."""
     algo: str = DEFAULT_ALGO

@@ -148,7 +148,7 @@ def intervals(results: dict, samples_per_prompt: int, n_resamples: int, seed: in
 
 
 def _sample_rows(prompts: list[str], results: dict) -> list[dict]:
-    """One ``samples.csv`` row per sampled prompt: each policy's response, annotator and RM scores, KL."""
+    """One ``samples.csv`` row per sampled prompt: each policy's response, annotator, second judge and RM scores, KL."""
     rows = []
     for i, prompt in enumerate(prompts):
         row = {"prompt": prompt}

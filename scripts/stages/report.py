@@ -232,7 +232,8 @@ METRICS_GLOSSARY = [
     "- **second judge score**: another sentiment lexicon's score, seen by no stage (not even the preference "
     "labels): a gain under the annotator that this judge does not confirm is an artefact of the annotator.",
     "- **[low, high]**: 95% bootstrap interval, resampling held-out prompts; * marks a difference that excludes 0.",
-    "- **win rate**: share of prompts where the first policy's response beats the second's by the annotator.",
+    "- **win rate**: share of prompts where the first policy's response beats the second's by the annotator "
+    "(in the intervals table, by the row's judge).",
     "- **KL**: summed log pi - log pi_SFT over the response at the sampling temperature (k1), nats per response.",
     "- **distinct-1/2**: unique word uni/bigrams over all responses / their count (diversity).",
     "- **perplexity under SFT**: exp of the mean per-token negative log-likelihood under the SFT model at T=1.",

@@ -23,7 +23,8 @@ METRIC_NAMES = {
 
 
 def evaluation_md(run_dir: Path) -> list[str]:
-    """The held-out metrics table of base, SFT and RL, and the annotator win rates."""
+    """The held-out metrics table of base, SFT and RL, the annotator win rates, and the 95% intervals of the
+    win rates and score differences by each judge."""
     ev_path = stage_dir(run_dir, "evaluate") / "metrics.json"
     md = ["", "## Held-out evaluation", ""]
     if not ev_path.is_file():
