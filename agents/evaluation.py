@@ -1,11 +1,12 @@
 """Held-out evaluation of a policy: scores, win rate, KL, diversity and perplexity.
 
 Used by the pipeline's ``evaluate`` stage (and by ``scripts/compare_agents.py`` and
-``scripts/frontier.py``) to compare the starting policy with the trained one on the same held-out prompts. Sampling goes through the shared LM interface, :func:`textrlhf.lm.generate` (pure
-sampling at the policy's temperature: no top-k, no top-p, so the samples come from the same
-distribution the env rollouts do; its ``torch.multinomial`` draw is the one Hugging Face ``generate``
-made here before, so seeded evaluations reproduce), prompts are encoded exactly as ``TextRLHF-v0``
-encodes them (``env.encode_prompt``), and responses are decoded as the env decodes them.
+``scripts/frontier.py``) to compare the starting policy with the trained one on the same held-out
+prompts. Sampling goes through the shared LM interface, :func:`textrlhf.lm.generate` (pure sampling at
+the policy's temperature: no top-k, no top-p, so the samples come from the same distribution the env
+rollouts do; its ``torch.multinomial`` draw is the one Hugging Face ``generate`` made here before, so
+seeded evaluations reproduce), prompts are encoded exactly as ``TextRLHF-v0`` encodes them
+(``env.encode_prompt``), and responses are decoded as the env decodes them.
 
 Metrics (all per held-out prompt, then averaged):
 
