@@ -112,7 +112,7 @@ def test_every_stage_says_where_its_time_went(tiny_run):
         "preferences": {"load", "generate", "annotate"},
         "reward-model": {"load", "evaluate", "train", "normalize", "save"},
         "rl": {"setup", "generate", "rollout: reference, reward, env", "update", "checkpoint", "save"},
-        "evaluate": {"generate", "logprobs", "reward_model", "annotator"},
+        "evaluate": {"generate", "logprobs", "reward_model", "annotator", "second_judge"},
     }
     report = (tiny_run / "report.md").read_text()
     for stage in STAGES:
