@@ -242,6 +242,43 @@ def evaluate_policy(
     return result
 
 
+def evaluate_on_env(
+    name: str,
+    lm,
+    reference,
+    env,
+    prompts: Sequence[str],
+    max_new_tokens: int,
+    temperature: float,
+    seed: int,
+    second_judge=None,
+    batch_size: int = 16,
+) -> EvalResult:
+    """:func:`evaluate_policy` with an env's own tokenizer, prompt encoding and reward (as the judge).
+
+    For comparisons whose judge is the reward the policies trained on (``scripts/compare_agents.py``,
+    ``scripts/frontier.py``); ``env`` is any ``TextRLHF-v0`` vector env (SB3-wrapped or native).
+    """
+    from agents.vec_env import text_vector_env
+
+    base = text_vector_env(env)  # tokenizer, encoding and reward shared by every row
+    return evaluate_policy(
+        name,
+        lm,
+        reference,
+        base.tokenizer,
+        prompts,
+        [base.encode_prompt(p) for p in prompts],
+        base.reward_fn,
+        base.reward_fn,
+        max_new_tokens,
+        temperature,
+        seed,
+        batch_size=batch_size,
+        second_judge=second_judge,
+    )
+
+
 def win_rate(trained: EvalResult, start: EvalResult, by: str = "annotator") -> float:
     """Fraction of prompts where ``trained`` beats ``start``; ties count one half.
 

@@ -139,22 +139,17 @@ def evaluate_held_out(cfg: Config, lm, reference, env) -> dict[str, float]:
     """Mean reward of ``lm`` and its KL to ``reference`` on the test-split prompts (``eval_samples`` each),
     by the pipeline's own :func:`agents.evaluation.evaluate_policy` (the env's reward as the judge, and
     ``cfg.second_judge`` beside it)."""
-    from agents.evaluation import evaluate_policy
-    from agents.vec_env import text_vector_env
+    from agents.evaluation import evaluate_on_env
     from reward_models import make_reward
     from textenv import load_prompts
 
-    base = text_vector_env(env)  # tokenizer, prompts and reward, shared by every row
     prompts = load_prompts(cfg.prompts, split="test") * cfg.eval_samples
-    result = evaluate_policy(
+    result = evaluate_on_env(
         "held_out",
         lm,
         reference,
-        base.tokenizer,
+        env,
         prompts,
-        [base.encode_prompt(p) for p in prompts],
-        base.reward_fn,
-        base.reward_fn,
         cfg.max_new_tokens,
         cfg.temperature,
         cfg.seed,

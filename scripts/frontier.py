@@ -149,28 +149,23 @@ RUN_KEY = ("algo", "seed", "kl_target")
 
 def held_out(cfg: Config, lm, reference, env, second_judge, seed: int) -> dict:
     """``lm`` on the test-split prompts: per-prompt ``score`` (the env's reward), ``second_judge`` and ``kl``
-    to ``reference``, plus ``response_len``; one :func:`agents.evaluation.evaluate_policy` pass."""
-    from agents.evaluation import evaluate_policy
-    from agents.vec_env import text_vector_env
+    to ``reference``, plus ``response_len``; one :func:`agents.evaluation.evaluate_on_env` pass."""
+    from agents.evaluation import evaluate_on_env
     from textenv import load_prompts
 
-    base = text_vector_env(env)
     prompts = load_prompts(cfg.prompts, split="test", max_prompts=cfg.eval_max_prompts)
     prompts = [p for p in prompts for _ in range(cfg.eval_samples)]  # a prompt's samples in a row
-    result = evaluate_policy(
+    result = evaluate_on_env(
         "held_out",
         lm,
         reference,
-        base.tokenizer,
+        env,
         prompts,
-        [base.encode_prompt(p) for p in prompts],
-        base.reward_fn,
-        base.reward_fn,
         cfg.max_new_tokens,
         cfg.temperature,
         seed,
-        batch_size=128,  # the 109 bundled prompts in one generate call: more tokens per second on a CPU
         second_judge=second_judge,
+        batch_size=128,  # the 109 bundled prompts in one generate call: more tokens per second on a CPU
     )
     return {
         "score": result.annotator_scores,
