@@ -27,12 +27,13 @@ import csv
 import json
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from agents.kl import KLConfig
+from scripts.algo_task import AlgoTask
 from scripts.cli import config_to_dict, parse_args
 
 LIBRARY_OVERRIDES: dict[str, str] = {
@@ -46,53 +47,25 @@ tests/scripts/test_config_defaults.py checks both)."""
 
 
 @dataclass
-class Config:
+class Config(AlgoTask):
     """Train several agents on the same RLHF task and plot their score and KL curves together."""
 
-    algos: list[str] = field(default_factory=lambda: ["rlhf_ppo", "rloo", "grpo"])
-    """Agents to compare (names of agents.available_algorithms())."""
-    model: str = "smollm2-135m-instruct"
-    """Policy (and reference) model: smollm2-135m-instruct (offline), tiny, a folder or a hub name."""
-    reward: str = "sentiment"
-    """Reward of the env: sentiment (VADER), length, keywords, or a trained reward-model folder."""
-    prompts: str = "bundled:reviews"
-    """Prompt source; training uses its train split, the held-out evaluation its test split."""
-    n_envs: int = 16
-    """Episodes per round (a multiple of the critic-free agents' group size, 4)."""
-    max_new_tokens: int = 24
-    """Response length limit (episode horizon)."""
-    max_prompt_tokens: int = 32
-    """Prompt budget in tokens."""
     total_timesteps: int = 7680
     """Generated tokens per agent (the common budget: 16 envs x 24 tokens x 20 full-length rounds)."""
-    temperature: float = 0.7
-    """Sampling temperature, for rollouts, log-probs and the evaluation."""
     kl_coef: float = KLConfig.kl_coef
     """KL coefficient beta, the same for every agent (in the reward, or GRPO's loss)."""
     adaptive_kl: bool = False  # a named override: LIBRARY_OVERRIDES
     """Adapt beta (Ziegler et al. 2019); off by default so every agent pays the same price per nat."""
-    learning_rates: dict = field(default_factory=dict)
-    """Per-agent learning rates as JSON, e.g. '{"grpo": 2e-4}' (default: the registry's)."""
-    algo_kwargs: dict = field(default_factory=dict)
-    """Per-agent extra options as JSON, e.g. '{"rlhf_ppo": {"n_epochs": 2}}'."""
     eval_samples: int = 2
     """Samples per held-out prompt in the final evaluation."""
-    second_judge: str = "pattern_sentiment"
-    """A judge no agent trains on, scored beside the reward on the held-out answers (docs/reward-models.md)."""
     seed: int = 0
     """Seed of the envs, the agents and the evaluation (the same for every agent)."""
     run_dir: Path = Path("runs/compare")
     """Folder for curves.csv, curves.png, summary.json and summary.md."""
 
     def __post_init__(self) -> None:
-        import agents
-
-        self.algos = [a.strip().lower() for item in self.algos for a in str(item).split(",") if a.strip()]
-        valid = agents.available_algorithms()
-        bad = [a for a in self.algos if a not in valid]
-        if bad or not self.algos:
-            raise ValueError(f"unknown algorithm(s) {bad}; choose from {valid}")
-        for name in ("n_envs", "max_new_tokens", "max_prompt_tokens", "total_timesteps", "eval_samples"):
+        super().__post_init__()
+        for name in ("total_timesteps", "eval_samples"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1")
         unknown = sorted((set(self.learning_rates) | set(self.algo_kwargs)) - set(self.algos))
@@ -105,19 +78,7 @@ def train_one(cfg: Config, algo: str):
     import agents
     from agents.callbacks import ProgressBar
 
-    env = agents.make_vec_text_env(
-        cfg.n_envs,
-        seed=cfg.seed,
-        model=cfg.model,
-        reward=cfg.reward,
-        prompts=cfg.prompts,
-        prompt_split="train",
-        max_new_tokens=cfg.max_new_tokens,
-        max_prompt_tokens=cfg.max_prompt_tokens,
-    )
-    options = dict(cfg.algo_kwargs.get(algo, {}))
-    if algo in cfg.learning_rates:
-        options["learning_rate"] = float(cfg.learning_rates[algo])
+    env = cfg.make_env(cfg.seed)
     agent = agents.make_agent(
         algo,
         env,
@@ -125,7 +86,7 @@ def train_one(cfg: Config, algo: str):
         kl_coef=cfg.kl_coef,
         adaptive_kl=cfg.adaptive_kl,
         seed=cfg.seed,
-        **options,
+        **cfg.agent_options(algo),
     )
     history = agents.RLHFHistory()
     t0 = time.perf_counter()

@@ -37,6 +37,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from scripts.algo_task import AlgoTask
 from scripts.cli import config_to_dict, parse_args
 from scripts.run_dir import atomic_write_text
 
@@ -54,35 +55,22 @@ model, 2 rollouts per run, 8 held-out prompts. Seconds per run, for tests; its n
 
 
 @dataclass
-class Config:
+class Config(AlgoTask):
     """Train algorithms x KL targets x seeds on one RLHF task; plot held-out score against held-out KL."""
 
     algos: list[str] = field(default_factory=lambda: ["rlhf_ppo", "rloo", "grpo", "reinforce_pp"])
     """Algorithms (names of agents.available_algorithms())."""
+    algo_kwargs: dict = field(default_factory=lambda: {"rlhf_ppo": {"n_epochs": 1, "learning_rate": 1e-4}})
+    """Per-algorithm options as JSON. Default: rlhf_ppo takes one epoch at lr 1e-4, the pipeline's setting,
+    so every algorithm makes one pass over each batch (the registry's 4 epochs cost 4x the update time)."""
     kl_targets: list[float] = field(default_factory=lambda: [1.0, 2.0, 4.0])
     """Targets of the adaptive KL controller, nats per episode (one run per target, algorithm and seed). In the
     default budget the KL of the training batches stays under 0.8 x 4 nats for most of a run, so targets past
     4 nats are the same run as 4: beta falls at every rollout (docs/results/2026-12-01-frontier.md)."""
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     """Seeds of the envs, the agents and their held-out sampling."""
-    model: str = "smollm2-135m-instruct"
-    """Policy (and reference) model: smollm2-135m-instruct (offline), tiny, a folder or a hub name."""
-    reward: str = "sentiment"
-    """Reward of the env and the held-out score: sentiment (VADER), length, keywords, or a reward-model folder."""
-    second_judge: str = "pattern_sentiment"
-    """A judge no run trains on, scored beside the reward on the held-out answers (docs/reward-models.md)."""
-    prompts: str = "bundled:reviews"
-    """Prompt source: training uses its train split, the held-out evaluation its test split."""
-    n_envs: int = 16
-    """Episodes per rollout (a multiple of the group agents' group size, 4)."""
-    max_new_tokens: int = 24
-    """Response length limit (episode horizon)."""
-    max_prompt_tokens: int = 32
-    """Prompt budget in tokens."""
     total_timesteps: int = 3072
     """Generated tokens per run (the common budget: 16 envs x 24 tokens x 8 full-length rounds)."""
-    temperature: float = 0.7
-    """Sampling temperature of rollouts, log-probs and the held-out evaluation."""
     kl_coef: float = 1.0
     """Initial KL coefficient beta of every run. High on purpose: the KL starts at 0, so the controller lowers
     beta until the KL comes up to the run's target, approaching it from below. Started at 0.1, beta fell to
@@ -90,11 +78,6 @@ class Config:
     kl_horizon: float = 8.0
     """Controller horizon in episodes: beta moves by up to a factor 1 +- 0.2 x 16 / 8 = 1.4 / 0.6 per 16-episode
     rollout, so it can steer within an 8-rollout run (the library's 10000 suits ~10^6 episodes)."""
-    learning_rates: dict = field(default_factory=dict)
-    """Per-algorithm learning rates as JSON, e.g. '{"grpo": 2e-4}' (default: the registry's)."""
-    algo_kwargs: dict = field(default_factory=lambda: {"rlhf_ppo": {"n_epochs": 1, "learning_rate": 1e-4}})
-    """Per-algorithm options as JSON. Default: rlhf_ppo takes one epoch at lr 1e-4, the pipeline's setting,
-    so every algorithm makes one pass over each batch (the registry's 4 epochs cost 4x the update time)."""
     eval_samples: int = 1
     """Samples per held-out prompt."""
     eval_max_prompts: int | None = None
@@ -112,32 +95,23 @@ class Config:
     """Output folder: runs.jsonl, frontier.csv, frontier.png, summary.md, summary.json, config.json."""
 
     def __post_init__(self) -> None:
-        import agents
-
         if self.tiny:
             defaults = {f.name: f.default for f in dataclasses.fields(self)}
             for name, value in TINY_PRESET.items():
                 if getattr(self, name) == defaults[name]:
                     setattr(self, name, value)
-        self.algos = [a.strip().lower() for item in self.algos for a in str(item).split(",") if a.strip()]
-        valid = agents.available_algorithms()
-        bad = [a for a in self.algos if a not in valid]
-        if bad or not self.algos:
-            raise ValueError(f"--algos: unknown {bad or 'none given'}; choose from {valid}")
+        super().__post_init__()
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"--seeds must list distinct seeds, got {self.seeds}")
         if not self.kl_targets or any(not t > 0 for t in self.kl_targets):
             raise ValueError(f"--kl-targets must be positive numbers of nats, got {self.kl_targets}")
-        for name in ("n_envs", "max_new_tokens", "max_prompt_tokens", "total_timesteps", "eval_samples"):
+        for name in ("total_timesteps", "eval_samples"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1")
         if self.n_resamples < 100:
             raise ValueError(f"--n-resamples {self.n_resamples} is too few for 95% percentiles; give >= 100")
         if self.eval_max_prompts is not None and self.eval_max_prompts < 2:
             raise ValueError("--eval-max-prompts must be >= 2: the intervals resample prompts")
-        unknown = sorted((set(self.learning_rates) | set(self.algo_kwargs)) - set(agents.available_algorithms()))
-        if unknown:
-            raise ValueError(f"--learning-rates/--algo-kwargs name unknown agents {unknown}")
         if any(not g > 0 for g in self.kl_grid):
             raise ValueError(f"--kl-grid must be positive numbers of nats, got {self.kl_grid}")
         self.kl_grid = sorted(self.kl_grid)
@@ -175,32 +149,13 @@ def held_out(cfg: Config, lm, reference, env, second_judge, seed: int) -> dict:
     }
 
 
-def make_env(cfg: Config, seed: int):
-    """The common task: same prompts, reward and horizon for every run of a seed."""
-    import agents
-
-    return agents.make_vec_text_env(
-        cfg.n_envs,
-        seed=seed,
-        model=cfg.model,
-        reward=cfg.reward,
-        prompts=cfg.prompts,
-        prompt_split="train",
-        max_new_tokens=cfg.max_new_tokens,
-        max_prompt_tokens=cfg.max_prompt_tokens,
-    )
-
-
 def train_and_evaluate(cfg: Config, algo: str, seed: int, kl_target: float, second_judge) -> dict:
     """One run: train ``algo`` to the token budget with the controller aiming at ``kl_target``, then
     evaluate it held out. Returns the ``runs.jsonl`` record."""
     import agents
     from agents.callbacks import ProgressBar
 
-    env = make_env(cfg, seed)
-    options = {**cfg.algo_kwargs.get(algo, {})}
-    if algo in cfg.learning_rates:
-        options["learning_rate"] = float(cfg.learning_rates[algo])
+    env = cfg.make_env(seed)
     agent = agents.make_agent(
         algo,
         env,
@@ -210,7 +165,7 @@ def train_and_evaluate(cfg: Config, algo: str, seed: int, kl_target: float, seco
         kl_target=kl_target,
         kl_horizon=cfg.kl_horizon,
         seed=seed,
-        **options,
+        **cfg.agent_options(algo),
     )
     history = agents.RLHFHistory()
     t0 = time.perf_counter()
@@ -240,7 +195,7 @@ def reference_record(cfg: Config, second_judge) -> dict:
     """The untrained policy on the held-out prompts: the frontier's origin (KL 0), sampled with seed 0."""
     from textenv import load_model
 
-    env = make_env(cfg, 0)
+    env = cfg.make_env(0)
     reference = load_model(cfg.model)
     evaluation = held_out(cfg, reference, reference, env, second_judge, 0)
     env.close()
