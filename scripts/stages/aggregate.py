@@ -20,38 +20,50 @@ from scripts.run_dir import STAGES, RunDirError, atomic_write_json, atomic_write
 SWEEP_FILE = "sweep.json"
 """Written in the sweep's folder: its seeds and command, so the folder is never mistaken for one run."""
 
-HEADLINES: dict[str, tuple[str, Callable[[dict], float | None], str | None]] = {
+
+def _ev_interval(key: str) -> Callable[[dict], dict | None]:
+    """A seed's bootstrap interval ``key`` of ``evaluate/metrics.json`` (``intervals``)."""
+    return lambda m: m["ev"]["intervals"].get(key)
+
+
+def _rm_interval(m: dict) -> dict | None:
+    """A seed's reward-model accuracy interval (``reward-model/metrics.json``; absent before it existed)."""
+    after = m["rm"]["after"]
+    return {"low": after["accuracy_low"], "high": after["accuracy_high"]} if "accuracy_low" in after else None
+
+
+HEADLINES: dict[str, tuple[str, Callable[[dict], float | None], Callable[[dict], dict | None] | None]] = {
     "win_rate_rl_vs_sft": (
         "annotator win rate, RL vs SFT",
         lambda m: m["ev"]["win_rate"]["rl_vs_sft"],
-        "win_rate/annotator/rl_vs_sft",
+        _ev_interval("win_rate/annotator/rl_vs_sft"),
     ),
     "win_rate_rl_vs_base": (
         "annotator win rate, RL vs base",
         lambda m: m["ev"]["win_rate"]["rl_vs_base"],
-        "win_rate/annotator/rl_vs_base",
+        _ev_interval("win_rate/annotator/rl_vs_base"),
     ),
     "second_judge_win_rate_rl_vs_sft": (
         "second-judge win rate, RL vs SFT",
         lambda m: m["ev"]["win_rate_second_judge"]["rl_vs_sft"],
-        "win_rate/second_judge/rl_vs_sft",
+        _ev_interval("win_rate/second_judge/rl_vs_sft"),
     ),
     "annotator_gain": (
         "annotator score, RL - SFT",
         lambda m: _gain(m, "annotator_score"),
-        "gain/annotator/rl_minus_sft",
+        _ev_interval("gain/annotator/rl_minus_sft"),
     ),
     "second_judge_gain": (
         "second-judge score, RL - SFT",
         lambda m: _gain(m, "second_judge_score"),
-        "gain/second_judge/rl_minus_sft",
+        _ev_interval("gain/second_judge/rl_minus_sft"),
     ),
-    "rm_gain": ("reward-model score, RL - SFT", lambda m: _gain(m, "rm_score"), "gain/rm/rl_minus_sft"),
-    "kl_rl": ("KL of RL to SFT (nats)", lambda m: m["ev"]["policies"]["rl"]["kl"], "kl/rl"),
-    "rm_accuracy": ("reward model accuracy (its accuracy_set)", lambda m: m["rm"]["after"]["accuracy"], None),
+    "rm_gain": ("reward-model score, RL - SFT", lambda m: _gain(m, "rm_score"), _ev_interval("gain/rm/rl_minus_sft")),
+    "kl_rl": ("KL of RL to SFT (nats)", lambda m: m["ev"]["policies"]["rl"]["kl"], _ev_interval("kl/rl")),
+    "rm_accuracy": ("reward model accuracy (its accuracy_set)", lambda m: m["rm"]["after"]["accuracy"], _rm_interval),
     "minutes": ("pipeline minutes (sum of the stages)", lambda m: m["seconds"] / 60.0, None),
 }
-"""``key -> (label, value from a seed's metrics, key of its interval in evaluate/metrics.json or None)``."""
+"""``key -> (label, value from a seed's metrics, that seed's 95% interval ({"low", "high"}) or None)``."""
 
 
 def _gain(m: dict, key: str) -> float:
@@ -92,10 +104,10 @@ def aggregate(per_seed: dict[int, dict]) -> dict:
     from textrlhf.stats import t_interval
 
     out = {}
-    for key, (label, value, ci_key) in HEADLINES.items():
+    for key, (label, value, interval) in HEADLINES.items():
         rows = {}
         for seed, m in per_seed.items():
-            ci = m["ev"]["intervals"].get(ci_key) if ci_key else None
+            ci = interval(m) if interval else None
             rows[seed] = {"value": value(m), "low": ci["low"] if ci else None, "high": ci["high"] if ci else None}
         values = [r["value"] for r in rows.values()]
         out[key] = {"label": label, "per_seed": rows, "mean": t_interval(values).to_dict() if len(values) > 1 else None}
@@ -119,7 +131,8 @@ def aggregate_markdown(result: dict, run_dir: Path) -> str:
             else []
         ),
         "",
-        "Per seed: the value and, where there is one, its 95% bootstrap interval over the held-out prompts. "
+        "Per seed: the value and, where there is one, its 95% bootstrap interval over the held-out prompts "
+        "(for the reward model, over the prompts of its held-out pairs). "
         "Mean: over seeds, with its Student t 95% interval.",
         "",
         "| number | " + " | ".join(f"seed {s}" for s in result["seeds"]) + " | mean [95% interval] |",

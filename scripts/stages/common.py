@@ -121,3 +121,11 @@ def fmt(x: float | None, digits: int = 3) -> str:
         return f"{float(x):.{digits}f}"
     except (TypeError, ValueError):
         return str(x)
+
+
+def accuracy_band(metrics: dict) -> str:
+    """`` [low, high]``: the 95% interval of a reward-model accuracy (``evaluate_preferences`` with
+    ``n_resamples``), or ``""`` for metrics without one (written before intervals existed, or one prompt)."""
+    if metrics.get("accuracy_low") is None:
+        return ""
+    return f" [{fmt(metrics['accuracy_low'], 2)}, {fmt(metrics['accuracy_high'], 2)}]"

@@ -367,4 +367,5 @@ class EvaluateConfig(_Section):
     """A second judge that no stage sees, reported beside the annotator (a reward spec: pattern_sentiment is
     TextBlob's lexicon, independent of VADER's; docs/reward-models.md)."""
     n_resamples: int = 2000
-    """Bootstrap resamples (over prompts) of the 95% intervals in metrics.json and report.md."""
+    """Bootstrap resamples (over prompts) of the 95% intervals in metrics.json and report.md (the reward-model
+    stage uses it too, for its held-out accuracy's interval)."""

@@ -33,7 +33,7 @@ from scripts.run_dir import (
     read_marker,
     stage_dir,
 )
-from scripts.stages.common import fmt
+from scripts.stages.common import accuracy_band, fmt
 from scripts.stages.config import PipelineConfig
 from scripts.stages.report_evaluation import evaluation_md
 
@@ -279,12 +279,14 @@ def _reward_model_md(run_dir: Path) -> list[str]:
     if not rm_path.is_file():
         return []
     rm = json.loads(rm_path.read_text())
+    band = accuracy_band(rm["after"])
     return [
         "## Reward model",
         "",
         f"{rm['train_pairs']} training pairs, {rm['heldout_pairs']} held-out; "
         f"{rm['accuracy_set']} accuracy {fmt(rm['before']['accuracy'], 3)} before, "
-        f"**{fmt(rm['after']['accuracy'], 3)}** after training; normalisation gain {fmt(rm['gain'], 4)}, "
+        f"**{fmt(rm['after']['accuracy'], 3)}**{band} after training"
+        f"{' (95% interval, resampling prompts)' if band else ''}; normalisation gain {fmt(rm['gain'], 4)}, "
         f"bias {fmt(rm['bias'], 4)}.",
         "",
     ]

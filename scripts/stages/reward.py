@@ -18,7 +18,7 @@ import contextlib
 from pathlib import Path
 
 from scripts.run_dir import atomic_write_csv, atomic_write_json, clear_stage, mark_done, require, stage_dir
-from scripts.stages.common import StageTimer, abs_path, fmt, resolve_device, seed_everything
+from scripts.stages.common import StageTimer, abs_path, accuracy_band, fmt, resolve_device, seed_everything
 from scripts.stages.config import PipelineConfig
 
 
@@ -175,7 +175,7 @@ def run_reward_model(cfg: PipelineConfig) -> str:
     with timer.phase("train"):
         metrics, history = _train(cfg, model, train_pairs, held)
     with timer.phase("evaluate"):
-        after = evaluate_preferences(model, eval_set)
+        after = evaluate_preferences(model, eval_set, n_resamples=cfg.evaluate.n_resamples, seed=run.seed)
     if rc.normalize:  # the pairs' responses are SFT-policy samples: the reference distribution
         with timer.phase("normalize"):
             samples = sorted({(p.prompt, r) for p in pairs for r in (p.chosen, p.rejected)})
@@ -199,7 +199,7 @@ def run_reward_model(cfg: PipelineConfig) -> str:
     atomic_write_json(out / "metrics.json", result)
     summary = timer.summary(
         f"{len(train_pairs)} train / {len(held)} held-out pairs, {'held-out' if held else 'train'} accuracy "
-        f"{fmt(before['accuracy'], 2)} -> {fmt(after['accuracy'], 2)}, "
+        f"{fmt(before['accuracy'], 2)} -> {fmt(after['accuracy'], 2)}{accuracy_band(after)}, "
         f"loss {fmt(before['loss'])} -> {fmt(after['loss'])}"
     )
     mark_done(run.run_dir, "reward-model", summary, timer.seconds, phases=timer.phase_seconds())

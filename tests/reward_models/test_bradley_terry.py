@@ -50,6 +50,31 @@ def test_untrained_model_is_near_chance():
     assert result["loss"] == pytest.approx(math.log(2), abs=0.2)
 
 
+def test_accuracy_interval_resamples_whole_prompts():
+    from reward_models import PreferencePair
+
+    model = tiny_model()
+    # 40 pairs under 8 prompts: 8 resampling units, each with its 5 pairs.
+    pairs = [PreferencePair(f"prompt {i % 8}", p.chosen, p.rejected) for i, p in enumerate(synthetic_pairs(40, seed=3))]
+    plain = evaluate_preferences(model, pairs)
+    assert "accuracy_low" not in plain
+    result = evaluate_preferences(model, pairs, n_resamples=300, seed=1)
+    assert result["accuracy_low"] <= result["accuracy"] == plain["accuracy"] <= result["accuracy_high"]
+    # Naive: draw prompts as the bootstrap does (one generator, one draw of 8 per resample), gather their pairs.
+    raw = model.raw_scores([p.prompt for p in pairs] * 2, [p.chosen for p in pairs] + [p.rejected for p in pairs])
+    correct = raw[: len(pairs)] > raw[len(pairs) :]
+    units = list(dict.fromkeys(p.prompt for p in pairs))
+    rng = np.random.default_rng(1)
+    draws = []
+    for _ in range(300):
+        drawn = [units[u] for u in rng.integers(0, len(units), len(units))]
+        draws.append(np.mean([c for u in drawn for c, p in zip(correct, pairs) if p.prompt == u]))
+    assert [result["accuracy_low"], result["accuracy_high"]] == pytest.approx(np.quantile(draws, [0.025, 0.975]))
+    # One prompt leaves nothing to resample: no interval rather than a zero-width one.
+    single = [PreferencePair("one", p.chosen, p.rejected) for p in pairs]
+    assert "accuracy_low" not in evaluate_preferences(model, single, n_resamples=300)
+
+
 def test_normalization_gives_mean_0_std_1(trained_model):
     model = trained_model["model"]
     pairs = trained_model["pairs"]

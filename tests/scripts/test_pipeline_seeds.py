@@ -31,6 +31,9 @@ def test_seeds_run_each_seed_and_aggregate(tmp_path):
         assert row["value"] == ev["win_rate"]["rl_vs_sft"]
         assert row["low"] == ev["intervals"]["win_rate/annotator/rl_vs_sft"]["low"]
         wins.append(row["value"])
+        rm = json.loads((run / f"seed-{seed}" / "reward_model" / "metrics.json").read_text())["after"]
+        acc = result["numbers"]["rm_accuracy"]["per_seed"][str(seed)]
+        assert (acc["low"], acc["value"], acc["high"]) == (rm["accuracy_low"], rm["accuracy"], rm["accuracy_high"])
     mean = result["numbers"]["win_rate_rl_vs_sft"]["mean"]
     assert mean["estimate"] == pytest.approx(np.mean(wins)) and mean["method"] == "t"
     assert "| annotator win rate, RL vs SFT |" in (run / "aggregate.md").read_text()
