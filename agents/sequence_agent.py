@@ -278,12 +278,11 @@ class SequenceAgent(PPO):
                 break
         self.num_timesteps = start + int(self._dp.sum(torch.tensor([local]))[0])
         if self._dp.distributed:
-            # Every rank stops together (SB3's learn loop then ends before train()), so the ranks that
-            # reach train() all hold full rollouts of the same size.
+            # Every rank stops together, so the ranks that reach train() all hold full rollouts of the same size.
             keep_going = self._dp.all(keep_going and bool(batches))
-            if not keep_going:
-                return False
-        if not batches:
+        if not keep_going or not batches:
+            # A stopped rollout is dropped as SB3's loop drops it (learn() ends before train()): no KL
+            # controller step or rollout metrics from a partial batch.
             return False
         batch = EpisodeBatch.concat(batches)
         t_gen = time.perf_counter() - t0
@@ -293,7 +292,7 @@ class SequenceAgent(PPO):
         self.logger.record("time/generation_s", t_gen)
         callback.update_locals(locals())
         callback.on_rollout_end()
-        return keep_going
+        return True
 
     @torch.no_grad()
     def _finish_batch(self, batch: EpisodeBatch) -> None:

@@ -280,6 +280,7 @@ class RLConfig(_Section):
     SECTION: ClassVar[str] = "rl"
     RULES: ClassVar[dict[str, Rule]] = {
         "total_timesteps": COUNT,
+        "rollouts": COUNT,
         "n_envs": COUNT,
         "n_steps": COUNT,
         "batch_size": COUNT,
@@ -297,6 +298,12 @@ class RLConfig(_Section):
 
     total_timesteps: int = 13824
     """Environment steps (= generated tokens) in total: 36 rollouts of 16 episodes x 24 tokens."""
+    rollouts: int | None = 40
+    """Stop after this many rollouts (each with its update) even if ``total_timesteps`` is not reached; none = no
+    cap. A rollout costs about the same whatever its answers' lengths (lock-step generation runs to the longest
+    answer), so as RL shortens the answers a token budget alone buys more rollouts: on the 3-seed run
+    (docs/results/2026-12-01-pipeline-seeds.md) 13,824 tokens took 49, 59 and 44 rollouts (638, 811, 628 s).
+    40 rollouts (~540 s) keep every seed's `make run` within 20 minutes."""
     n_envs: int = 16
     """Parallel environments (episodes per rollout round)."""
     n_steps: int | None = None

@@ -21,9 +21,9 @@ atomically: policy weights as safetensors, the optimizer state, and ``state.json
 against its own models), loads that state into it, keeps the ``progress.csv`` rows up to the
 checkpoint (refusing a truncated file), drops newer rows and TensorBoard events (they are redone),
 and calls ``learn(remaining, reset_num_timesteps=False)``: each iteration appears in the CSV exactly
-once. A checkpoint that already holds ``total_timesteps`` (killed during the final export) just
-exports the policy. SB3 dumps a rollout's ``train/*`` losses with the next iteration's row, so the row
-right after a resume point lacks the ``train/*`` values of the update before it.
+once. A checkpoint that already holds ``total_timesteps`` or ``rl.rollouts`` rollouts (killed during the
+final export) just exports the policy. SB3 dumps a rollout's ``train/*`` losses with the next iteration's
+row, so the row right after a resume point lacks the ``train/*`` values of the update before it.
 """
 
 from __future__ import annotations
@@ -130,6 +130,26 @@ class Checkpointer(BaseCallback):
         with self.timer.phase("checkpoint"):
             save_checkpoint(self.agent, self.folder, self.algo, self.counter.done, self.timer.seconds)
         self.saved_at = self.counter.done
+
+
+class RolloutLimit(BaseCallback):
+    """Stop ``learn`` once the run holds ``limit`` rollouts (``rl.rollouts``), counting those before a resume.
+
+    SB3 callbacks can only stop from ``on_step``, so the stop comes at the first step of the next rollout:
+    ``learn`` then ends before that rollout's update (SB3's loop and the fast agents discard a stopped
+    rollout), having stepped one token per env more than it trains on. Every data-parallel rank counts the
+    same rollouts, so they stop together.
+    """
+
+    def __init__(self, limit: int, done: int):
+        super().__init__()
+        self.limit, self.done = limit, done
+
+    def _on_rollout_end(self) -> None:
+        self.done += 1
+
+    def _on_step(self) -> bool:
+        return self.done < self.limit
 
 
 def _algo_kwargs(cfg: PipelineConfig, algo_class) -> dict:
@@ -251,12 +271,13 @@ def _restore(agent, out: Path, state: dict, counter: IterationCounter, timer: St
     timer.start -= state["seconds"]  # the stage's wall time includes the work before the interruption
 
 
-def _announce_resume(algo: str, agent, iteration: int, remaining: int) -> None:
+def _announce_resume(algo: str, agent, iteration: int, remaining: int, rollouts: int | None) -> None:
     """The one line that says where a resumed run continues (or that only the export is left)."""
     beta = float(agent.policy.kl_beta) if hasattr(agent.policy, "kl_beta") else math.nan
+    left = f"{remaining} steps" + (f" (at most {rollouts - iteration} rollouts)" if rollouts is not None else "")
     print(
         f"[rl] resuming {algo} at iteration {iteration} ({agent.num_timesteps} steps, beta {beta:.4g}); "
-        + (f"{remaining} steps left" if remaining > 0 else "every step is done: exporting the policy"),
+        + (f"{left} left" if remaining > 0 else "every step is done: exporting the policy"),
         flush=True,
     )
 
@@ -307,17 +328,20 @@ def run_rl(cfg: PipelineConfig, resume: bool = False) -> str:
     if resuming:
         _restore(agent, out, state, counter, timer, run.seed)
     remaining = rl.total_timesteps - agent.num_timesteps
+    if rl.rollouts is not None and counter.done >= rl.rollouts:
+        remaining = 0
+    limit = [RolloutLimit(rl.rollouts, counter.done)] if rl.rollouts is not None else []
     if not main:  # the agent's logger writes nothing on this rank; rank 0 checkpoints, exports and reports
         if remaining > 0:
-            agent.learn(remaining, reset_num_timesteps=not resuming, log_interval=1)
+            agent.learn(remaining, callback=limit, reset_num_timesteps=not resuming, log_interval=1)
         env.close()
         return f"{agent.num_timesteps} tokens over all ranks (rank 0 reports)"
     log_file = _set_logger(agent, out, counter, rows, resuming)
     checkpointer = Checkpointer(agent, out / CHECKPOINT, run.algo, counter, rl.checkpoint_every, timer)
     if resuming:
-        _announce_resume(run.algo, agent, counter.done, remaining)
+        _announce_resume(run.algo, agent, counter.done, remaining, rl.rollouts)
     if remaining > 0:
-        callbacks = [checkpointer, ProgressBar()] if run.progress else [checkpointer]
+        callbacks = [*limit, checkpointer, ProgressBar()] if run.progress else [*limit, checkpointer]
         agent.learn(remaining, callback=callbacks, reset_num_timesteps=not resuming, log_interval=1)
     checkpointer.save()
     with timer.phase("save"):

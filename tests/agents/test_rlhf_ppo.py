@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from stable_baselines3.common.callbacks import BaseCallback
 
 import agents
 from agents.kl import kl_estimate
@@ -149,3 +150,31 @@ def test_the_adaptive_kl_controller_is_saved_and_restored_by_load(tmp_path):
     loaded.learn(18, reset_num_timesteps=False, callback=history)
     assert history.history[0]["rlhf/beta"] == agent.beta  # the resumed rollout used the restored beta, not kl_coef
     assert loaded.beta == float(loaded.policy.kl_beta) != agent.beta  # and its update moved it, in the policy
+
+
+class _StopLateInRollout2(BaseCallback):
+    """Stop ``learn`` at rollout 2's 6th lock-step step, when its episodes (6 tokens at most) have ended."""
+
+    def __init__(self):
+        super().__init__()
+        self.started = self.steps = 0
+
+    def _on_rollout_start(self) -> None:
+        self.started, self.steps = self.started + 1, 0
+
+    def _on_step(self) -> bool:
+        self.steps += 1
+        return self.started < 2 or (self.started == 2 and self.steps < 6)
+
+
+def test_a_rollout_stopped_by_a_callback_is_dropped_without_a_kl_controller_step():
+    """learn() stopped at rollout 2's last step leaves the agent as one rollout + update leaves it (SB3 drops a
+    stopped rollout: no update, and here no KL controller step or rollout metrics either)."""
+    one = make_agent(make_env(), adaptive_kl=True, kl_coef=0.2, kl_target=0.5, n_epochs=1)
+    one.learn(1)  # exactly one rollout and its update
+    stopped = make_agent(make_env(), adaptive_kl=True, kl_coef=0.2, kl_target=0.5, n_epochs=1)
+    stopped.learn(10_000, callback=_StopLateInRollout2())
+    assert stopped._n_updates == one._n_updates > 0
+    assert stopped.policy.kl_beta == one.policy.kl_beta != 0.2  # kl_coef: the controller moved once, not twice
+    for a, b in zip(one.policy.parameters(), stopped.policy.parameters(), strict=True):
+        torch.testing.assert_close(a, b, atol=0, rtol=0)

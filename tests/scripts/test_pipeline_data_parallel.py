@@ -24,7 +24,9 @@ from scripts.run_dir import RunDirError, is_done, read_csv
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKENS_PER_ITERATION = 2 * 2 * 8  # ranks x tiny preset's n_envs x n_steps
-RL_FLAGS = ["--rl.total-timesteps", str(48 * TOKENS_PER_ITERATION), "--rl.checkpoint-every", "1"]
+# 48 iterations: past the default rollout cap (40), so the cap is lifted.
+RL_FLAGS = ["--rl.total-timesteps", str(48 * TOKENS_PER_ITERATION), "--rl.rollouts", "none"]
+RL_FLAGS += ["--rl.checkpoint-every", "1"]
 
 
 def _launch(run_dir: Path, *flags: str) -> subprocess.Popen:

@@ -171,3 +171,24 @@ def test_a_generic_sb3_algorithm_resumes_in_the_pipeline(tiny_run, tmp_path, cap
     assert code == 0, err
     assert f"resuming {algo} at iteration 2" in out
     assert [int(r["iteration"]) for r in read_csv(run_dir / "rl" / "progress.csv")] == [1, 2, 3]
+
+
+def test_the_rollout_cap_stops_rl_and_a_resume_counts_the_rollouts_before_it(tiny_run, tmp_path, capsys):
+    # The tiny preset's 64 tokens are 4 rollouts; --rl.rollouts 2 stops at 2 (with their 2 updates).
+    run_dir = copy_run(tiny_run, tmp_path / "run", "rl", "evaluate", "plots", "report.md")
+    args = ["--run-dir", str(run_dir), "--stages", "rl", "--resume"]
+    code, out, err = run_pipeline(capsys, *args, "--rl.rollouts", "2")
+    assert code == 0, err
+    done = json.loads((run_dir / "rl" / "DONE.json").read_text())
+    assert done["iterations"] == 2 and "2 iterations" in out
+    assert json.loads((run_dir / "rl" / "checkpoint" / "state.json").read_text())["iteration"] == 2
+    # Raising the cap continues from rollout 2: one more rollout, the token budget still unreached.
+    (run_dir / "rl" / "DONE.json").unlink()
+    code, out, err = run_pipeline(capsys, *args, "--rl.rollouts", "3")
+    assert code == 0, err
+    assert "resuming rlhf_ppo at iteration 2" in out and "(at most 1 rollouts) left" in out
+    assert [int(r["iteration"]) for r in read_csv(run_dir / "rl" / "progress.csv")] == [1, 2, 3]
+    # A cap the checkpoint already holds only exports the policy.
+    (run_dir / "rl" / "DONE.json").unlink()
+    code, out, err = run_pipeline(capsys, *args, "--rl.rollouts", "3")
+    assert code == 0 and "every step is done" in out, err
