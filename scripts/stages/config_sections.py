@@ -300,10 +300,11 @@ class RLConfig(_Section):
     """Environment steps (= generated tokens) in total: 36 rollouts of 16 episodes x 24 tokens."""
     rollouts: int | None = 40
     """Stop after this many rollouts (each with its update) even if ``total_timesteps`` is not reached; none = no
-    cap. A rollout costs about the same whatever its answers' lengths (lock-step generation runs to the longest
-    answer), so as RL shortens the answers a token budget alone buys more rollouts: on the 3-seed run
-    (docs/results/2026-12-01-pipeline-seeds.md) 13,824 tokens took 49, 59 and 44 rollouts (638, 811, 628 s).
-    40 rollouts (~540 s) keep every seed's `make run` within 20 minutes."""
+    cap. A rollout's cost falls far less than its token count (lock-step generation runs to the longest of 16
+    answers, the update pads to it): on the 3-seed run (docs/results/2026-12-01-pipeline-seeds.md) rollouts of
+    237 to 320 tokens took 13.7 to 14.3 s, so when RL shortens the answers a token budget alone buys more
+    rollouts (seed 1: 59 instead of 44, 811 s). 40 rollouts (~540 s) keep every seed's `make run` within 20
+    minutes."""
     n_envs: int = 16
     """Parallel environments (episodes per rollout round)."""
     n_steps: int | None = None

@@ -26,10 +26,11 @@ Outcomes:
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,7 +45,7 @@ TEST_SEEDS = (0, 1, 2)
 """Seeds a learning test runs unless its learner says otherwise; it asserts on the median outcome."""
 
 
-def rollout_gain(history: list[float]) -> float:
+def rollout_gain(history: Sequence[float]) -> float:
     """Mean score of the last two rollouts minus the first rollout's (the untrained policy's)."""
     return float(np.mean(history[-2:]) - history[0])
 
@@ -79,8 +80,11 @@ def _word_ids() -> list[int]:
     return [tok(w, add_special_tokens=False)["input_ids"][0] for w in WORDS]
 
 
-def sb3_history(algo: str, seed: int) -> list[float]:
-    """Rollout scores of an SB3-path algorithm (16 steps a rollout per env; envs and rollouts: SB3_BUDGET)."""
+@functools.cache
+def sb3_history(algo: str, seed: int) -> tuple[float, ...]:
+    """Rollout scores of an SB3-path algorithm (16 steps a rollout per env; envs and rollouts: SB3_BUDGET).
+
+    Cached: a pure function of ``(algo, seed)``, so a test comparing two learners reuses another test's run."""
     from sb3_helpers import ScoreRecorder, small_env_kwargs, target_fraction
 
     import agents
@@ -107,7 +111,7 @@ def sb3_history(algo: str, seed: int) -> list[float]:
     )
     rec = ScoreRecorder()
     agent.learn(16 * n_envs * rollouts, callback=rec)
-    return [h["rlhf/score"] for h in rec.history]
+    return tuple(h["rlhf/score"] for h in rec.history)
 
 
 def sequence_history(algo: str, seed: int) -> list[float]:
