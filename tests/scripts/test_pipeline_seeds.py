@@ -6,15 +6,18 @@ import json
 
 import numpy as np
 import pytest
+from pipeline_helpers import copy_run
 
 
-def test_seeds_run_each_seed_and_aggregate(tmp_path):
+def test_seeds_run_each_seed_and_aggregate(tiny_run, tmp_path):
     from scripts.pipeline import main
     from scripts.stages.aggregate import HEADLINES
 
     run = tmp_path / "seeds"
     argv = ["--tiny", "--seeds", "0", "1", "--run-dir", str(run), "--no-progress"]
-    assert main(argv) == 0
+    # Seed 0 is the session's finished tiny run (the same command and seed): --resume keeps it and runs seed 1.
+    copy_run(tiny_run, run / "seed-0")
+    assert main([*argv, "--resume"]) == 0
     result = json.loads((run / "aggregate.json").read_text())
     assert (
         result["seeds"] == [0, 1]
