@@ -103,7 +103,9 @@ class ProgressBar(BaseCallback):
     """Generated tokens so far, as the project's tqdm bar (:func:`textrlhf.progress.progress_bar`).
 
     Use instead of SB3's ``learn(progress_bar=True)``, which draws a ``rich`` bar in another style (and
-    warns that ``tqdm.rich`` is experimental). Counts steps of all envs, as SB3's own bar does.
+    warns that ``tqdm.rich`` is experimental). Counts steps of all envs, as SB3's own bar does. A run that
+    another callback stops before its token budget (the pipeline's ``rl.rollouts`` cap) ends its bar at 100%
+    of the tokens it took, not part-way.
     """
 
     def _on_training_start(self) -> None:
@@ -116,4 +118,5 @@ class ProgressBar(BaseCallback):
         return True
 
     def _on_training_end(self) -> None:
+        self.bar.total = self.bar.n  # learn() ended normally: the run is complete, whichever budget ended it
         self.bar.close()
