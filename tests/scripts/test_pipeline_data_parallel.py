@@ -24,9 +24,8 @@ from scripts.run_dir import RunDirError, is_done, read_csv
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKENS_PER_ITERATION = 2 * 2 * 8  # ranks x tiny preset's n_envs x n_steps
-# 48 iterations: past the default rollout cap (40), so the cap is lifted.
-RL_FLAGS = ["--rl.total-timesteps", str(48 * TOKENS_PER_ITERATION), "--rl.rollouts", "none"]
-RL_FLAGS += ["--rl.checkpoint-every", "1"]
+ITERATIONS = 24  # enough for a kill after iteration 3 to land mid-run; the resumed part is most of the test's time
+RL_FLAGS = ["--rl.total-timesteps", str(ITERATIONS * TOKENS_PER_ITERATION), "--rl.checkpoint-every", "1"]
 
 
 def _launch(run_dir: Path, *flags: str) -> subprocess.Popen:
@@ -78,7 +77,7 @@ def test_a_killed_two_process_rl_stage_resumes_under_the_same_launch(tiny_run, t
     assert proc.poll() is None, "the run finished before it could be killed: raise --rl.total-timesteps"
     _kill_all(proc)
     killed_at = _checkpoint_iteration(run_dir)
-    assert 3 <= killed_at < 48 and not is_done(run_dir, "rl")
+    assert 3 <= killed_at < ITERATIONS and not is_done(run_dir, "rl")
 
     proc = _launch(run_dir, "--resume")
     out, _ = proc.communicate(timeout=600)
@@ -86,9 +85,9 @@ def test_a_killed_two_process_rl_stage_resumes_under_the_same_launch(tiny_run, t
     assert f"resuming rlhf_ppo at iteration {killed_at}" in out
     assert is_done(run_dir, "rl") and (run_dir / "rl" / "policy" / "config.json").is_file()
     rows = read_csv(run_dir / "rl" / "progress.csv")
-    assert [int(r["iteration"]) for r in rows] == list(range(1, 49))
+    assert [int(r["iteration"]) for r in rows] == list(range(1, ITERATIONS + 1))
     # Every iteration counts both ranks' tokens, and the logged episodes are both ranks' (2 x 2 envs x 2 rounds).
-    assert [int(r["timesteps"]) for r in rows] == [TOKENS_PER_ITERATION * i for i in range(1, 49)]
+    assert [int(r["timesteps"]) for r in rows] == [TOKENS_PER_ITERATION * i for i in range(1, ITERATIONS + 1)]
     assert {float(r["rlhf/episodes"]) for r in rows} == {8.0}
 
 
