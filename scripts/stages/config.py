@@ -10,7 +10,7 @@ rejected with the valid ones listed)::
     run:           {run_dir: runs/demo, seed: 0, algo: ppo, device: auto}
     sft:           {epochs: 2, learning_rate: 5.0e-5}
     preferences:   {samples_per_prompt: 4}
-    reward_model:  {num_epochs: 2}
+    reward_model:  {num_epochs: 3}
     rl:            {total_timesteps: 13824, kl_target: 6.0}
     evaluate:      {max_prompts: 32}
 

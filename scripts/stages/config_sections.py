@@ -49,8 +49,8 @@ LIBRARY_OVERRIDES: dict[tuple[str, str], str] = {
     (
         "reward_model",
         "logging_steps",
-    ): "train_log.csv is the report's reward-model loss plot; the default run takes ~80 optimiser steps "
-    "(624 pairs / 16 x 2 epochs), which the library's 10 would draw as 8 points",
+    ): "train_log.csv is the report's reward-model loss plot; the default run takes ~120 optimiser steps "
+    "(~630 pairs / 16 x 3 epochs), which the library's 10 would draw as 12 points",
     (
         "rl",
         "kl_coef",
