@@ -72,8 +72,8 @@ class RewardTrainingConfig:
     """Optimisation of the Bradley-Terry loss (``transformers.Trainer`` under the hood)."""
 
     learning_rate: float = 1e-4
-    """AdamW learning rate. Measured with the default MiniLM backbone on the pipeline's sentiment pairs
-    over 5 seeds (docs/results/2026-12-01-reward-model-epochs.md): 2e-4 and 5e-5 did no better."""
+    """AdamW learning rate. Measured with the default MiniLM backbone on the pipeline's sentiment pairs of
+    seeds 0-2 (docs/results/2026-12-01-reward-model-epochs.md): 2e-4 and 5e-5 did no better."""
     num_epochs: float = 3.0
     """Passes over the training pairs. InstructGPT trains its RM for 1 epoch to avoid overfitting; the
     MiniLM model on ~630 sentiment pairs gains from a third (held-out accuracy 0.885 -> 0.903, mean of 5
