@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import math
+from pathlib import Path
 
 import pytest
 
@@ -22,6 +23,7 @@ from agents.rlhf_ppo import RLHFPPO
 from reward_models.config import RewardModelConfig, RewardTrainingConfig
 from scripts import benchmark, compare_agents, train_agent, train_reward_model
 from scripts.stages import config_sections as pipeline
+from scripts.stages.config import build_config, load_yaml
 
 RM_CONFIGS = (RewardModelConfig, RewardTrainingConfig)
 
@@ -154,3 +156,16 @@ def test_klconfig_rejects_bad_values_naming_them(bad):
     ((key, value),) = bad.items()
     with pytest.raises(ValueError, match=key):
         KLConfig(**bad)
+
+
+def test_the_example_pipeline_config_shows_the_defaults():
+    """configs/pipeline.yaml says its values are the defaults: a changed default must change it too."""
+    shown = load_yaml(Path(__file__).parents[2] / "configs" / "pipeline.yaml")
+    defaults = build_config()
+    stale = {
+        f"{section}.{key}": (value, getattr(getattr(defaults, section), key))
+        for section, keys in shown.items()
+        for key, value in keys.items()
+        if (section, key) != ("run", "run_dir") and getattr(getattr(defaults, section), key) != value
+    }
+    assert not stale, f"configs/pipeline.yaml (shown, default): {stale}"
