@@ -38,6 +38,7 @@ CSV_COLUMNS = (
     "rollouts",
     "seconds",
     "eval_seconds",
+    "threads",
     "learning_rate",
     "beta_last",
     "train_kl_last",

@@ -52,6 +52,27 @@ def test_tiny_sweep_writes_rows_plot_and_summary_and_resumes(tmp_path):
         main([*TINY, "--total-timesteps", "64", "--out", str(out)])
 
 
+def test_jobs_run_in_parallel_processes_with_the_same_numbers(tmp_path):
+    """--jobs 2 trains each run in its own one-thread process; the runs are those of --jobs 1, and so are
+    their numbers (sampling is seeded per run; only float sums over another thread count may differ)."""
+    from scripts.frontier import Config, main
+
+    small = ["--tiny", "--seeds", "0", "--kl-targets", "2", "6", "--algos", "rloo", "--no-progress"]
+    serial = main([*small, "--out", str(tmp_path / "serial")])["rows"]
+    parallel = main([*small, "--jobs", "2", "--out", str(tmp_path / "parallel")])["rows"]
+    key = lambda r: (r["algo"], r["seed"], r["kl_target"])  # noqa: E731
+    assert sorted(map(key, parallel)) == sorted(map(key, serial))
+    by_key = {key(r): r for r in serial}
+    for row in parallel[1:]:
+        assert row["threads"] == 1
+        mine = by_key[key(row)]
+        assert row["heldout_score"] == pytest.approx(mine["heldout_score"], abs=1e-6)
+        assert row["heldout_kl"] == pytest.approx(mine["heldout_kl"], abs=1e-4)
+        assert row["tokens"] == mine["tokens"]
+    with pytest.raises(ValueError, match="--jobs 0: give 1 to"):
+        Config(tiny=True, jobs=0)
+
+
 def _run(algo, seed, target, kl, slope, rng, n=60):
     """A run whose held-out KL is ``kl`` on every prompt and whose score is ``slope * kl`` plus noise."""
     return {
