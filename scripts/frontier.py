@@ -19,7 +19,7 @@ when run again with the same options. Outputs (``scripts/frontier_report.py``):
 * ``summary.md`` / ``summary.json``: each algorithm's score interpolated at equal KL with 95% intervals
   (bootstrap over seeds and prompts), and which differences between algorithms exclude 0.
 
-    python -m scripts.frontier --out runs/frontier                                   # the real sweep, ~1 h
+    python -m scripts.frontier --out runs/frontier --jobs 2                          # the real sweep, ~1 h
     python -m scripts.frontier --tiny --seeds 0 1 --kl-targets 2 6 --algos rloo grpo --out /tmp/f  # a minute
 """
 
@@ -218,10 +218,11 @@ def run_parallel(cfg: Config, plan: list[tuple], on_done) -> None:
     this process as each finishes.
 
     A failed run stops the queued ones; the runs already going finish and are kept (``on_done``), then the
-    first error is raised.
+    first error is raised (a worker that died, e.g. out of memory, as a ``RuntimeError`` saying so).
     """
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures.process import BrokenProcessPool
 
     threads = max(1, (os.cpu_count() or 1) // cfg.jobs)
     ctx = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked torch thread pool
@@ -237,6 +238,11 @@ def run_parallel(cfg: Config, plan: list[tuple], on_done) -> None:
                     queued.cancel()
                 continue
             on_done(future.result())
+    if isinstance(error, BrokenProcessPool):  # a worker killed from outside, most often by the kernel's OOM killer
+        raise RuntimeError(
+            f"a --jobs worker process died ({error}); each holds its own models (~8 GB with SmolLM2): run again "
+            "with fewer --jobs to resume (the finished runs are kept in runs.jsonl)"
+        ) from error
     if error is not None:
         raise error
 

@@ -73,6 +73,19 @@ def test_jobs_run_in_parallel_processes_with_the_same_numbers(tmp_path):
         Config(tiny=True, jobs=0)
 
 
+def test_a_failing_parallel_run_keeps_the_finished_ones_and_raises(tmp_path):
+    """With --jobs, one run's error (here an option grpo does not take) stops the queued runs and is raised;
+    the runs that finished are in runs.jsonl, so fixing the option and running again resumes."""
+    from scripts.frontier import main
+
+    out = tmp_path / "f"
+    bad = ["--algos", "rloo", "grpo", "--algo-kwargs", '{"grpo": {"no_such_option": 1}}']
+    with pytest.raises(TypeError, match="no_such_option"):
+        main(["--tiny", "--seeds", "0", "--kl-targets", "2", "6", *bad, "--jobs", "2", "--out", str(out)])
+    kept = [json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines()]
+    assert {r["algo"] for r in kept} <= {"reference", "rloo"} and any(r["algo"] == "rloo" for r in kept)
+
+
 def _run(algo, seed, target, kl, slope, rng, n=60):
     """A run whose held-out KL is ``kl`` on every prompt and whose score is ``slope * kl`` plus noise."""
     return {

@@ -170,7 +170,7 @@ def test_textrlhf_help_shows_percent_signs(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["--help"])
     assert exc.value.code == 0
-    assert "2.5% per 16-episode rollout" in capsys.readouterr().out
+    assert "5% per 32-episode rollout" in capsys.readouterr().out
 
 
 def test_cli_help_escapes_percent_in_docstrings_and_defaults():
