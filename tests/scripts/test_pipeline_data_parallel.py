@@ -25,7 +25,9 @@ from scripts.run_dir import RunDirError, is_done, read_csv
 ROOT = Path(__file__).resolve().parents[2]
 TOKENS_PER_ITERATION = 2 * 2 * 8  # ranks x tiny preset's n_envs x n_steps
 ITERATIONS = 24  # enough for a kill after iteration 3 to land mid-run; the resumed part is most of the test's time
-RL_FLAGS = ["--rl.total-timesteps", str(ITERATIONS * TOKENS_PER_ITERATION), "--rl.checkpoint-every", "1"]
+# The rollout cap is given too: the budget is whichever of tokens and rollouts comes first (default cap 15).
+RL_FLAGS = ["--rl.total-timesteps", str(ITERATIONS * TOKENS_PER_ITERATION), "--rl.rollouts", str(ITERATIONS)]
+RL_FLAGS += ["--rl.checkpoint-every", "1"]
 
 
 def _launch(run_dir: Path, *flags: str) -> subprocess.Popen:
