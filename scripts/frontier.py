@@ -89,9 +89,9 @@ class Config(AlgoTask):
     """Bootstrap resamples of the summary's intervals."""
     jobs: int = 1
     """Runs trained at once, each in its own process with (cores // jobs) torch threads. On the 2-core CPU two
-    one-thread runs finish 1.25x the runs per hour of one two-thread run, with the same numbers
+    one-thread runs finish 1.2-1.3x the runs per hour of one two-thread run, with the same numbers
     (docs/results/2026-12-02-frontier-rerun.md); each process holds its own policy, reference and Adam state
-    (~8 GB of RAM with SmolLM2). Runs are still appended one by one as they finish."""
+    (peak 6.2 GB with SmolLM2). Runs are still appended one by one as they finish."""
     progress: bool = True
     """Progress bar of each run's training (off with more than one job: one line per finished run instead)."""
     tiny: bool = False
@@ -240,7 +240,7 @@ def run_parallel(cfg: Config, plan: list[tuple], on_done) -> None:
             on_done(future.result())
     if isinstance(error, BrokenProcessPool):  # a worker killed from outside, most often by the kernel's OOM killer
         raise RuntimeError(
-            f"a --jobs worker process died ({error}); each holds its own models (~8 GB with SmolLM2): run again "
+            f"a --jobs worker process died ({error}); each holds its own models (~6 GB with SmolLM2): run again "
             "with fewer --jobs to resume (the finished runs are kept in runs.jsonl)"
         ) from error
     if error is not None:
