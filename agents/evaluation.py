@@ -4,9 +4,10 @@ Used by the pipeline's ``evaluate`` stage (and by ``scripts/compare_agents.py`` 
 ``scripts/frontier.py``) to compare the starting policy with the trained one on the same held-out
 prompts. Sampling goes through the shared LM interface, :func:`textrlhf.lm.generate` (pure sampling at
 the policy's temperature: no top-k, no top-p, so the samples come from the same distribution the env
-rollouts do; its ``torch.multinomial`` draw is the one Hugging Face ``generate`` made here before, so
-seeded evaluations reproduce), prompts are encoded exactly as ``TextRLHF-v0`` encodes them
-(``env.encode_prompt``), and responses are decoded as the env decodes them.
+rollouts do, drawn as the rollouts draw them, by inverse-CDF sampling; until 2026-12-02 it was
+``torch.multinomial``, the same distribution at several times the cost per token over SmolLM2's 49152
+entries), prompts are encoded exactly as ``TextRLHF-v0`` encodes them (``env.encode_prompt``), and
+responses are decoded as the env decodes them.
 
 Metrics (all per held-out prompt, then averaged):
 
@@ -109,6 +110,7 @@ def sample_responses(
                 eos_token_id=eos,
                 temperature=temperature,
                 min_new_tokens=1,
+                method="inverse_cdf",
             )
             tokens = out.tokens.cpu().tolist()
             responses += [row[:n] for row, n in zip(tokens, out.lengths.tolist())]  # keep EOS, as the env does

@@ -25,6 +25,7 @@ Each written row records the annotator, both temperatures, the seed and the poli
 
 from __future__ import annotations
 
+import copy
 import itertools
 import json
 import math
@@ -41,6 +42,7 @@ from reward_models.base import check_scores, make_reward
 from reward_models.config import config_from_dict
 from reward_models.preferences import save_preferences
 from textrlhf.lm import generate
+from textrlhf.precision import SAMPLING_PRECISIONS, dtype_name, sampling_dtype
 from textrlhf.prompts import BUNDLED_PATH
 
 
@@ -69,6 +71,10 @@ class AnnotatorConfig:
     """Wrap prompts in the policy's chat template (off: plain-text continuation, like review prompts)."""
     seed: int = 0
     """Seed of sampling and of noisy labels."""
+    precision: str = "auto"
+    """Weights' dtype while sampling: "fp32", "bf16", or "auto" (bf16 where the device multiplies it natively:
+    AMX / AVX-512 BF16 CPUs, CUDA; fp32 elsewhere). Nothing trains on the sampler, so bf16 changes which
+    responses are drawn, not what a label means (textrlhf.precision)."""
 
     def __post_init__(self):
         if self.samples_per_prompt < 2:
@@ -78,6 +84,8 @@ class AnnotatorConfig:
                 "temperature must be > 0, noise_temperature and min_gap >= 0; got "
                 f"{self.temperature}, {self.noise_temperature}, {self.min_gap}"
             )
+        if self.precision not in SAMPLING_PRECISIONS:
+            raise ValueError(f"precision must be one of {list(SAMPLING_PRECISIONS)}, got {self.precision!r}")
         if self.max_new_tokens < 1 or self.batch_size < 1:
             raise ValueError(
                 f"max_new_tokens and batch_size must be >= 1, got {self.max_new_tokens}, {self.batch_size}"
@@ -133,10 +141,11 @@ def sample_responses(
 
     Sampling is the shared LM interface's :func:`textrlhf.lm.generate` (KV-cached, pure sampling at
     ``temperature``), which lives in ``textrlhf`` so that this layer may use it (docs/design.md
-    section 2). Rows end at the model's ``generation_config.eos_token_id``; the ``torch.multinomial``
-    draw is the one Hugging Face ``generate`` made here before, so earlier seeded data reproduce. The
-    global torch RNG of the caller is left untouched (``fork_rng``). The same seed, prompts and batch
-    size give the same responses.
+    section 2). Rows end at the model's ``generation_config.eos_token_id``. Tokens are drawn by inverse-CDF
+    sampling, the rollouts' draw: the same distribution as ``torch.multinomial`` (Hugging Face
+    ``generate``'s draw, used here until 2026-12-02), whose random number per vocabulary entry took a third
+    of a 64-row batch's time (docs/results/2026-12-02-bf16-sampling.md). The global torch RNG of the caller
+    is left untouched (``fork_rng``). The same seed, prompts and batch size give the same responses.
 
     Args:
         model: a causal LM. tokenizer: its tokenizer (left padding, pad distinct from EOS).
@@ -188,6 +197,7 @@ def sample_responses(
                 pad_token_id=tokenizer.pad_token_id,
                 eos_token_id=model.generation_config.eos_token_id,
                 temperature=temperature,
+                method="inverse_cdf",
             )
             out += tokenizer.batch_decode(gen.tokens, skip_special_tokens=True)
             bar.update(len(enc["input_ids"]))
@@ -253,15 +263,17 @@ def generate_preference_pairs(
     Args:
         prompts: the prompts (e.g. :func:`load_prompt_file`).
         config: an :class:`AnnotatorConfig` or a dict of its fields.
-        model: a loaded policy (default: ``textrlhf.models.load_model(config.policy)``).
+        model: a loaded policy (default: ``textrlhf.models.load_model(config.policy)``). It samples in the
+            dtype ``config.precision`` resolves to on its device; when that is not the model's dtype, a cast
+            copy samples and the model itself is left as it is.
         tokenizer: its tokenizer (default: ``textrlhf.models.load_tokenizer(config.policy)``).
         progress: show tqdm bars.
 
     Returns:
         ``(rows, metadata)``: rows as written by :func:`write_pairs` (each with ``annotator``,
         ``sampling_temperature``, ``noise_temperature``, ``seed``, ``policy``); metadata with the
-        config, the counts, the wall time and its two main parts (``seconds_by_phase``: ``generate``,
-        ``annotate``).
+        config, the counts, the sampler's resolved ``precision`` (``"fp32"``/``"bf16"``), the wall time and
+        its two main parts (``seconds_by_phase``: ``generate``, ``annotate``).
     """
     cfg = config_from_dict(AnnotatorConfig, config)
     prompts = list(prompts)
@@ -269,11 +281,15 @@ def generate_preference_pairs(
         bad = next((i for i, p in enumerate(prompts) if not isinstance(p, str) or not p.strip()), None)
         raise ValueError(f"prompts must be a non-empty list of non-empty strings (bad index: {bad})")
     start = time.perf_counter()
-    if model is None or tokenizer is None:
-        from textrlhf.models import load_model, load_tokenizer
+    from textrlhf.models import load_model, load_tokenizer
 
-        model = model if model is not None else load_model(cfg.policy)
-        tokenizer = tokenizer if tokenizer is not None else load_tokenizer(cfg.policy)
+    device = next(model.parameters()).device if model is not None else torch.device("cpu")
+    dtype = sampling_dtype(cfg.precision, device)
+    if model is None:
+        model = load_model(cfg.policy, dtype=dtype)
+    elif next(model.parameters()).dtype != dtype:
+        model = copy.deepcopy(model).to(dtype)  # never change the caller's model
+    tokenizer = tokenizer if tokenizer is not None else load_tokenizer(cfg.policy)
     annotator = make_reward(cfg.annotator)
     t_generate = time.perf_counter()
     responses = sample_responses(
@@ -311,6 +327,7 @@ def generate_preference_pairs(
     meta = {
         "config": asdict(cfg),
         "counts": {"prompts": len(prompts), "samples": len(prompts) * k, **counts},
+        "precision": dtype_name(dtype),
         "seconds": round(time.perf_counter() - start, 2),
         "seconds_by_phase": {
             "generate": round(t_annotate - t_generate, 2),

@@ -76,8 +76,8 @@ def main(argv=None) -> dict:
     counts = meta["counts"]
     print(
         f"wrote {counts['pairs']} pairs to {cfg.output} ({counts['candidates']} candidates, "
-        f"{counts['skipped_ties']} ties/near-ties skipped, {counts['skipped_invalid']} invalid) "
-        f"in {meta['seconds_total']:.1f} s"
+        f"{counts['skipped_ties']} ties/near-ties skipped, {counts['skipped_invalid']} invalid; sampled in "
+        f"{meta['precision']}) in {meta['seconds_total']:.1f} s"
     )
     print(json.dumps(counts))
     return meta

@@ -61,8 +61,8 @@ LIBRARY_OVERRIDES: dict[tuple[str, str], str] = {
         "rl",
         "kl_horizon",
     ): "the horizon counts episodes: the library's 10000 is lm-human-preferences' for ~10^6-episode runs, "
-    "and never moved beta in the default run's ~600-800 episodes; 128 lets beta move up to ~2.5% per "
-    "16-episode rollout (docs/results/2026-11-22-pipeline-default-run.md: beta 0.20 -> 0.37)",
+    "and never moved beta in the default run's ~600-800 episodes; 128 lets beta move up to ~5% per "
+    "32-episode rollout (docs/results/2026-11-22-pipeline-default-run.md: beta 0.20 -> 0.37)",
     (
         "rl",
         "kl_target",
@@ -235,6 +235,9 @@ class PreferencesConfig(_Section):
     """Skip pairs whose annotator scores differ by at most this (near-ties are label noise)."""
     batch_size: int = AnnotatorConfig.batch_size
     """Sequences per generate() call (the annotator library's default)."""
+    precision: Literal["auto", "fp32", "bf16"] = AnnotatorConfig.precision
+    """SFT weights' dtype while sampling pairs: auto = bf16 where the device multiplies it natively (AMX or
+    AVX-512 BF16 CPUs, CUDA), else fp32. Nothing trains on the sampler (docs/pipeline.md)."""
 
 
 @dataclass

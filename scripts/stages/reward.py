@@ -36,10 +36,13 @@ def run_preferences(cfg: PipelineConfig) -> str:
         text = f"{len(pairs)} pairs loaded from {pc.data!r}"
     else:
         from textenv import load_model, load_tokenizer
+        from textrlhf.precision import sampling_dtype
 
         sft_dir = abs_path(require(run.run_dir, "sft", "preferences") / "model")
+        device = resolve_device(run.device)
+        dtype = sampling_dtype(pc.precision, device)  # bf16 where native: sampling trains nothing
         with timer.phase("load"):
-            model = load_model(sft_dir, device=resolve_device(run.device))
+            model = load_model(sft_dir, dtype=dtype, device=device)
             tokenizer = load_tokenizer(sft_dir)
         prompts = load_prompt_file(None, task="review", split="train")[: pc.max_prompts]
         # policy= is only recorded in pairs.jsonl and its .meta.json (the model is passed in): relative to the
@@ -54,6 +57,7 @@ def run_preferences(cfg: PipelineConfig) -> str:
             noise_temperature=pc.noise_temperature,
             min_gap=pc.min_gap,
             seed=run.seed,
+            precision=pc.precision,
         )
         rows, meta = generate_preference_pairs(prompts, acfg, model=model, tokenizer=tokenizer, progress=run.progress)
         if len(rows) < 2:
@@ -68,7 +72,8 @@ def run_preferences(cfg: PipelineConfig) -> str:
         c = meta["counts"]
         text = (
             f"{c['pairs']} pairs from {c['prompts']} prompts x {pc.samples_per_prompt} samples "
-            f"(annotator {run.annotator!r}; {c['skipped_ties']} ties, {c['skipped_invalid']} invalid skipped)"
+            f"(annotator {run.annotator!r}; {c['skipped_ties']} ties, {c['skipped_invalid']} invalid skipped; "
+            f"sampled in {meta['precision']})"
         )
     summary = timer.summary(text)
     mark_done(run.run_dir, "preferences", summary, timer.seconds, phases=timer.phase_seconds())

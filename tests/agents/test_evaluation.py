@@ -36,6 +36,20 @@ def test_sampling_is_seeded_stops_at_eos_and_matches_env_decoding(setup):
         assert tok.decode([t for t in resp if t != tok.eos_token_id], skip_special_tokens=True) == a.responses[i]
 
 
+def test_sampling_is_the_rollouts_inverse_cdf_draw_under_the_seed(setup):
+    from agents.evaluation import _pack
+    from textrlhf.lm import generate
+
+    model, tok, prompts, ids = setup
+    s = sample_responses(model, tok, prompts, ids, max_new_tokens=6, temperature=0.7, seed=3, batch_size=3)
+    packed, mask, _ = _pack(ids, [[] for _ in ids], tok.pad_token_id)
+    torch.manual_seed(3)
+    out = generate(model, packed, mask, 6, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
+                   temperature=0.7, min_new_tokens=1, method="inverse_cdf")  # fmt: skip
+    responses = [row[:n] for row, n in zip(out.tokens.tolist(), out.lengths.tolist())]
+    assert [s.input_ids[i][s.response_mask[i]].tolist() for i in range(len(ids))] == responses
+
+
 def test_sequence_logprobs_match_a_naive_loop(setup):
     model, tok, prompts, ids = setup
     s = sample_responses(model, tok, prompts, ids, max_new_tokens=4, seed=0)

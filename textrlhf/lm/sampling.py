@@ -6,14 +6,15 @@ allowed tokens: no top-k/top-p, so the samples come from the same distribution t
 log-probs use, docs/design.md section 5). The env rollouts, the evaluation, the simulated annotator and
 the course's hand-written loop all draw through :func:`sample_tokens`.
 
-Two draws of the same distribution exist, chosen by ``method``, and every call site keeps the random
-stream it always had, so seeded runs reproduce earlier ones:
+Two draws of the same distribution exist, chosen by ``method`` (each gives its own random stream, so a
+call site that changes its draw samples other, equally likely, responses for the same seed):
 
-* ``"inverse_cdf"`` (the rollouts): exact inverse-CDF sampling, one uniform number per row. Over
-  SmolLM2's 49152 tokens on a 2-core CPU it takes 7 ms for 32 rows against 42 ms for
-  ``torch.multinomial``, which draws a random number per vocabulary entry (``python -m scripts.benchmark``
-  reports the effect on whole rollouts).
-* ``"multinomial"`` (the annotator, the evaluation, the course): ``torch.multinomial``, the draw of
+* ``"inverse_cdf"`` (the rollouts, the annotator, the evaluation): exact inverse-CDF sampling, one
+  uniform number per row. Over SmolLM2's 49152 tokens on a 2-core CPU it takes 7 ms for 32 rows against
+  42 ms for ``torch.multinomial``, which draws a random number per vocabulary entry (``python -m
+  scripts.benchmark`` reports the effect on whole rollouts; the annotator's and the evaluation's sampling
+  moved to it on 2026-12-02, docs/results/2026-12-02-bf16-sampling.md).
+* ``"multinomial"`` (the course, and :func:`generate`'s default): ``torch.multinomial``, the draw of
   Hugging Face ``generate`` and of ``Categorical.sample``.
 """
 
