@@ -144,9 +144,10 @@ def sample_responses(
     ``temperature``), which lives in ``textrlhf`` so that this layer may use it (docs/design.md
     section 2). Rows end at the model's ``generation_config.eos_token_id``. Tokens are drawn by inverse-CDF
     sampling, the rollouts' draw: the same distribution as ``torch.multinomial`` (Hugging Face
-    ``generate``'s draw, used here until 2026-12-02), whose random number per vocabulary entry took a third
-    of a 64-row batch's time (docs/results/2026-12-02-bf16-sampling.md). The global torch RNG of the caller
-    is left untouched (``fork_rng``). The same seed, prompts and batch size give the same responses.
+    ``generate``'s draw, used here until 2026-12-02), whose random number per vocabulary entry took a tenth
+    of a 64-row fp32 batch's time and a third of a bf16 one's (docs/results/2026-12-02-bf16-sampling.md).
+    The global torch RNG of the caller is left untouched (``fork_rng``). The same seed, prompts and batch
+    size give the same responses.
 
     Args:
         model: a causal LM. tokenizer: its tokenizer (left padding, pad distinct from EOS).
