@@ -27,8 +27,8 @@ def native_bf16(device: str | torch.device) -> bool:
     """Whether ``device`` multiplies bf16 matrices natively.
 
     CUDA: ``torch.cuda.is_bf16_supported()``. CPU: the AMX tiles or AVX-512 BF16 instructions, as torch
-    detects them (``torch.cpu._is_amx_tile_supported``, ``torch.cpu._is_avx512_bf16_supported``: the
-    checks torch's own CPU bf16 kernels dispatch on). Any other device: ``False``.
+    detects them (``torch.cpu._is_amx_tile_supported``, ``torch.cpu._is_avx512_bf16_supported``: private
+    helpers of torch's CPU feature detection). Any other device: ``False``.
     """
     kind = torch.device(device).type
     if kind == "cuda":
