@@ -35,17 +35,23 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
+
 from scripts.cli import config_to_dict, parse_args
 from scripts.run_dir import MARKER
 
+_OWN = {"TEXTRLHF_OPENMP_DEFAULTS": "0", "TEXTRLHF_MALLOC_DEFAULTS": "0", "OMP_WAIT_POLICY": None}
 SETTINGS: dict[str, dict[str, str | None]] = {
-    "openmp-default": {"TEXTRLHF_OPENMP_DEFAULTS": "0", "OMP_WAIT_POLICY": None, "GOMP_SPINCOUNT": None},
-    "project-default": {"TEXTRLHF_OPENMP_DEFAULTS": None, "OMP_WAIT_POLICY": None, "GOMP_SPINCOUNT": None},
-    "spincount-10k": {"TEXTRLHF_OPENMP_DEFAULTS": "0", "OMP_WAIT_POLICY": None, "GOMP_SPINCOUNT": "10000"},
+    "openmp-default": {**_OWN, "GOMP_SPINCOUNT": None},
+    "passive-only": {**_OWN, "TEXTRLHF_OPENMP_DEFAULTS": None, "GOMP_SPINCOUNT": None},
+    "project-default": {"TEXTRLHF_OPENMP_DEFAULTS": None, "TEXTRLHF_MALLOC_DEFAULTS": None, "GOMP_SPINCOUNT": None},
+    "spincount-10k": {**_OWN, "GOMP_SPINCOUNT": "10000"},
 }
-"""Setting name -> environment of the child (None removes the variable): OpenMP's own defaults (spin,
-then sleep), the project's (``textrlhf.cpu.OPENMP_DEFAULTS``, applied by ``scripts/__init__.py``), and a
-short spin (libgomp's ``GOMP_SPINCOUNT``)."""
+"""Setting name -> environment of the child (None removes the variable): OpenMP's and glibc malloc's own
+defaults (threads spin, then sleep; the behaviour before the project set anything), the project's OpenMP
+default alone (``OMP_WAIT_POLICY=PASSIVE``, the project's default from 2026-12-01 to 2026-12-02), the
+project's defaults (``textrlhf.cpu``: passive OpenMP and large blocks from malloc's heap, applied by
+``scripts/__init__.py``), and a short spin (libgomp's ``GOMP_SPINCOUNT``) with glibc's malloc."""
 WORKLOADS = ("sft", "rl")
 
 
@@ -54,13 +60,13 @@ class Config:
     """Seconds of the SFT stage and of RL iterations, idle and next to competing CPU-bound programs."""
 
     settings: list[str] = field(default_factory=lambda: ["openmp-default", "project-default"])
-    """Thread settings to compare (names of SETTINGS: openmp-default project-default spincount-10k)."""
+    """Settings to compare (names of SETTINGS: openmp-default passive-only project-default spincount-10k)."""
     competitors: list[int] = field(default_factory=lambda: [0, 1])
     """Numbers of competing `python -c "while True: pass"` processes; 0 is the idle baseline."""
     workloads: list[str] = field(default_factory=lambda: list(WORKLOADS))
     """Workloads to measure: sft rl."""
     rl_iterations: int = 2
-    """RL iterations (rollout + update of 16 episodes) per RL measurement."""
+    """RL iterations (rollout + update of the pipeline's default rl.n_envs episodes) per RL measurement."""
     out: Path = Path("runs/contention")
     """Folder for the run folders, contention.json and the table (contention.md)."""
 
@@ -104,7 +110,8 @@ def measure(cfg: Config, workload: str, setting: str, competitors: int, prepared
             pipeline(run_dir, "--stages", "sft", env=env)
             phases = _phases(run_dir, "sft")
             return phases["train"]
-        steps = 16 * 24 * cfg.rl_iterations  # the default 16 envs x 24 tokens per iteration
+        saved = yaml.safe_load((prepared / "config.yaml").read_text())  # the settings the RL stage will run
+        steps = saved["rl"]["n_envs"] * saved["run"]["max_new_tokens"] * cfg.rl_iterations
         pipeline(prepared, "--stages", "rl", "--rl.total-timesteps", str(steps), env=env)
         phases = _phases(prepared, "rl")
         return phases["generate"] + phases["rollout: reference, reward, env"] + phases["update"]

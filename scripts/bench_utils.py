@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
-import gc
 import math
 import statistics
 import threading
@@ -11,6 +9,8 @@ import time
 from collections.abc import Iterable
 
 import torch
+
+from textrlhf.cpu import release_free_memory
 
 MB = 1024.0 * 1024.0
 
@@ -82,15 +82,11 @@ class PeakRSS:
 
 
 def release_memory() -> None:
-    """Collect garbage and hand freed heap back to the OS (glibc ``malloc_trim``), so that the next
-    method's RSS baseline is not inflated by the previous method's freed-but-kept arenas."""
-    gc.collect()
+    """Collect garbage and hand freed memory back (:func:`textrlhf.cpu.release_free_memory`, and CUDA's cache),
+    so that the next method's RSS baseline is not inflated by the previous method's freed-but-kept heap."""
+    release_free_memory()
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         torch.cuda.empty_cache()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
 
 
 def median(values: Iterable[float | None]) -> float | None:

@@ -54,6 +54,7 @@ from scripts.run_dir import (
 )
 from scripts.stages.config import TINY_PRESET, PipelineConfig, build_config, load_yaml
 from scripts.stages.config_cli import build_parser, cli_layer
+from textrlhf.cpu import release_free_memory
 
 STAGE_ALIASES = {"reward_model": "reward-model", "rm": "reward-model", "eval": "evaluate"}
 STAGE_INPUTS = {
@@ -333,6 +334,7 @@ def _run(cfg: PipelineConfig) -> int:
         if stage == "rl" and group is not None:
             group.barrier()  # the other ranks have waited for the stages before RL; now all train together
         run_stage(stage, cfg, resume)
+        release_free_memory()  # the next stage allocates other models and tensors (textrlhf/cpu.py)
         record_settings(cfg, stage)
     from scripts.stages.report import write_report
 
