@@ -43,6 +43,9 @@ def test_nothing_is_set_once_torch_is_loaded(monkeypatch):
     assert all(name not in os.environ for name in OPENMP_DEFAULTS)
 
 
+_NO_MALLOC_SETTINGS = {"TEXTRLHF_MALLOC_DEFAULTS": None, "MALLOC_MMAP_MAX_": None, "MALLOC_TRIM_THRESHOLD_": None}
+"""Environment changes for a child whose allocator only the code under test may tune."""
+
 # mallinfo2's hblks: how many blocks glibc serves from their own mmap right now.
 _MMAPPED_BLOCKS = """
 import ctypes, sys
@@ -63,7 +66,7 @@ libc.free(ctypes.c_void_p(block))
 @pytest.mark.skipif(not _glibc_with_mallinfo2(), reason="mallopt and mallinfo2 are glibc's (>= 2.33)")
 def test_scripts_serve_large_blocks_from_the_heap_and_respect_the_user():
     with_scripts, without = _MMAPPED_BLOCKS.format(prelude="import scripts"), _MMAPPED_BLOCKS.format(prelude="")
-    clean = {"TEXTRLHF_MALLOC_DEFAULTS": None, "MALLOC_MMAP_MAX_": None, "MALLOC_TRIM_THRESHOLD_": None}
+    clean = _NO_MALLOC_SETTINGS
     assert _child(with_scripts, **clean) == "0\n"
     assert _child(without, **clean) == "1\n"  # glibc's own behaviour: the block gets its own mmap
     assert _child(with_scripts, **{**clean, "TEXTRLHF_MALLOC_DEFAULTS": "0"}) == "1\n"  # opt-out
@@ -78,7 +81,7 @@ def test_malloc_defaults_name_real_mallopt_parameters():
     assert all(0 <= v <= 2**31 - 1 for v in MALLOC_DEFAULTS.values())  # mallopt takes a C int
 
 
-@pytest.mark.skipif(not _glibc_with_mallinfo2(), reason="malloc_trim is glibc's")
+@pytest.mark.skipif(not _glibc_with_mallinfo2(), reason="malloc_trim is glibc's (the same check as above)")
 def test_release_free_memory_hands_freed_heap_memory_back_to_the_kernel():
     code = """
 import ctypes, scripts
@@ -95,6 +98,6 @@ kept = resident_mib()
 released = release_free_memory()
 print(released, kept - resident_mib())
 """
-    clean = {"TEXTRLHF_MALLOC_DEFAULTS": None, "MALLOC_MMAP_MAX_": None, "MALLOC_TRIM_THRESHOLD_": None}
+    clean = _NO_MALLOC_SETTINGS
     released, mib = _child(code, **clean).split()
     assert released == "True" and int(mib) > 250  # the 299 freed MiB went back
