@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -184,7 +185,17 @@ def collect_round(
 
 def _generate(policy, venv, ids: torch.Tensor, mask: torch.Tensor, on_step) -> tuple[dict, bool]:
     """The lock-step loop: one batched KV-cached forward and ONE ``venv.step`` per token."""
+    # One autocast context around the whole loop (bf16 policies): autocast keeps its bf16 copy of each weight
+    # until the outermost context exits, so the weights are cast once per rollout, not once per token; the
+    # env's step (and its reward model) runs outside it (docs/results/2026-12-02-bf16-rollouts.md).
+    with policy.autocast():
+        return _lock_step(policy, venv, ids, mask, on_step)
+
+
+def _lock_step(policy, venv, ids: torch.Tensor, mask: torch.Tensor, on_step) -> tuple[dict, bool]:
+    """:func:`_generate`'s loop, in the policy's precision."""
     n, T, pad, device = venv.num_envs, int(venv.config.max_new_tokens), int(venv.pad_token_id), policy.device
+    step_precision = torch.autocast(device.type, enabled=False) if policy.precision != "fp32" else nullcontext()
     cache = policy.rollout_cache()  # the policy's KV cache (textrlhf.lm.KVCache on its trunks)
     logits, value = cache.prefill(ids, mask)  # (n, V) tempered logits, (n,) values
     tokens = torch.full((n, T), pad, dtype=torch.long)  # left-aligned during the loop
@@ -196,7 +207,8 @@ def _generate(policy, venv, ids: torch.Tensor, mask: torch.Tensor, on_step) -> t
     for t in range(T):
         action, logp = sample_tokens(logits)  # (n,), (n,); the rollouts' inverse-CDF draw, global stream
         rows = np.flatnonzero(active)
-        obs, reward, terminated, truncated, infos = venv.step(action.cpu().numpy())  # finished rows idle
+        with step_precision:  # the env's reward keeps its own precision, whatever the policy's
+            obs, reward, terminated, truncated, infos = venv.step(action.cpu().numpy())  # finished rows idle
         tokens[rows, t], logps[rows, t], values[rows, t] = action.cpu()[rows], logp.cpu()[rows], value.cpu()[rows]
         lengths[rows] += 1
         ended = np.flatnonzero((terminated | truncated) & active)

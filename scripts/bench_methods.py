@@ -85,15 +85,18 @@ def _limits_iteration(lm, q: torch.Tensor, cfg: Config, dev: str) -> tuple[float
         min_new_tokens=T,
         pad_token_id=pad,
     )
-    with torch.no_grad(), Timer(dev) as t_gen:
+    # bf16: the trainers' mixed precision (fp32 weights, bf16 autocast), so the limits do the same arithmetic.
+    autocast = torch.autocast(torch.device(dev).type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
+    with torch.no_grad(), autocast, Timer(dev) as t_gen:
         seq = lm.generate(input_ids=q, attention_mask=(q != pad).long(), **gen_kwargs)  # (n, P + T)
     assert seq.shape[1] == P + T, seq.shape
     mask = torch.cat([(q != pad).long(), torch.ones_like(seq[:, P:])], dim=1)
     pos = (mask.cumsum(-1) - 1).clamp(min=0)  # left padding: first real token at 0 (docs/design.md section 5)
-    with torch.no_grad(), Timer(dev) as t_fwd:
+    with torch.no_grad(), autocast, Timer(dev) as t_fwd:
         lm(input_ids=seq, attention_mask=mask, position_ids=pos)
     with Timer(dev) as t_bwd:
-        logits = lm(input_ids=seq, attention_mask=mask, position_ids=pos).logits[:, P - 1 : -1].float()  # (n, T, V)
+        with autocast:
+            logits = lm(input_ids=seq, attention_mask=mask, position_ids=pos).logits[:, P - 1 : -1].float()  # (n, T, V)
         logp = torch.log_softmax(logits / cfg.temperature, -1).gather(-1, seq[:, P:, None])
         logp.mean().backward()
         lm.zero_grad(set_to_none=True)
@@ -160,7 +163,7 @@ def run_generic(cfg: Config, n: int, seed: int, prompts: list[str], dev: str, to
         adaptive_kl=False,
         seed=seed,
         device=dev,
-        policy_kwargs={"kv_cache": not naive},
+        policy_kwargs={"kv_cache": not naive, "precision": cfg.precision},
     )
     update = not naive and n <= cfg.generic_max_batch
     out = _drive(agent, cfg, dev, update, lambda a: a.n_steps * a.n_envs, "naive" if naive else "generic")
@@ -202,6 +205,7 @@ def run_agent(cfg: Config, n: int, seed: int, prompts: list[str], dev: str, toke
         adaptive_kl=False,
         seed=seed,
         device=dev,
+        policy_kwargs={"precision": cfg.precision},
         **group,
     )
     out = _drive(agent, cfg, dev, True, lambda a: int(a._batch.mask.sum()), algo)

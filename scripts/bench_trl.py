@@ -139,7 +139,7 @@ def _trl_args(cfg: Config, n: int, seed: int, dev: str, output_dir: str) -> dict
         beta=cfg.kl_coef,
         learning_rate=cfg.learning_rate,
         gradient_checkpointing=False,
-        bf16=False,
+        bf16=cfg.precision == "bf16",  # TRL's default is True; the benchmark states it on both sides
         fp16=False,
         use_cpu=(dev == "cpu"),
         report_to="none",

@@ -106,6 +106,10 @@ class Config:
     generic_max_batch: int = 8
     """Skip the generic path's update above this batch size (it does one full-window forward+backward per
     transition, T times the work); its rollout is still measured."""
+    precision: Literal["fp32", "bf16"] = "fp32"
+    """Compute precision of every trainer and limit alike: fp32, or bf16 mixed precision (fp32 weights and
+    optimizer state, bf16 autocast: the agents' policy ``precision``, TRL's ``bf16=True``, the limits under
+    autocast). TRL's own default is bf16; fp32 is this benchmark's default so that its history compares."""
     device: Literal["cpu", "cuda", "auto"] = "cpu"
     """Where the models run (auto: cuda if available)."""
     seed: int = 0

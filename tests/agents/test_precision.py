@@ -72,3 +72,26 @@ def test_bf16_rescoring_replaces_drifted_rollout_log_probs():
 def test_an_unknown_precision_fails_in_the_constructor():
     with pytest.raises(ValueError, match="precision must be one of"):
         agents.make_agent("rlhf_ppo", make_env(), policy_kwargs={"precision": "fp16"})
+
+
+def test_bf16_rollouts_cast_each_weight_once_and_score_in_full_precision():
+    """One autocast context around the lock-step loop: each weight is cast to bf16 once per rollout (not once
+    per token), and the env's reward, called inside the loop, runs outside it."""
+    seen = []
+
+    def reward(prompt: str, response: str) -> float:
+        seen.append(torch.is_autocast_enabled("cpu"))
+        return float(len(response))
+
+    env = agents.make_vec_text_env(n_envs=4, model="tiny", prompts=PROMPTS, max_new_tokens=8, reward=reward)
+    agent = agents.make_agent("rlhf_ppo", env, seed=0, policy_kwargs={"precision": "bf16"})
+    weight_shape = list(agent.policy.lm.base_model.layers[0].self_attn.q_proj.weight.shape)
+    agent.policy.set_training_mode(False)
+    env.reset()
+    with torch.profiler.profile(record_shapes=True) as prof:
+        batch, _ = collect_round(agent.policy, env)
+    casts = [e for e in prof.events() if e.name == "aten::_to_copy" and e.input_shapes[:1] == [weight_shape]]
+    n_layers = len(agent.policy.lm.base_model.layers)
+    # q_proj's shape is shared by o_proj: 2 casts per layer per cast pass. Per token it would be 2 x 8 x layers.
+    assert 0 < len(casts) <= 2 * n_layers, len(casts)
+    assert batch.n == 4 and seen == [False] * 4
