@@ -61,6 +61,7 @@ def run_limits(cfg: Config, n: int, seed: int, prompt_ids: torch.Tensor, dev: st
     g, f, b = (float(np.mean(out[k])) for k in out)
     seq_tokens = n * (P + T)
     return {
+        "precision": cfg.precision,
         "generate_s": g,
         "forward_s": f,
         "forward_backward_s": b,
@@ -168,6 +169,7 @@ def run_generic(cfg: Config, n: int, seed: int, prompts: list[str], dev: str, to
     update = not naive and n <= cfg.generic_max_batch
     out = _drive(agent, cfg, dev, update, lambda a: a.n_steps * a.n_envs, "naive" if naive else "generic")
     out["update_skipped"] = not update
+    out["precision"] = agent.policy.precision
     env.close()
     return out
 
@@ -209,6 +211,7 @@ def run_agent(cfg: Config, n: int, seed: int, prompts: list[str], dev: str, toke
         **group,
     )
     out = _drive(agent, cfg, dev, True, lambda a: int(a._batch.mask.sum()), algo)
+    out["precision"] = agent.policy.precision  # what the agent ran in, for the report
     env.close()
     return out
 

@@ -19,6 +19,9 @@ from scripts.bench_summary import TARGETS, limits_iteration_s
 from scripts.bench_utils import fmt
 from scripts.cli import config_to_dict
 
+PRECISION_WORDS = {"fp32": "fp32", "bf16": "bf16 autocast over fp32 weights"}
+"""How the setup line under the table names the benchmark's ``precision``."""
+
 if TYPE_CHECKING:  # the entry module imports this one; the config is only a type here
     from scripts.benchmark import Config
 
@@ -59,7 +62,8 @@ def markdown(results: dict, ratios: dict, cfg: Config) -> str:
     lines.append("")
     lines += _target_lines(ratios)
     lines.append(
-        f"\n{cfg.model}, prompts {cfg.max_prompt_tokens} tokens, {cfg.max_new_tokens} new tokens, "
+        f"\n{cfg.model} ({PRECISION_WORDS[cfg.precision]} for every trainer and limit), "
+        f"prompts {cfg.max_prompt_tokens} tokens, {cfg.max_new_tokens} new tokens, "
         f"temperature {cfg.temperature}, groups of {cfg.group_size} (grpo, rloo, TRL), {cfg.epochs} epoch(s) "
         f"of one optimizer step, KL coef {cfg.kl_coef} (fixed); median of {cfg.runs} run(s) x {cfg.iterations} "
         f"iteration(s) after 1 warm-up; tokens counted (EOS ends an episode early except for generic)."

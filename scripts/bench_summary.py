@@ -49,10 +49,11 @@ def summarize_iterations(its: list[dict]) -> dict:
 
 
 def summarize_runs(runs: list[dict]) -> dict:
-    """Median over runs of every numeric field (per-run values kept under ``runs``)."""
+    """Median over runs of every numeric field (per-run values kept under ``runs``); flags and labels
+    (``update_skipped``, ``precision``) from the first run."""
     keys = [k for k, v in runs[0].items() if v is None or isinstance(v, (int, float)) and not isinstance(v, bool)]
     out = {k: median(r[k] for r in runs) for k in keys}
-    out.update({k: v for k, v in runs[0].items() if isinstance(v, bool)})
+    out.update({k: v for k, v in runs[0].items() if isinstance(v, (bool, str))})
     out["runs"] = runs
     return out
 

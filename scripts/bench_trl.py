@@ -87,7 +87,7 @@ def run_trl(
         shutil.rmtree(tmp, ignore_errors=True)
     if len(its) != 1 + cfg.iterations:
         raise RuntimeError(f"TRL ran {len(its)} iterations, expected {1 + cfg.iterations}")
-    return summarize_iterations(its[1:])
+    return {**summarize_iterations(its[1:]), "precision": "bf16" if trainer.args.bf16 else "fp32"}
 
 
 def _trainer(algorithm: str, cfg: Config, n: int, seed: int, prompts, dev: str, tokenizer, reward, tmp: str):

@@ -44,6 +44,7 @@ def test_short_benchmark_against_trl_grpo_and_rloo(tmp_path, capsys):
     for key in ("grpo_vs_trl_grpo", "rloo_vs_trl_rloo", "grpo_vs_trl_rloo", "rloo_vs_trl_grpo"):
         assert _positive(ratios[key]), key
     assert data["config"]["group_size"] == 4 and data["config"]["batch_sizes"] == [8]
+    assert {r["precision"] for r in res.values()} == {"fp32"}  # the default, on both sides
     out = capsys.readouterr().out
     assert "TRL 1.16 GRPOTrainer" in out and "TRL 1.16 RLOOTrainer" in out
 
@@ -77,6 +78,22 @@ def test_tiny_benchmark_reports_the_other_methods(tmp_path, capsys):
     for key in ("rlhf_ppo_rollout_vs_generate", "generic_rollout_vs_naive", "rlhf_ppo_of_limits", "grpo_of_limits"):
         assert _positive(ratios[key]), key
     assert "| batch | method |" in capsys.readouterr().out
+
+
+def test_bf16_runs_every_trainer_and_limit_in_bf16(tmp_path, capsys):
+    """--precision bf16: the agents' policies, TRL (bf16=True, its own default) and the limits, all in bf16."""
+    data = _run_tiny(
+        tmp_path,
+        *("--batch-sizes", "4", "--group-size", "2", "--max-new-tokens", "4", "--iterations", "1", "--runs", "1"),
+        *("--methods", "limits,rlhf_ppo,grpo,trl_grpo", "--precision", "bf16"),
+    )
+    res = data["results"]["4"]
+    methods = ("limits", "rlhf_ppo", "grpo", "trl_grpo")
+    assert {m: r["precision"] for m, r in res.items()} == dict.fromkeys(methods, "bf16")
+    for method in ("rlhf_ppo", "grpo", "trl_grpo"):
+        _check_timings(res[method], max_tokens=4 * 4)
+    assert data["config"]["precision"] == "bf16"
+    assert "bf16 autocast over fp32 weights for every trainer and limit" in capsys.readouterr().out
 
 
 def test_config_rejects_unknown_method():
