@@ -39,6 +39,9 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 """Names accepted by the policies' ``dtype`` option."""
 PRECISIONS = ("fp32", "bf16")
 """The policies' ``precision`` option: fp32 compute, or bf16 autocast over fp32 weights (mixed precision)."""
+MATH_ATTENTION_MAX_LEN = 128
+"""Longest teacher-forced row for which a bf16 policy on a CPU computes attention with SDPA's math backend
+(:meth:`LMPolicyModel.sequence_attention`): its ``(batch, heads, L, L)`` matrices stay small up to here."""
 
 
 class NoValueHeadError(RuntimeError):
@@ -173,6 +176,22 @@ class LMPolicyModel:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=torch.bfloat16)
 
+    def sequence_attention(self, seq_len: int):
+        """The attention kernel of a teacher-forced forward over rows of ``seq_len`` tokens, as a context.
+
+        bf16 on a CPU, rows of at most :data:`MATH_ATTENTION_MAX_LEN` tokens: SDPA's math backend. torch's
+        CPU flash-attention backward runs about 6x slower in bf16 than in fp32 (6.3 against 1.1 ms per layer
+        for SmolLM2-135M at 8 x 34 tokens), and the math backend made a bf16 update 14-26% faster there
+        (docs/results/2026-12-02-bf16-rollouts.md). Both the update and the re-scoring of a rollout go
+        through :meth:`sequence_outputs`, so the old and new log-probs stay the same computation.
+        Anything else: nothing (SDPA picks its kernel).
+        """
+        if self.precision == "fp32" or self.device.type != "cpu" or seq_len > MATH_ATTENTION_MAX_LEN:
+            return contextlib.nullcontext()
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        return sdpa_kernel([SDPBackend.MATH])
+
     @property
     def reference_model(self) -> nn.Module:
         """The frozen reference LM (initial weights by default, or ``reference_model``)."""
@@ -268,7 +287,7 @@ class LMPolicyModel:
         ids, mask = input_ids[:, lead:].long(), attention_mask[:, lead:].long()
         L = ids.shape[1]
         before = slice(L - horizon - 1, L - 1)  # the states before each response slot
-        with self.autocast():
+        with self.autocast(), self.sequence_attention(L):
             h = trunk_hidden(self.lm.base_model, ids, mask)[:, before]  # (batch, horizon, hidden)
             logits = self.action_logits(h)  # (batch, horizon, V) float32
             if self.value_head is not None and self.value_model is not None:

@@ -95,3 +95,36 @@ def test_bf16_rollouts_cast_each_weight_once_and_score_in_full_precision():
     # q_proj's shape is shared by o_proj: 2 casts per layer per cast pass. Per token it would be 2 x 8 x layers.
     assert 0 < len(casts) <= 2 * n_layers, len(casts)
     assert batch.n == 4 and seen == [False] * 4
+
+
+def _flash_calls(policy, ids, mask) -> int:
+    """Flash-attention calls (forward and backward) of one teacher-forced forward + backward."""
+    with torch.profiler.profile() as prof:
+        logp, _, _ = sequence_forward(policy, ids, mask, 4)
+        logp.sum().backward()
+    return sum(e.name.startswith("aten::_scaled_dot_product_flash_attention") for e in prof.events())
+
+
+def test_bf16_sequence_forwards_use_the_math_attention_on_short_cpu_rows():
+    """bf16 on a CPU: the update's and the re-scoring's forward run SDPA's math backend (torch's CPU flash
+    backward is ~6x slower in bf16), with the same log-probs as the flash kernel up to bf16 rounding;
+    fp32 and long rows keep SDPA's own choice."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    from agents.lm_model import MATH_ATTENTION_MAX_LEN
+
+    bf16 = agents.make_agent("rlhf_ppo", make_env(), seed=0, policy_kwargs={"precision": "bf16"}).policy
+    fp32 = agents.make_agent("rlhf_ppo", make_env(), seed=0).policy
+    ids = torch.randint(10, 1000, (2, 12), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones_like(ids)
+    assert _flash_calls(bf16, ids, mask) == 0
+    assert _flash_calls(fp32, ids, mask) > 0
+    long_ids = torch.randint(10, 1000, (1, MATH_ATTENTION_MAX_LEN + 1), generator=torch.Generator().manual_seed(1))
+    assert _flash_calls(bf16, long_ids, torch.ones_like(long_ids)) > 0
+    with torch.no_grad():
+        math = sequence_forward(bf16, ids, mask, 4)[0]
+        bf16.sequence_attention = lambda seq_len: sdpa_kernel([SDPBackend.FLASH_ATTENTION])
+        flash = sequence_forward(bf16, ids, mask, 4)[0]
+    assert _flash_calls(bf16, ids, mask) > 0  # the comparison really ran the flash kernel
+    diff = float((math - flash).abs().max())
+    assert diff < 0.05, diff  # bf16 rounding of two kernels, not two models
