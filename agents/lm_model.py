@@ -28,6 +28,7 @@ import os
 
 import torch
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from agents.kl import reference_logprobs as _reference_logprobs
 from agents.lora import AdaptersOff, add_adapters, save_adapter
@@ -188,8 +189,6 @@ class LMPolicyModel:
         """
         if self.precision == "fp32" or self.device.type != "cpu" or seq_len > MATH_ATTENTION_MAX_LEN:
             return contextlib.nullcontext()
-        from torch.nn.attention import SDPBackend, sdpa_kernel
-
         return sdpa_kernel([SDPBackend.MATH])
 
     @property
