@@ -32,7 +32,8 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from agents.kl import reference_logprobs as _reference_logprobs
 from agents.lora import AdaptersOff, add_adapters, save_adapter
-from textrlhf.lm import KVCache, KVCacheRunner, restrict_logits, trunk_hidden
+from textrlhf.lm import KVCache, KVCacheRunner, restrict_logits, shared_prompt_forward, trunk_hidden
+from textrlhf.precision import autocast_frozen_copy
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 DEFAULT_TEMPERATURE = 0.7  # lm-human-preferences and docs/design.md section 4 sample at 0.7
@@ -69,9 +70,10 @@ class PolicyKVCache:
 
     def __init__(self, policy: LMPolicyModel):
         self.policy = policy
-        self.actor = KVCache(policy.lm.base_model)
+        # Grouped rollouts (grpo, rloo) prefill each prompt once, as their teacher-forced forwards do.
+        self.actor = KVCache(policy.lm.base_model, share_rows=policy.share_prompts)
         has_critic_trunk = policy.value_model is not None and policy.value_head is not None
-        self.critic = KVCache(policy.value_model) if has_critic_trunk else None
+        self.critic = KVCache(policy.value_model, share_rows=policy.share_prompts) if has_critic_trunk else None
 
     def _outputs(self, hidden: torch.Tensor, v_hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.policy.action_logits(hidden), self.policy.value_from_hidden(v_hidden)
@@ -96,7 +98,8 @@ class LMPolicyModel:
 
     Expects the attributes the policy constructor sets (``model_name``, ``temperature``,
     ``value_model_name``, ``has_value_head``, ``reference_model_name``, ``kv_cache``, ``dtype_name``,
-    ``allowed_tokens``, ``ref_batch_size``, ``attn_implementation``, ``lora``) and ``mark_kl_penalty``.
+    ``allowed_tokens``, ``ref_batch_size``, ``share_prompts``, ``attn_implementation``, ``lora``) and
+    ``mark_kl_penalty``.
     """
 
     # ------------------------------------------------------------------ construction
@@ -151,6 +154,10 @@ class LMPolicyModel:
             ref = load_model(self.reference_model_name, dtype=dtype).requires_grad_(False)
         ref.eval()
         self._reference = _Frozen(ref)
+        # bf16: the reference's matrices in bf16 once, not at every forward (bit-identical under autocast).
+        # A LoRA reference is the policy's own LM (adapters off): nothing frozen to copy.
+        pre_cast = self.precision == "bf16" and self._peft.module is None
+        self._reference_compute = _Frozen(autocast_frozen_copy(ref) if pre_cast else ref)
         # bf16: SB3's rollouts run whole windows as its updates do, so their log-probs agree (docs/scaling.md).
         cached = self.kv_cache and self.precision == "fp32"
         self._runner = KVCacheRunner(self.lm.base_model, enabled=cached)
@@ -287,10 +294,10 @@ class LMPolicyModel:
         L = ids.shape[1]
         before = slice(L - horizon - 1, L - 1)  # the states before each response slot
         with self.autocast(), self.sequence_attention(L):
-            h = trunk_hidden(self.lm.base_model, ids, mask)[:, before]  # (batch, horizon, hidden)
+            h = self._sequence_hidden(self.lm.base_model, ids, mask, horizon)[:, before]  # (batch, horizon, hidden)
             logits = self.action_logits(h)  # (batch, horizon, V) float32
             if self.value_head is not None and self.value_model is not None:
-                vh = trunk_hidden(self.value_model, ids, mask)[:, before]
+                vh = self._sequence_hidden(self.value_model, ids, mask, horizon)[:, before]
             else:
                 vh = h
             values = self.value_from_hidden(vh)
@@ -302,6 +309,12 @@ class LMPolicyModel:
                 # Logits are finite (masked ones are -1e8, not -inf), so p * log p is 0, not NaN, where p = 0.
                 ent = -(logp_all.exp() * logp_all).sum(-1)
         return logp, values, ent
+
+    def _sequence_hidden(self, trunk: nn.Module, ids: torch.Tensor, mask: torch.Tensor, horizon: int) -> torch.Tensor:
+        """Last hidden states ``(batch, L, hidden)`` of whole rows; each distinct prompt once if ``share_prompts``."""
+        if self.share_prompts:
+            return shared_prompt_forward(trunk, ids, mask, prompt_len=ids.shape[1] - horizon)
+        return trunk_hidden(trunk, ids, mask)
 
     def reference_logprobs(self, input_ids, attention_mask, response_mask) -> torch.Tensor:
         """Reference log-probs of response tokens at the policy's temperature, in batched forwards.
@@ -318,7 +331,7 @@ class LMPolicyModel:
         if self.kl_penalty_source is None:
             # Scoring with the reference means a KL is being computed (the fast agents, hand-written loops).
             self.mark_kl_penalty("reference_logprobs")
-        ref = self.reference_model
+        ref = self._reference_compute.module  # the reference, its matrices pre-cast in bf16
         device = next(ref.parameters()).device
         outs = []
         for start in range(0, input_ids.shape[0], self.ref_batch_size):
@@ -331,6 +344,7 @@ class LMPolicyModel:
                     response_mask[sl].to(device),
                     temperature=self.temperature,
                     allowed_tokens=self.allowed_tokens,
+                    share_prompts=self.share_prompts,
                 )
             outs.append(out)
         return torch.cat(outs) if outs else torch.zeros(input_ids.shape)

@@ -110,6 +110,7 @@ class _LMPolicyMixin(LMPolicyModel):
         precision: str = "fp32",
         allowed_tokens: Sequence[int] | None = None,
         ref_batch_size: int = 16,
+        share_prompts: bool = True,
         attn_implementation: str | None = None,
         lora_r: int = 0,
         lora_alpha: float | None = None,
@@ -162,6 +163,7 @@ class _LMPolicyMixin(LMPolicyModel):
         self.dtype_name = dtype
         self.allowed_tokens = None if allowed_tokens is None else [int(t) for t in allowed_tokens]
         self.ref_batch_size = int(ref_batch_size)
+        self.share_prompts = bool(share_prompts)
         self.attn_implementation = attn_implementation
         # Who adds the KL penalty (a KL buffer's class name, or "reference_logprobs"); None: nobody yet.
         self.kl_penalty_source: str | None = None
@@ -215,6 +217,7 @@ class _LMPolicyMixin(LMPolicyModel):
             precision=self.precision,
             allowed_tokens=self.allowed_tokens,
             ref_batch_size=self.ref_batch_size,
+            share_prompts=self.share_prompts,
             attn_implementation=self.attn_implementation,
             lora_r=self.lora.r,
             lora_alpha=self.lora.alpha,
@@ -246,6 +249,8 @@ class _LMPolicyMixin(LMPolicyModel):
         out = super()._apply(fn, *args, **kwargs)
         if "_reference" in self.__dict__ and self._reference.module is not None:
             self._reference.module._apply(fn, *args, **kwargs)  # move the frozen reference along
+            if self._reference_compute.module is not self._reference.module:
+                self._reference_compute.module._apply(fn, *args, **kwargs)  # and its pre-cast bf16 copy
         self.reset_cache()
         return out
 
@@ -370,11 +375,17 @@ class LMActorCriticPolicy(_LMPolicyMixin, ActorCriticPolicy):
         precision: ``"fp32"`` (default) or ``"bf16"``: every policy and reference forward under bf16
             autocast (fp32 weights and optimizer state, bf16 matrix products; mixed precision). In bf16 the
             log-probs a rollout stores are computed the way the update computes them (the fast agents
-            re-score the rollout teacher-forced; SB3's rollouts run whole windows, no KV cache), so the
-            first ratio stays 1 (docs/scaling.md).
+            re-score the rollout teacher-forced, or with one epoch of one minibatch and no critic take
+            the update's own forward as the re-scoring; SB3's rollouts run whole windows, no KV cache), so
+            the first ratio stays 1 (docs/scaling.md).
         allowed_tokens: restrict the distribution to these token ids (probability 0 elsewhere, also
             for the reference), for small-vocabulary tasks; ``None`` for the whole vocabulary.
         ref_batch_size: batch size of the reference model's teacher-forced forwards.
+        share_prompts: teacher-forced forwards over whole episodes (the fast agents' updates, re-scoring and
+            reference log-probs) encode each distinct prompt once and repeat its keys/values to the
+            responses that share it (:func:`textrlhf.lm.shared_prompt_forward`): a group of ``k``
+            responses to one prompt costs one prompt, not ``k``. Equal to the plain forward up to float
+            summation order; ``False`` for the plain forward.
         attn_implementation: ``None`` (the model's default, SDPA) or e.g. ``"eager"`` (needed by TRPO's
             second derivatives on CPU).
         lora_r: ``0`` trains every LM weight; ``r > 0`` trains rank-``r`` LoRA adapters instead (PEFT,

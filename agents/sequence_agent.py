@@ -298,7 +298,10 @@ class SequenceAgent(PPO):
     def _finish_batch(self, batch: EpisodeBatch) -> None:
         """Reference log-probs, the subclass's advantages, then the KL controller and the ``rlhf/*`` metrics."""
         if self.policy.precision != "fp32":
-            self._rescore_policy(batch)
+            if self._update_is_the_rescoring(batch):
+                batch.extras["old_logp_from_update"] = True  # filled by minibatch_forward
+            else:
+                self._rescore_policy(batch)
         beta = self._score_reference(batch)
         self.compute_advantages(batch, beta)
         self._update_kl_and_log(batch, beta)
@@ -318,6 +321,18 @@ class SequenceAgent(PPO):
             )
             batch.logp[idx] = logp.cpu() * batch.mask[idx]
             batch.values[idx] = values.cpu() * batch.mask[idx]
+
+    def _update_is_the_rescoring(self, batch: EpisodeBatch) -> bool:
+        """Whether the update's own forward can stand in for :meth:`_rescore_policy` (low precision).
+
+        With one epoch of one minibatch and no critic, the update forwards every episode exactly once, before
+        its only optimizer step: that forward *is* the teacher-forced re-scoring, so its detached log-probs
+        are the "old" ones (the first ratio is exactly 1, as in TRL's GRPO with ``num_iterations=1``) and the
+        separate no-grad forward is saved. The rollout's own log-probs still feed the KL penalty and metrics,
+        as in fp32. A critic needs re-scored values before its advantages, so agents with one re-score.
+        """
+        one_minibatch = self.episode_batch_size is None or self.episode_batch_size >= batch.n
+        return self.n_epochs == 1 and one_minibatch and self.policy.value_head is None
 
     def _score_reference(self, batch: EpisodeBatch) -> float:
         """Fill ``batch.ref_logp`` (one batched teacher-forced pass); return the current ``beta``."""
@@ -409,6 +424,9 @@ class SequenceAgent(PPO):
             entropy=True,
             entropy_grad=self.ent_coef != 0,
         )
+        if batch.extras.get("old_logp_from_update"):
+            # The re-scoring of this rollout (:meth:`_update_is_the_rescoring`): the only forward before the step.
+            batch.logp[idx] = logp.detach().cpu() * batch.mask[idx]
         return batch.mask[idx].to(dev), logp, values, entropy
 
     def minibatch_loss(

@@ -58,3 +58,32 @@ def sampling_dtype(precision: str, device: str | torch.device) -> torch.dtype:
 def dtype_name(dtype: torch.dtype) -> str:
     """``"fp32"`` / ``"bf16"`` (the option's spelling) for what :func:`sampling_dtype` returned."""
     return {torch.float32: "fp32", torch.bfloat16: "bf16"}[dtype]
+
+
+def autocast_frozen_copy(model: torch.nn.Module, dtype: torch.dtype = torch.bfloat16) -> torch.nn.Module:
+    """A frozen copy of ``model`` whose ``nn.Linear`` weights and biases are stored in ``dtype`` ahead of time.
+
+    Under ``torch.autocast(..., dtype=dtype)`` a linear layer casts its input, weight and bias to ``dtype``
+    (round to nearest) at every call; the cast is not cached for weights that do not require grad, so a
+    frozen 135M-parameter reference re-reads 0.5 GB of fp32 weights per forward (155 ms of a 410 ms
+    reference pass of 8 x 34 tokens on the 2-core Xeon; docs/results/2026-12-02-shared-prompts.md).
+    Casting once gives the same operands, so the copy's forward under autocast is bit-identical to the
+    original's. Everything else (embeddings, norms) stays as it was; a linear layer tied to the input
+    embedding (an LM head) gets its own copy, leaving the embedding in its dtype. Use it only under that
+    autocast: outside it, its linear layers would meet inputs of another dtype.
+
+    Args:
+        model: the frozen module (not modified). dtype: autocast's lower-precision dtype.
+
+    Returns:
+        The copy, in eval mode, with ``requires_grad=False`` everywhere.
+    """
+    import copy
+
+    out = copy.deepcopy(model).eval().requires_grad_(False)
+    for module in out.modules():
+        if isinstance(module, torch.nn.Linear):
+            module.weight = torch.nn.Parameter(module.weight.detach().to(dtype), requires_grad=False)
+            if module.bias is not None:
+                module.bias = torch.nn.Parameter(module.bias.detach().to(dtype), requires_grad=False)
+    return out

@@ -128,3 +128,47 @@ def test_bf16_sequence_forwards_use_the_math_attention_on_short_cpu_rows():
     assert _flash_calls(bf16, ids, mask) > 0  # the comparison really ran the flash kernel
     diff = float((math - flash).abs().max())
     assert diff < 0.05, diff  # bf16 rounding of two kernels, not two models
+
+
+@pytest.mark.parametrize("n_epochs", [1, 2])
+def test_bf16_one_pass_updates_take_the_old_log_probs_from_their_own_forward(n_epochs, monkeypatch):
+    """One epoch of one minibatch: no separate re-scoring forward, and the first ratio is exactly 1 even if the
+    rollout's log-probs drifted; with two epochs the rollout is re-scored as before."""
+    from stable_baselines3.common.logger import configure
+
+    agent = agents.make_agent("grpo", make_env(), seed=0, n_epochs=n_epochs, policy_kwargs={"precision": "bf16"})
+    agent.set_logger(configure(None, []))
+    rescored = []
+    original = agent._rescore_policy
+    monkeypatch.setattr(agent, "_rescore_policy", lambda batch: rescored.append(batch.n) or original(batch))
+    agent.policy.set_training_mode(False)
+    agent.env.reset()
+    batch, _ = collect_round(agent.policy, agent.env, group_size=agent.group_size)
+    batch.extras["group"] = torch.arange(batch.n).numpy() // agent.group_size
+    batch.logp.add_(1e-2 * batch.mask)  # the rounding drift of a CPU without bf16 instructions, exaggerated
+    agent._finish_batch(batch)
+    assert rescored == ([] if n_epochs == 1 else [batch.n])
+    agent.policy.set_training_mode(True)
+    _, stats = agent.minibatch_loss(batch, torch.arange(batch.n), clip_range=0.2)
+    assert stats["approx_kl"] < 1e-7 and stats["clip_fraction"] == 0.0
+
+
+def test_bf16_reference_forwards_are_bit_identical_with_matrices_cast_once():
+    """The bf16 policy scores the reference with a copy whose linear weights are stored in bf16: the same
+    log-probs as autocast over the fp32 reference (bit for bit), and the fp32 reference stays as it was."""
+    from agents.kl import reference_logprobs
+
+    agent = agents.make_agent("grpo", make_env(), seed=0, policy_kwargs={"precision": "bf16"})
+    policy = agent.policy
+    compute, ref = policy._reference_compute.module, policy.reference_model
+    assert compute.get_output_embeddings().weight.dtype == torch.bfloat16
+    assert ref.get_output_embeddings().weight.dtype == torch.float32  # evaluation samples from this one
+    assert compute.get_input_embeddings().weight.dtype == torch.float32  # the residual stream keeps fp32
+    ids = torch.randint(10, 1000, (4, 14), generator=torch.Generator().manual_seed(0))
+    mask, response = torch.ones_like(ids), torch.zeros_like(ids, dtype=torch.bool)
+    response[:, -6:] = True
+    with torch.no_grad():
+        fast = policy.reference_logprobs(ids, mask, response)
+        with policy.autocast():
+            slow = reference_logprobs(ref, ids, mask, response, temperature=policy.temperature, share_prompts=True)
+    assert torch.equal(fast, slow)
