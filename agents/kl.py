@@ -137,7 +137,6 @@ def reference_logprobs(
     response_mask: torch.Tensor,
     temperature: float = 1.0,
     allowed_tokens: Sequence[int] | torch.Tensor | None = None,
-    share_prompts: bool = False,
 ) -> torch.Tensor:
     """Log-probs of every response token under the reference model, in ONE teacher-forced forward.
 
@@ -149,7 +148,6 @@ def reference_logprobs(
         temperature: divides the logits, and must be the sampling temperature of the policy
             (docs/design.md section 5: the same temperature everywhere, or the KL is biased).
         allowed_tokens: if given, the distribution is restricted to these ids (as the policy's is).
-        share_prompts: encode each distinct prompt once (:func:`textrlhf.lm.shared_prompt_forward`).
 
     Returns:
         ``(batch, seq_len)`` float32: ``log pi_ref(x_j | x_<j)`` where ``response_mask`` is True, 0 elsewhere.
@@ -158,9 +156,7 @@ def reference_logprobs(
         ValueError: a response token at position 0 (it would have no context), or shape mismatch.
     """
     # The one teacher-forced scorer (textrlhf.lm), here without gradients: the reference is frozen.
-    return token_logprobs(
-        ref_model, input_ids, attention_mask, response_mask, temperature, allowed_tokens, share_prompts
-    )
+    return token_logprobs(ref_model, input_ids, attention_mask, response_mask, temperature, allowed_tokens)
 
 
 def shape_rewards(

@@ -32,7 +32,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from agents.kl import reference_logprobs as _reference_logprobs
 from agents.lora import AdaptersOff, add_adapters, save_adapter
-from textrlhf.lm import KVCache, KVCacheRunner, restrict_logits, shared_prompt_forward, trunk_hidden
+from textrlhf.lm import KVCache, KVCacheRunner, restrict_logits, trunk_hidden
 from textrlhf.precision import autocast_frozen_copy
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
@@ -70,10 +70,9 @@ class PolicyKVCache:
 
     def __init__(self, policy: LMPolicyModel):
         self.policy = policy
-        # Grouped rollouts (grpo, rloo) prefill each prompt once, as their teacher-forced forwards do.
-        self.actor = KVCache(policy.lm.base_model, share_rows=policy.share_prompts)
+        self.actor = KVCache(policy.lm.base_model)
         has_critic_trunk = policy.value_model is not None and policy.value_head is not None
-        self.critic = KVCache(policy.value_model, share_rows=policy.share_prompts) if has_critic_trunk else None
+        self.critic = KVCache(policy.value_model) if has_critic_trunk else None
 
     def _outputs(self, hidden: torch.Tensor, v_hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.policy.action_logits(hidden), self.policy.value_from_hidden(v_hidden)
@@ -98,8 +97,7 @@ class LMPolicyModel:
 
     Expects the attributes the policy constructor sets (``model_name``, ``temperature``,
     ``value_model_name``, ``has_value_head``, ``reference_model_name``, ``kv_cache``, ``dtype_name``,
-    ``allowed_tokens``, ``ref_batch_size``, ``share_prompts``, ``attn_implementation``, ``lora``) and
-    ``mark_kl_penalty``.
+    ``allowed_tokens``, ``ref_batch_size``, ``attn_implementation``, ``lora``) and ``mark_kl_penalty``.
     """
 
     # ------------------------------------------------------------------ construction
@@ -294,10 +292,10 @@ class LMPolicyModel:
         L = ids.shape[1]
         before = slice(L - horizon - 1, L - 1)  # the states before each response slot
         with self.autocast(), self.sequence_attention(L):
-            h = self._sequence_hidden(self.lm.base_model, ids, mask, horizon)[:, before]  # (batch, horizon, hidden)
+            h = trunk_hidden(self.lm.base_model, ids, mask)[:, before]  # (batch, horizon, hidden)
             logits = self.action_logits(h)  # (batch, horizon, V) float32
             if self.value_head is not None and self.value_model is not None:
-                vh = self._sequence_hidden(self.value_model, ids, mask, horizon)[:, before]
+                vh = trunk_hidden(self.value_model, ids, mask)[:, before]
             else:
                 vh = h
             values = self.value_from_hidden(vh)
@@ -309,12 +307,6 @@ class LMPolicyModel:
                 # Logits are finite (masked ones are -1e8, not -inf), so p * log p is 0, not NaN, where p = 0.
                 ent = -(logp_all.exp() * logp_all).sum(-1)
         return logp, values, ent
-
-    def _sequence_hidden(self, trunk: nn.Module, ids: torch.Tensor, mask: torch.Tensor, horizon: int) -> torch.Tensor:
-        """Last hidden states ``(batch, L, hidden)`` of whole rows; each distinct prompt once if ``share_prompts``."""
-        if self.share_prompts:
-            return shared_prompt_forward(trunk, ids, mask, prompt_len=ids.shape[1] - horizon)
-        return trunk_hidden(trunk, ids, mask)
 
     def reference_logprobs(self, input_ids, attention_mask, response_mask) -> torch.Tensor:
         """Reference log-probs of response tokens at the policy's temperature, in batched forwards.
@@ -344,7 +336,6 @@ class LMPolicyModel:
                     response_mask[sl].to(device),
                     temperature=self.temperature,
                     allowed_tokens=self.allowed_tokens,
-                    share_prompts=self.share_prompts,
                 )
             outs.append(out)
         return torch.cat(outs) if outs else torch.zeros(input_ids.shape)

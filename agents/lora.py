@@ -114,10 +114,6 @@ class AdaptersOff(nn.Module):
         with adapters_disabled(self.peft_model):
             return self.peft_model.get_base_model()(*args, **kwargs)
 
-    def get_output_embeddings(self) -> nn.Module:
-        """The LM head (an LM returns logits: :func:`textrlhf.lm.shared_prompt_forward` reads this)."""
-        return self.peft_model.get_base_model().get_output_embeddings()
-
 
 @contextmanager
 def adapters_disabled(peft_model):

@@ -110,7 +110,6 @@ class _LMPolicyMixin(LMPolicyModel):
         precision: str = "fp32",
         allowed_tokens: Sequence[int] | None = None,
         ref_batch_size: int = 16,
-        share_prompts: bool = True,
         attn_implementation: str | None = None,
         lora_r: int = 0,
         lora_alpha: float | None = None,
@@ -163,7 +162,6 @@ class _LMPolicyMixin(LMPolicyModel):
         self.dtype_name = dtype
         self.allowed_tokens = None if allowed_tokens is None else [int(t) for t in allowed_tokens]
         self.ref_batch_size = int(ref_batch_size)
-        self.share_prompts = bool(share_prompts)
         self.attn_implementation = attn_implementation
         # Who adds the KL penalty (a KL buffer's class name, or "reference_logprobs"); None: nobody yet.
         self.kl_penalty_source: str | None = None
@@ -217,7 +215,6 @@ class _LMPolicyMixin(LMPolicyModel):
             precision=self.precision,
             allowed_tokens=self.allowed_tokens,
             ref_batch_size=self.ref_batch_size,
-            share_prompts=self.share_prompts,
             attn_implementation=self.attn_implementation,
             lora_r=self.lora.r,
             lora_alpha=self.lora.alpha,
@@ -381,11 +378,6 @@ class LMActorCriticPolicy(_LMPolicyMixin, ActorCriticPolicy):
         allowed_tokens: restrict the distribution to these token ids (probability 0 elsewhere, also
             for the reference), for small-vocabulary tasks; ``None`` for the whole vocabulary.
         ref_batch_size: batch size of the reference model's teacher-forced forwards.
-        share_prompts: teacher-forced forwards over whole episodes (the fast agents' updates, re-scoring and
-            reference log-probs) encode each distinct prompt once and repeat its keys/values to the
-            responses that share it (:func:`textrlhf.lm.shared_prompt_forward`): a group of ``k``
-            responses to one prompt costs one prompt, not ``k``. Equal to the plain forward up to float
-            summation order; ``False`` for the plain forward.
         attn_implementation: ``None`` (the model's default, SDPA) or e.g. ``"eager"`` (needed by TRPO's
             second derivatives on CPU).
         lora_r: ``0`` trains every LM weight; ``r > 0`` trains rank-``r`` LoRA adapters instead (PEFT,

@@ -48,6 +48,8 @@ class EpisodeBatch:
         prompt_index: ``(n,)`` the env's prompt index (``-1`` for custom prompts).
         env_index: ``(n,)`` which env produced each episode.
         ref_logp, rewards, advantages, returns: ``(n, T)`` filled in by the agent after the rollout.
+        logp_from_update: ``logp`` is to be replaced by the update's own first forward (a low-precision
+            one-pass update, :meth:`agents.sequence_agent.SequenceAgent._update_is_the_rescoring`).
     """
 
     input_ids: torch.Tensor
@@ -65,6 +67,7 @@ class EpisodeBatch:
     rewards: torch.Tensor | None = None
     advantages: torch.Tensor | None = None
     returns: torch.Tensor | None = None
+    logp_from_update: bool = False
 
     @property
     def n(self) -> int:

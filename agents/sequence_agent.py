@@ -299,7 +299,7 @@ class SequenceAgent(PPO):
         """Reference log-probs, the subclass's advantages, then the KL controller and the ``rlhf/*`` metrics."""
         if self.policy.precision != "fp32":
             if self._update_is_the_rescoring(batch):
-                batch.extras["old_logp_from_update"] = True  # filled by minibatch_forward
+                batch.logp_from_update = True  # minibatch_forward fills batch.logp
             else:
                 self._rescore_policy(batch)
         beta = self._score_reference(batch)
@@ -424,7 +424,7 @@ class SequenceAgent(PPO):
             entropy=True,
             entropy_grad=self.ent_coef != 0,
         )
-        if batch.extras.get("old_logp_from_update"):
+        if batch.logp_from_update:
             # The re-scoring of this rollout (:meth:`_update_is_the_rescoring`): the only forward before the step.
             batch.logp[idx] = logp.detach().cpu() * batch.mask[idx]
         return batch.mask[idx].to(dev), logp, values, entropy

@@ -170,5 +170,5 @@ def test_bf16_reference_forwards_are_bit_identical_with_matrices_cast_once():
     with torch.no_grad():
         fast = policy.reference_logprobs(ids, mask, response)
         with policy.autocast():
-            slow = reference_logprobs(ref, ids, mask, response, temperature=policy.temperature, share_prompts=True)
+            slow = reference_logprobs(ref, ids, mask, response, temperature=policy.temperature)
     assert torch.equal(fast, slow)

@@ -9,8 +9,7 @@ a plain Hugging Face causal LM (or its trunk, ``model.base_model``) and left-pad
 * :func:`sample_tokens`: the one token sampler (temperature and allowed tokens applied by the caller,
   a ``torch.Generator`` or the global stream); :func:`generate`: batched response sampling with the cache;
 * :func:`token_logprobs`: teacher-forced log-probs of response tokens in one forward (at several
-  temperatures: :func:`token_logprobs_at`); :func:`shared_prompt_forward`: a teacher-forced forward that
-  encodes each distinct prompt of a batch once (groups of responses to one prompt).
+  temperatures: :func:`token_logprobs_at`).
 
 The LM policy of ``agents`` builds its rollouts, values and sequence-level forwards on top of these.
 """
@@ -25,7 +24,6 @@ from textrlhf.lm.cache import (
     trunk_hidden,
 )
 from textrlhf.lm.logprobs import token_logprobs, token_logprobs_at
-from textrlhf.lm.prefix import shared_prompt_forward
 from textrlhf.lm.runner import KVCacheRunner
 from textrlhf.lm.sampling import SAMPLING_METHODS, Generation, generate, restrict_logits, sample_tokens
 
@@ -42,7 +40,6 @@ __all__ = [
     "position_ids_from_mask",
     "restrict_logits",
     "sample_tokens",
-    "shared_prompt_forward",
     "token_logprobs",
     "token_logprobs_at",
     "trunk_hidden",

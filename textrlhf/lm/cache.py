@@ -79,57 +79,6 @@ class UnsupportedCacheError(RuntimeError):
     """
 
 
-def cache_layers(cache) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """``(keys, values)`` per layer of a transformers cache, each ``(batch, heads, cache_len, head_dim)``.
-
-    Raises:
-        UnsupportedCacheError: the cache is not a plain ``DynamicCache`` of full ``DynamicLayer``s.
-    """
-    from transformers import DynamicCache, DynamicLayer
-
-    # Exact types on purpose: a sliding-window or quantized layer subclasses DynamicLayer but does not
-    # hold every past position in full precision, so its keys/values cannot be spliced or repeated.
-    if type(cache) is not DynamicCache or any(type(layer) is not DynamicLayer for layer in cache.layers):
-        raise UnsupportedCacheError(type(cache).__name__)
-    return [(layer.keys, layer.values) for layer in cache.layers]
-
-
-def distinct_rows(
-    input_ids: torch.Tensor, attention_mask: torch.Tensor, width: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """One representative per distinct row prefix (ids and mask of the first ``width`` columns), and the map back.
-
-    Args:
-        input_ids: ``(batch, L)``. attention_mask: ``(batch, L)``. width: how many leading columns to compare.
-
-    Returns:
-        ``(rows, inverse)``: ``rows`` ``(u,)`` long, the first row holding each distinct prefix; ``inverse``
-        ``(batch,)`` long, each row's index into ``rows`` (so ``input_ids[rows[inverse], :width]`` equals
-        ``input_ids[:, :width]``).
-    """
-    key = torch.cat([input_ids[:, :width], attention_mask[:, :width].to(input_ids.dtype)], dim=1)
-    _, inverse = torch.unique(key, dim=0, return_inverse=True)  # (batch,)
-    order = torch.arange(key.shape[0], device=key.device)
-    rows = torch.full((int(inverse.max()) + 1,), key.shape[0], dtype=torch.long, device=key.device)
-    return rows.scatter_reduce(0, inverse, order, reduce="amin"), inverse
-
-
-def repeat_rows(cache, rows: torch.Tensor):
-    """A new ``DynamicCache`` holding ``cache``'s rows ``rows`` (repeats allowed), keeping the autograd graph.
-
-    Built through ``Cache.update`` on empty layers, the public API (as :meth:`KVCache.select` does).
-
-    Raises:
-        UnsupportedCacheError: the cache is not a plain ``DynamicCache`` (:func:`cache_layers`).
-    """
-    from transformers import DynamicCache
-
-    out = DynamicCache()
-    for layer_idx, (keys, values) in enumerate(cache_layers(cache)):
-        out.update(keys.index_select(0, rows), values.index_select(0, rows), layer_idx)
-    return out
-
-
 class KVCache:
     """Prefill once, then extend every row by one token per step, for one model (batched, left-padded).
 
@@ -139,9 +88,6 @@ class KVCache:
     Args:
         model: a ``*ForCausalLM`` (calls return next-token logits ``(batch, V)``) or its trunk
             ``model.base_model`` (calls return last hidden states ``(batch, hidden)``).
-        share_rows: ``prefill`` encodes identical rows once (groups of responses to one prompt). Off by
-            default: the repeated keys/values can differ from a batched forward's by float summation order
-            (up to 5e-5 in logits for SmolLM2 at some batch shapes), which would change seeded samples.
 
     Attributes:
         cache: the transformers cache object after the last call (``None`` before ``prefill``).
@@ -149,9 +95,8 @@ class KVCache:
         next_pos: ``(batch, 1)`` position of each row's next token.
     """
 
-    def __init__(self, model: nn.Module, share_rows: bool = False):
+    def __init__(self, model: nn.Module):
         self.model = model
-        self.share_rows = share_rows
         # A *ForCausalLM has an output embedding (its LM head); its trunk (base_model) has none.
         self.returns_logits = model.get_output_embeddings() is not None
         self.cache = None
@@ -168,33 +113,16 @@ class KVCache:
     def prefill(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Encode whole left-padded rows and keep their keys/values.
 
-        With ``share_rows``, identical rows (a group of responses to one prompt) are encoded once and their
-        keys/values repeated (docs/design.md section 4, (d)); equal up to float summation order.
-
         Args:
             input_ids: ``(batch, seq_len)`` long. attention_mask: ``(batch, seq_len)`` 0/1 (long).
 
         Returns:
             Last-position logits ``(batch, V)`` or hidden states ``(batch, hidden)``.
         """
-        self.mask = attention_mask  # (batch, C)
-        self.next_pos = attention_mask.sum(-1, keepdim=True)  # (batch, 1): position of the next token
-        rows, inverse = (
-            distinct_rows(input_ids, attention_mask, input_ids.shape[1]) if self.share_rows else (None, None)
-        )
-        if rows is not None and len(rows) < input_ids.shape[0]:
-            last = self._encode(input_ids[rows], attention_mask[rows])  # each distinct row once
-            try:
-                self.cache = repeat_rows(self.cache, inverse)
-                return last.index_select(0, inverse)
-            except UnsupportedCacheError:  # a cache that cannot be repeated (sliding window): every row
-                pass
-        return self._encode(input_ids, attention_mask)
-
-    def _encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """One cached forward of whole rows into ``self.cache``; the last position's output."""
         from transformers import DynamicCache
 
+        self.mask = attention_mask  # (batch, C)
+        self.next_pos = attention_mask.sum(-1, keepdim=True)  # (batch, 1): position of the next token
         out = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
@@ -232,8 +160,19 @@ class KVCache:
 
     # ------------------------------------------------------------------ row surgery (KVCacheRunner)
     def layers(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """``(keys, values)`` per layer, each ``(batch, heads, cache_len, head_dim)`` (:func:`cache_layers`)."""
-        return cache_layers(self.cache)
+        """``(keys, values)`` per layer, each ``(batch, heads, cache_len, head_dim)``.
+
+        Raises:
+            UnsupportedCacheError: the cache is not a plain ``DynamicCache`` of full ``DynamicLayer``s.
+        """
+        from transformers import DynamicCache, DynamicLayer
+
+        # Exact types on purpose: a sliding-window or quantized layer subclasses DynamicLayer but does not
+        # hold every past position in full precision, so its keys/values cannot be spliced.
+        cache = self.cache
+        if type(cache) is not DynamicCache or any(type(layer) is not DynamicLayer for layer in cache.layers):
+            raise UnsupportedCacheError(type(cache).__name__)
+        return [(layer.keys, layer.values) for layer in cache.layers]
 
     def _replace(self, kv: list[tuple[torch.Tensor, torch.Tensor]], mask, next_pos) -> KVCache:
         """A cache of the same model holding ``kv``, built through ``Cache.update``, the public API.
@@ -244,7 +183,7 @@ class KVCache:
         """
         from transformers import DynamicCache
 
-        out = KVCache(self.model, self.share_rows)
+        out = KVCache(self.model)
         out.cache = DynamicCache()
         for layer_idx, (keys, values) in enumerate(kv):
             out.cache.update(keys, values, layer_idx)

@@ -13,7 +13,6 @@ import torch
 from torch import nn
 
 from textrlhf.lm.cache import position_ids_from_mask
-from textrlhf.lm.prefix import shared_prompt_forward
 from textrlhf.lm.sampling import restrict_logits
 
 
@@ -24,7 +23,6 @@ def token_logprobs(
     response_mask: torch.Tensor,
     temperature: float = 1.0,
     allowed_tokens: Sequence[int] | torch.Tensor | None = None,
-    share_prompts: bool = False,
 ) -> torch.Tensor:
     """``log pi(x_j | x_<j)`` of every response token in one teacher-forced forward (keeps gradients).
 
@@ -33,9 +31,7 @@ def token_logprobs(
     Returns:
         ``(batch, seq_len)`` float32: the log-prob where ``response_mask`` is True, 0 elsewhere.
     """
-    return token_logprobs_at(
-        model, input_ids, attention_mask, response_mask, (temperature,), allowed_tokens, share_prompts
-    )[0]
+    return token_logprobs_at(model, input_ids, attention_mask, response_mask, (temperature,), allowed_tokens)[0]
 
 
 def token_logprobs_at(
@@ -45,7 +41,6 @@ def token_logprobs_at(
     response_mask: torch.Tensor,
     temperatures: Sequence[float],
     allowed_tokens: Sequence[int] | torch.Tensor | None = None,
-    share_prompts: bool = False,
 ) -> list[torch.Tensor]:
     """``log pi(x_j | x_<j)`` of every response token at each of several temperatures, from ONE forward.
 
@@ -60,9 +55,6 @@ def token_logprobs_at(
         temperatures: each divides the logits for one output; the sampling temperature of the policy
             (docs/design.md section 5: the same temperature everywhere, or the KL is biased).
         allowed_tokens: if given, the distribution is restricted to these ids (as when sampling).
-        share_prompts: encode each distinct prompt (the columns before the first response token) once
-            (:func:`textrlhf.lm.shared_prompt_forward`; groups of responses to one prompt); equal up to
-            float summation order.
 
     Returns:
         One ``(batch, seq_len)`` float32 tensor per temperature: the log-prob where ``response_mask`` is
@@ -96,10 +88,7 @@ def token_logprobs_at(
         "use_cache": False,
     }
     try:
-        if share_prompts:
-            logits = shared_prompt_forward(model, ids, mask, prompt_len=first, logits_to_keep=keep)
-        else:
-            logits = model(**inputs, logits_to_keep=keep).logits
+        logits = model(**inputs, logits_to_keep=keep).logits
     except TypeError:  # models without `logits_to_keep`
         logits = model(**inputs).logits
     logits = logits[:, -keep:-1].float()  # (batch, keep - 1, V): predictions of positions first..end
