@@ -1,4 +1,5 @@
-"""The dtype of forwards that only sample: fp32, bf16, or bf16 where the hardware multiplies it natively.
+"""The dtype of forwards that only sample (fp32, bf16, or bf16 where the hardware multiplies it natively), and frozen
+bf16 copies for autocast.
 
 Sampling preference pairs is data generation: nothing is trained on the sampler's log-probs, so its
 weights may be rounded to bfloat16 without biasing a log-prob ratio (the annotator labels whatever was
@@ -8,8 +9,10 @@ keeps fp32 by default and this is an option. Where the hardware multiplies bf16 
 BF16 on a CPU, a CUDA GPU with bf16), that halves the weights' memory traffic and runs the matrix
 products several times faster; elsewhere bf16 is emulated through fp32 kernels and is several times
 *slower* (docs/results/2026-12-01-precision.md). So ``"auto"`` asks the device, and every caller
-records what it resolved to. The policies under training never use this: their rollouts and updates
-must agree on the log-probs (their own ``precision`` option is autocast over fp32 weights).
+records what it resolved to. The policies under training never sample this way: their rollouts and
+updates must agree on the log-probs (their own ``precision`` option is autocast over fp32 weights). What
+they take from here is :func:`autocast_frozen_copy`, for the frozen reference: bf16 weights that give
+exactly the operands autocast would have made, cast once instead of at every forward.
 
 Measured on the 2-core Xeon with AMX (docs/results/2026-12-02-bf16-sampling.md): SmolLM2-135M
 sampling 64 rows x 24 tokens ran at 1.6x the tokens/s of fp32 (both with inverse-CDF draws).
@@ -68,19 +71,22 @@ def autocast_frozen_copy(model: torch.nn.Module, dtype: torch.dtype = torch.bflo
     frozen 135M-parameter reference re-reads 0.5 GB of fp32 weights per forward (155 ms of a 410 ms
     reference pass of 8 x 34 tokens on the 2-core Xeon; docs/results/2026-12-02-shared-prompts.md).
     Casting once gives the same operands, so the copy's forward under autocast is bit-identical to the
-    original's. Everything else (embeddings, norms) stays as it was; a linear layer tied to the input
-    embedding (an LM head) gets its own copy, leaving the embedding in its dtype. Use it only under that
-    autocast: outside it, its linear layers would meet inputs of another dtype.
+    original's. Every other parameter (embeddings, norms) is shared with ``model``, not copied; a linear
+    layer tied to the input embedding (an LM head) gets its own bf16 weight, leaving the embedding in its
+    dtype. Use it only under that autocast: outside it, its linear layers would meet inputs of another dtype.
 
     Args:
-        model: the frozen module (not modified). dtype: autocast's lower-precision dtype.
+        model: a frozen module (``requires_grad=False``); the copy shares its non-linear parameters and leaves
+            its linear layers as they are. dtype: autocast's lower-precision dtype.
 
     Returns:
         The copy, in eval mode, with ``requires_grad=False`` everywhere.
     """
     import copy
 
-    out = copy.deepcopy(model).eval().requires_grad_(False)
+    # Every parameter maps to itself: the copy shares them, and only its linear layers get new bf16 ones below.
+    memo = {id(p): p for p in model.parameters(recurse=True)}
+    out = copy.deepcopy(model, memo).eval().requires_grad_(False)
     for module in out.modules():
         if isinstance(module, torch.nn.Linear):
             module.weight = torch.nn.Parameter(module.weight.detach().to(dtype), requires_grad=False)
