@@ -44,6 +44,7 @@ from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 
 from agents.lm_model import DEFAULT_MODEL, DEFAULT_TEMPERATURE, DTYPES, PRECISIONS, LMPolicyModel, NoValueHeadError
 from agents.lora import LoRAOptions
+from textrlhf.threads import check_decode_threads
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -108,6 +109,7 @@ class _LMPolicyMixin(LMPolicyModel):
         kv_cache: bool = True,
         dtype: str = "float32",
         precision: str = "fp32",
+        decode_threads: int | str = "auto",
         allowed_tokens: Sequence[int] | None = None,
         ref_batch_size: int = 16,
         attn_implementation: str | None = None,
@@ -149,6 +151,7 @@ class _LMPolicyMixin(LMPolicyModel):
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
         self.precision = precision
+        self.decode_threads = check_decode_threads(decode_threads)
         self.lora = LoRAOptions.checked(lora_r, lora_alpha, lora_dropout, lora_target_modules)
         # Plain attributes before nn.Module.__init__ are fine; _build (called by SB3's __init__) reads them.
         self.model_name = str(model)
@@ -213,6 +216,7 @@ class _LMPolicyMixin(LMPolicyModel):
             kv_cache=self.kv_cache,
             dtype=self.dtype_name,
             precision=self.precision,
+            decode_threads=self.decode_threads,
             allowed_tokens=self.allowed_tokens,
             ref_batch_size=self.ref_batch_size,
             attn_implementation=self.attn_implementation,
@@ -375,6 +379,10 @@ class LMActorCriticPolicy(_LMPolicyMixin, ActorCriticPolicy):
             re-score the rollout teacher-forced, or with one epoch of one minibatch and no critic take
             the update's own forward as the re-scoring; SB3's rollouts run whole windows, no KV cache), so
             the first ratio stays 1 (docs/scaling.md).
+        decode_threads: intra-op threads of the rollout's token-by-token decode (the env's reward, the
+            reference and the update keep torch's count): a positive int, or ``"auto"`` (default: half of
+            torch's threads for a bf16 decode on a CPU whose OpenMP threads wait passively, as the scripts
+            set them; otherwise unchanged). :mod:`textrlhf.threads` says why and what was measured.
         allowed_tokens: restrict the distribution to these token ids (probability 0 elsewhere, also
             for the reference), for small-vocabulary tasks; ``None`` for the whole vocabulary.
         ref_batch_size: batch size of the reference model's teacher-forced forwards.

@@ -31,6 +31,7 @@ from stable_baselines3.common.vec_env import VecEnv
 from agents.policy import LMActorCriticPolicy
 from agents.vec_env import merge_row_options, monitor_info, row_infos, text_vector_env
 from textrlhf.lm import sample_tokens
+from textrlhf.threads import decode_threads, intra_op_threads
 
 
 @dataclass
@@ -199,8 +200,11 @@ def _lock_step(policy, venv, ids: torch.Tensor, mask: torch.Tensor, on_step) -> 
     """:func:`_generate`'s loop, in the policy's precision."""
     n, T, pad, device = venv.num_envs, int(venv.config.max_new_tokens), int(venv.pad_token_id), policy.device
     step_precision = torch.autocast(device.type, enabled=False) if policy.precision != "fp32" else nullcontext()
+    # The decode forwards may run on fewer intra-op threads than the env's reward (textrlhf.threads).
+    threads = decode_threads(policy.decode_threads, policy.precision, device)
     cache = policy.rollout_cache()  # the policy's KV cache (textrlhf.lm.KVCache on its trunks)
-    logits, value = cache.prefill(ids, mask)  # (n, V) tempered logits, (n,) values
+    with intra_op_threads(threads):
+        logits, value = cache.prefill(ids, mask)  # (n, V) tempered logits, (n,) values
     tokens = torch.full((n, T), pad, dtype=torch.long)  # left-aligned during the loop
     logps, values = torch.zeros((n, T)), torch.zeros((n, T))
     lengths = np.zeros(n, dtype=np.int64)
@@ -225,7 +229,8 @@ def _lock_step(policy, venv, ids: torch.Tensor, mask: torch.Tensor, on_step) -> 
         if not active.any() or not keep_going:
             break
         feed = torch.where(torch.as_tensor(active, device=device), action.to(device), torch.full_like(action, pad))
-        logits, value = cache.extend(feed)
+        with intra_op_threads(threads):
+            logits, value = cache.extend(feed)
     if active.any() and keep_going:
         raise RuntimeError(f"envs {np.flatnonzero(active).tolist()} did not end within max_new_tokens={T}")
     return {"tokens": tokens, "logps": logps, "values": values, "lengths": lengths, "finals": finals}, keep_going

@@ -10,7 +10,7 @@
   rollouts through the native vector env, sequence-level updates.
 
 Every runner takes the same keyword arguments (``cfg, n, seed, prompts, prompt_ids, dev, tokenizer``),
-ignores those it does not need, runs one warm-up iteration plus ``cfg.iterations`` timed ones, and
+ignores those it does not need, runs ``cfg.warmup`` untimed iterations plus ``cfg.iterations`` timed ones, and
 returns one run's summary (:func:`scripts.bench_summary.summarize_iterations` for the agents).
 """
 
@@ -23,7 +23,7 @@ import torch
 
 from scripts.bench_setup import SequenceClassifierReward, build_score_model, log, make_env
 from scripts.bench_summary import summarize_iterations
-from scripts.bench_utils import Timer
+from scripts.bench_utils import Timer, fault_delta, minor_faults
 
 if TYPE_CHECKING:  # the entry module imports this one; the config is only a type here
     from scripts.benchmark import Config
@@ -48,17 +48,17 @@ def run_limits(cfg: Config, n: int, seed: int, prompt_ids: torch.Tensor, dev: st
     lm = load_model(cfg.model, device=dev)
     P, T = cfg.max_prompt_tokens, cfg.max_new_tokens
     q = prompt_ids[:n].to(dev)  # (n, P)
-    out: dict[str, list[float]] = {k: [] for k in ("generate_s", "forward_s", "forward_backward_s")}
-    for it in range(1 + cfg.iterations):
+    keys = ("generate_s", "forward_s", "forward_backward_s")
+    its = []
+    for it in range(cfg.warmup + cfg.iterations):
+        faults = minor_faults()
         seconds = _limits_iteration(lm, q, cfg, dev)
-        if it >= 1:
-            for key, sec in zip(out, seconds):
-                out[key].append(sec)
+        its.append({**dict(zip(keys, seconds)), "minor_faults": fault_delta(faults), "warmup": it < cfg.warmup})
         log(
-            f"  limits it {it}{' (warm-up)' if it == 0 else ''}: generate {seconds[0]:.2f}s "
+            f"  limits it {it}{' (warm-up)' if it < cfg.warmup else ''}: generate {seconds[0]:.2f}s "
             f"forward {seconds[1]:.2f}s fwd+bwd {seconds[2]:.2f}s"
         )
-    g, f, b = (float(np.mean(out[k])) for k in out)
+    g, f, b = (float(np.mean([i[k] for i in its if not i["warmup"]])) for k in keys)
     seq_tokens = n * (P + T)
     return {
         "precision": cfg.precision,
@@ -69,6 +69,7 @@ def run_limits(cfg: Config, n: int, seed: int, prompt_ids: torch.Tensor, dev: st
         "generate_tokens_per_s": n * T / g,
         "forward_seq_tokens_per_s": seq_tokens / f,
         "forward_backward_seq_tokens_per_s": seq_tokens / b,
+        "iterations": its,
     }
 
 
@@ -110,7 +111,8 @@ def _drive(agent, cfg: Config, dev: str, update: bool, count_tokens, label: str)
     _, callback = agent._setup_learn(10**12, callback=None)
     callback.on_training_start(locals(), globals())
     its = []
-    for it in range(1 + cfg.iterations):
+    for it in range(cfg.warmup + cfg.iterations):
+        faults = minor_faults()
         with Timer(dev) as t_roll:
             agent.collect_rollouts(agent.env, callback, agent.rollout_buffer, n_rollout_steps=agent.n_steps)
         gen_s = agent.logger.name_to_value.get("time/generation_s")
@@ -120,11 +122,19 @@ def _drive(agent, cfg: Config, dev: str, update: bool, count_tokens, label: str)
                 agent.train()
             t_upd = t.seconds
         tokens = count_tokens(agent)
-        if it >= 1:
-            its.append({"tokens": tokens, "rollout_s": t_roll.seconds, "update_s": t_upd, "generation_s": gen_s})
+        its.append(
+            {
+                "tokens": tokens,
+                "rollout_s": t_roll.seconds,
+                "update_s": t_upd,
+                "generation_s": gen_s,
+                "minor_faults": fault_delta(faults),
+                "warmup": it < cfg.warmup,
+            }
+        )
         log(
-            f"  {label} it {it}{' (warm-up)' if it == 0 else ''}: {tokens} tokens, rollout {t_roll.seconds:.2f}s"
-            + (f", update {t_upd:.2f}s" if t_upd is not None else "")
+            f"  {label} it {it}{' (warm-up)' if it < cfg.warmup else ''}: {tokens} tokens, "
+            f"rollout {t_roll.seconds:.2f}s" + (f", update {t_upd:.2f}s" if t_upd is not None else "")
         )
     return summarize_iterations(its)
 

@@ -66,7 +66,7 @@ def markdown(results: dict, ratios: dict, cfg: Config) -> str:
         f"prompts {cfg.max_prompt_tokens} tokens, {cfg.max_new_tokens} new tokens, "
         f"temperature {cfg.temperature}, groups of {cfg.group_size} (grpo, rloo, TRL), {cfg.epochs} epoch(s) "
         f"of one optimizer step, KL coef {cfg.kl_coef} (fixed); median of {cfg.runs} run(s) x {cfg.iterations} "
-        f"iteration(s) after 1 warm-up; tokens counted (EOS ends an episode early except for generic)."
+        f"iteration(s) after {cfg.warmup} warm-up(s); tokens counted (EOS ends an episode early except for generic)."
     )
     return "\n".join(lines)
 

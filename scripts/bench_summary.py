@@ -30,8 +30,20 @@ TARGETS = {
 """Ratio name -> (comparison, target)."""
 
 
-def summarize_iterations(its: list[dict]) -> dict:
-    """One run: mean seconds per iteration, tokens/s = all tokens / all seconds of the timed iterations."""
+def summarize_iterations(records: list[dict]) -> dict:
+    """One run: mean seconds per iteration, tokens/s = all tokens / all seconds of the timed iterations.
+
+    Args:
+        records: one dict per iteration (``tokens``, ``rollout_s``, ``update_s``, ``generation_s``, and
+            optionally ``warmup``: such iterations are left out of the means, and ``minor_faults``).
+
+    Returns:
+        The means, plus every record under ``iterations`` (warm-ups included, so that another warm-up
+        count can be recomputed from the JSON).
+    """
+    its = [i for i in records if not i.get("warmup", False)]
+    if not its:
+        raise ValueError("no timed iteration to summarize (every record is a warm-up)")
     tokens = sum(i["tokens"] for i in its)
     roll = sum(i["rollout_s"] for i in its)
     upd = None if its[0]["update_s"] is None else sum(i["update_s"] for i in its)
@@ -45,6 +57,7 @@ def summarize_iterations(its: list[dict]) -> dict:
         "iteration_s": None if upd is None else (roll + upd) / k,
         "tokens_per_s": None if upd is None else tokens / (roll + upd),
         "rollout_tokens_per_s": tokens / roll,
+        "iterations": records,
     }
 
 

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from scripts.bench_setup import SequenceClassifierReward, build_score_model, log
 from scripts.bench_summary import summarize_iterations
-from scripts.bench_utils import Timer, sync
+from scripts.bench_utils import Timer, fault_delta, minor_faults, sync
 
 if TYPE_CHECKING:  # the entry module imports this one; the config is only a type here
     from scripts.benchmark import Config
@@ -57,7 +57,7 @@ def run_trl_rloo(cfg: Config, n: int, **kwargs) -> dict:
 def run_trl(
     cfg: Config, n: int, seed: int, prompts: list[str], dev: str, tokenizer, algorithm: str = "GRPO", **_
 ) -> dict:
-    """TRL's own ``train()`` for one warm-up plus ``cfg.iterations`` timed iterations of ``n`` responses.
+    """TRL's own ``train()`` for ``cfg.warmup`` untimed plus ``cfg.iterations`` timed iterations of ``n`` responses.
 
     Args:
         cfg: the benchmark config.
@@ -81,13 +81,13 @@ def run_trl(
     tmp = tempfile.mkdtemp(prefix="trl-bench-")
     try:  # the saved model, and TRL's output_dir (nothing is saved there: save_strategy="no")
         trainer = _trainer(algorithm, cfg, n, seed, prompts, dev, tokenizer, reward, tmp)
-        timer = PhaseTimer(dev)
+        timer = PhaseTimer(dev, warmup=cfg.warmup)
         its = _train_timed(trainer, timer, label=f"trl_{algorithm.lower()}")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    if len(its) != 1 + cfg.iterations:
-        raise RuntimeError(f"TRL ran {len(its)} iterations, expected {1 + cfg.iterations}")
-    return {**summarize_iterations(its[1:]), "precision": "bf16" if trainer.args.bf16 else "fp32"}
+    if len(its) != cfg.warmup + cfg.iterations:
+        raise RuntimeError(f"TRL ran {len(its)} iterations, expected {cfg.warmup + cfg.iterations}")
+    return {**summarize_iterations(its), "precision": "bf16" if trainer.args.bf16 else "fp32"}
 
 
 def _trainer(algorithm: str, cfg: Config, n: int, seed: int, prompts, dev: str, tokenizer, reward, tmp: str):
@@ -107,7 +107,7 @@ def _trainer(algorithm: str, cfg: Config, n: int, seed: int, prompts, dev: str, 
 
     config_cls = {"GRPO": trl.GRPOConfig, "RLOO": trl.RLOOConfig}[algorithm]
     trainer_cls = {"GRPO": trl.GRPOTrainer, "RLOO": trl.RLOOTrainer}[algorithm]
-    reps = -(-n * (1 + cfg.iterations) // len(prompts))  # enough prompts for every step
+    reps = -(-n * (cfg.warmup + cfg.iterations) // len(prompts))  # enough prompts for every step
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", _RENAMED_CHECKPOINTING, FutureWarning)
         trainer = trainer_cls(
@@ -131,7 +131,7 @@ def _trl_args(cfg: Config, n: int, seed: int, dev: str, output_dir: str) -> dict
         steps_per_generation=1,
         gradient_accumulation_steps=1,
         num_iterations=cfg.epochs,
-        max_steps=1 + cfg.iterations,
+        max_steps=cfg.warmup + cfg.iterations,
         max_completion_length=cfg.max_new_tokens,
         temperature=cfg.temperature,
         top_p=1.0,
@@ -161,16 +161,19 @@ class PhaseTimer:
     Args:
         dev: the device (synchronised before each clock reading). Tokens need no EOS id: TRL's completion
             ids already stop after the first EOS.
+        warmup: how many first iterations are warm-ups (flagged ``warmup`` in their records).
 
     Attributes:
-        iterations: one record per finished iteration, the warm-up first: ``tokens``, ``rollout_s``,
-            ``update_s``, ``generation_s``.
+        iterations: one record per finished iteration, the warm-ups first: ``tokens``, ``rollout_s``,
+            ``update_s``, ``generation_s``, ``minor_faults``, ``warmup``.
     """
 
-    def __init__(self, dev: str):
+    def __init__(self, dev: str, warmup: int = 1):
         self.dev = dev
+        self.warmup = warmup
         self.iterations: list[dict[str, Any]] = []
         self._t0: float | None = None
+        self._faults: int | None = None
         self._rollout_s = self._gen_s = 0.0
         self._tokens = 0
 
@@ -210,6 +213,7 @@ class PhaseTimer:
         """The first iteration starts (``on_train_begin``)."""
         sync(self.dev)
         self._t0 = time.perf_counter()
+        self._faults = minor_faults()
 
     def end_step(self, label: str = "trl") -> None:
         """An iteration ends (``on_step_end``): record it and start the next one."""
@@ -221,13 +225,16 @@ class PhaseTimer:
             "rollout_s": self._rollout_s,
             "update_s": now - self._t0 - self._rollout_s,
             "generation_s": self._gen_s,
+            "minor_faults": fault_delta(self._faults),
+            "warmup": it < self.warmup,
         }
         self.iterations.append(rec)
         log(
-            f"  {label} it {it}{' (warm-up)' if it == 0 else ''}: {rec['tokens']} tokens, rollout "
+            f"  {label} it {it}{' (warm-up)' if rec['warmup'] else ''}: {rec['tokens']} tokens, rollout "
             f"{rec['rollout_s']:.2f}s (generate {rec['generation_s']:.2f}s), update {rec['update_s']:.2f}s"
         )
         self._t0, self._rollout_s, self._gen_s, self._tokens = now, 0.0, 0.0, 0
+        self._faults = minor_faults()
 
 
 def _train_timed(trainer, timer: PhaseTimer, label: str) -> list[dict[str, Any]]:

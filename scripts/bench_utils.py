@@ -21,6 +21,25 @@ def sync(device: str | torch.device | None = None) -> None:
         torch.cuda.synchronize()
 
 
+def minor_faults() -> int | None:
+    """Minor page faults of this process so far (``getrusage``), ``None`` where there is no ``resource`` module.
+
+    A fault per 4 KiB page touched for the first time: an iteration that still grows its working set shows
+    them, a steady one does not (the benchmark records them per iteration).
+    """
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+def fault_delta(before: int | None) -> int | None:
+    """Minor page faults since ``before`` (a :func:`minor_faults` reading), ``None`` if unknown."""
+    now = minor_faults()
+    return None if before is None or now is None else now - before
+
+
 class Timer:
     """``with Timer(device) as t: ...`` then ``t.seconds`` (synchronises the device at both ends)."""
 

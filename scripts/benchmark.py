@@ -2,7 +2,7 @@
 
 Reads top to bottom: parse the config, encode the bundled review prompts (left-padded / truncated to
 ``max_prompt_tokens``, then decoded back into the texts every method gets), then for every batch size
-(responses per iteration) run ``runs`` rounds; a round runs every method once (one warm-up iteration
+(responses per iteration) run ``runs`` rounds; a round runs every method once (``warmup`` untimed iterations
 plus ``iterations`` timed ones), all in this one process, so a drift of the machine's speed is shared
 by every method instead of landing on whichever ran last:
 
@@ -84,7 +84,11 @@ class Config:
     """Responses per prompt for the methods that group (grpo, rloo, TRL's num_generations); every batch
     size must be a multiple of it when one of them runs."""
     iterations: int = 3
-    """Timed iterations per run, after one warm-up iteration that is excluded."""
+    """Timed iterations per run, after the ``warmup`` ones."""
+    warmup: int = 2
+    """Untimed iterations per run before the timed ones, for every method alike. Two, because a trainer's
+    first optimizer step creates the Adam state, so its second iteration is the first to hold the whole
+    working set and still page-faults it in (minor faults per iteration are in ``benchmark.json``)."""
     runs: int = 3
     """Independent runs per method and batch size (fresh models, seed + run); the median is reported."""
     methods: list[str] = field(default_factory=lambda: list(METHODS))
@@ -125,6 +129,8 @@ class Config:
         for name in ("iterations", "runs", "epochs", "max_prompt_tokens", "max_new_tokens"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
+        if self.warmup < 0:
+            raise ValueError(f"warmup must be >= 0 (untimed iterations), got {self.warmup}")
         if not self.batch_sizes or min(self.batch_sizes) < 1:
             raise ValueError("batch_sizes must be positive")
         grouped = sorted(set(self.methods) & set(GROUPED))
@@ -173,7 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     _import_up_front(cfg.methods)
     log(
         f"benchmark: {cfg.model} on {dev}, batch sizes {cfg.batch_sizes}, methods {cfg.methods}, "
-        f"{cfg.runs} run(s) x (1 warm-up + {cfg.iterations}) iterations, torch threads {torch.get_num_threads()}"
+        f"{cfg.runs} run(s) x ({cfg.warmup} warm-up + {cfg.iterations}) iterations, "
+        f"torch threads {torch.get_num_threads()}"
     )
     results = measure(cfg, inputs)
     ratios = {n: compute_ratios(res, n, cfg.max_new_tokens) for n, res in results.items()}

@@ -172,3 +172,39 @@ def test_bf16_reference_forwards_are_bit_identical_with_matrices_cast_once():
         with policy.autocast():
             slow = reference_logprobs(ref, ids, mask, response, temperature=policy.temperature)
     assert torch.equal(fast, slow)
+
+
+@pytest.mark.parametrize(("decode_threads", "expected"), [(1, 1), ("auto", 2)])
+def test_rollout_decodes_on_decode_threads_and_scores_on_all_threads(monkeypatch, decode_threads, expected):
+    """The decode forwards run on ``decode_threads`` intra-op threads; the env's reward, called between them,
+    and everything after the rollout get torch's own count back (textrlhf.threads)."""
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)  # spinning OpenMP: "auto" changes nothing
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        at_reward = []
+
+        def reward(prompt: str, response: str) -> float:
+            at_reward.append(torch.get_num_threads())
+            return float(len(response))
+
+        env = agents.make_vec_text_env(n_envs=4, model="tiny", prompts=PROMPTS, max_new_tokens=8, reward=reward)
+        agent = agents.make_agent(
+            "grpo", env, seed=0, group_size=2, policy_kwargs={"precision": "bf16", "decode_threads": decode_threads}
+        )
+        at_decode = []
+        agent.policy.lm.base_model.register_forward_pre_hook(lambda *_: at_decode.append(torch.get_num_threads()))
+        agent.policy.set_training_mode(False)
+        env.reset()
+        batch, _ = collect_round(agent.policy, env)
+        assert batch.n == 4 and len(at_decode) >= 2  # the prefill and at least one extend
+        assert set(at_decode) == {expected} and at_reward == [2] * 4
+        assert torch.get_num_threads() == 2
+        assert agent.policy._get_constructor_parameters()["decode_threads"] == decode_threads  # saved with the agent
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_bad_decode_threads_fail_in_the_constructor():
+    with pytest.raises(ValueError, match="decode_threads must be 'auto' or a positive int"):
+        agents.make_agent("grpo", make_env(), group_size=2, policy_kwargs={"decode_threads": 0})

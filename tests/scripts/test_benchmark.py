@@ -40,6 +40,10 @@ def test_short_benchmark_against_trl_grpo_and_rloo(tmp_path, capsys):
     for method in res:
         _check_timings(res[method], max_tokens=8 * 24)
         assert len(res[method]["runs"]) == 1
+        its = res[method]["runs"][0]["iterations"]  # every iteration, the default 2 warm-ups first
+        assert [i["warmup"] for i in its] == [True, True, False], method
+        assert all(isinstance(i["minor_faults"], int) and i["minor_faults"] >= 0 for i in its), method
+        assert res[method]["rollout_s"] == its[2]["rollout_s"]  # the one timed iteration, warm-ups left out
     ratios = data["ratios"]["8"]
     for key in ("grpo_vs_trl_grpo", "rloo_vs_trl_rloo", "grpo_vs_trl_rloo", "rloo_vs_trl_grpo"):
         assert _positive(ratios[key]), key
@@ -94,6 +98,27 @@ def test_bf16_runs_every_trainer_and_limit_in_bf16(tmp_path, capsys):
         _check_timings(res[method], max_tokens=4 * 4)
     assert data["config"]["precision"] == "bf16"
     assert "bf16 autocast over fp32 weights for every trainer and limit" in capsys.readouterr().out
+
+
+def test_summaries_leave_warm_ups_out_and_keep_every_record():
+    from scripts.bench_summary import summarize_iterations
+
+    def rec(seconds, warmup):
+        return {"tokens": 10, "rollout_s": seconds, "update_s": seconds, "generation_s": None, "warmup": warmup}
+
+    out = summarize_iterations([rec(9.0, True), rec(5.0, True), rec(1.0, False), rec(3.0, False)])
+    assert out["rollout_s"] == 2.0 and out["iteration_s"] == 4.0 and out["tokens_per_s"] == 20 / 8
+    assert [i["rollout_s"] for i in out["iterations"]] == [9.0, 5.0, 1.0, 3.0]
+    with pytest.raises(ValueError, match="no timed iteration"):
+        summarize_iterations([rec(1.0, True)])
+
+
+def test_config_rejects_a_negative_warm_up():
+    from scripts.benchmark import Config
+
+    with pytest.raises(ValueError, match="warmup must be >= 0"):
+        Config(warmup=-1)
+    assert Config(warmup=0).warmup == 0
 
 
 def test_config_rejects_unknown_method():
@@ -193,7 +218,7 @@ def test_trl_phase_timer_splits_rollout_generation_and_update_and_counts_complet
 
     from scripts.bench_trl import PhaseTimer
 
-    timer = PhaseTimer("cpu")
+    timer = PhaseTimer("cpu", warmup=1)
     completion_ids = [[1, 9], [1, 2, 3]]  # TRL's completions stop after the first EOS
 
     def generate_single_turn():
@@ -215,6 +240,7 @@ def test_trl_phase_timer_splits_rollout_generation_and_update_and_counts_complet
         time.sleep(0.03)  # loss, backward, optimizer step
         timer.end_step()
     assert len(timer.iterations) == 2
+    assert [rec["warmup"] for rec in timer.iterations] == [True, False]
     for rec in timer.iterations:
         assert rec["tokens"] == 2 + 3
         assert rec["rollout_s"] >= 0.04 and rec["rollout_s"] > rec["generation_s"] >= 0.02
