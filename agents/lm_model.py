@@ -33,7 +33,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from agents.kl import reference_logprobs as _reference_logprobs
 from agents.lora import AdaptersOff, add_adapters, save_adapter
 from textrlhf.lm import KVCache, KVCacheRunner, restrict_logits, trunk_hidden
-from textrlhf.precision import autocast_frozen_copy
+from textrlhf.precision import autocast_frozen_copy, packed_bf16_available, packed_bf16_linears
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 DEFAULT_TEMPERATURE = 0.7  # lm-human-preferences and docs/design.md section 4 sample at 0.7
@@ -181,6 +181,18 @@ class LMPolicyModel:
         if self.precision == "fp32":
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=torch.bfloat16)
+
+    def decode_weights(self, rows: int):
+        """The weights of a rollout's decode forwards of ``rows`` rows, as a context (inside :meth:`autocast`).
+
+        bf16 on a CPU that packs bf16 weights for oneDNN (:func:`textrlhf.precision.packed_bf16_available`):
+        the LM's linear layers multiply with bf16 copies of their weights packed once for the whole rollout
+        (:func:`textrlhf.precision.packed_bf16_linears`: the operands autocast would make, without oneDNN's
+        layout change at every call). Anything else (fp32, LoRA adapters, other devices): nothing.
+        """
+        if self.precision != "bf16" or self.lora.enabled or not packed_bf16_available(self.device):
+            return contextlib.nullcontext()
+        return packed_bf16_linears(self.lm, rows)
 
     def sequence_attention(self, seq_len: int):
         """The attention kernel of a teacher-forced forward over rows of ``seq_len`` tokens, as a context.

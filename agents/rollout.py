@@ -191,8 +191,10 @@ def _generate(policy, venv, ids: torch.Tensor, mask: torch.Tensor, on_step) -> t
     """The lock-step loop: one batched KV-cached forward and ONE ``venv.step`` per token."""
     # One autocast context around the whole loop (bf16 policies): autocast keeps its bf16 copy of each weight
     # until the outermost context exits, so the weights are cast once per rollout, not once per token; the
-    # env's step (and its reward model) runs outside it (docs/results/2026-12-02-bf16-rollouts.md).
-    with policy.autocast():
+    # env's step (and its reward model) runs outside it (docs/results/2026-12-02-bf16-rollouts.md). Where the
+    # CPU packs bf16 weights, the LM's linear layers use copies packed once per rollout instead
+    # (docs/results/2026-12-02-decode-threads.md).
+    with policy.autocast(), policy.decode_weights(ids.shape[0]):
         return _lock_step(policy, venv, ids, mask, on_step)
 
 

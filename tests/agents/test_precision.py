@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 
 import agents
 from agents.rollout import collect_round, sequence_forward
+from textrlhf.precision import packed_bf16_available
 
 PROMPTS = ["The film opens with", "I watched this movie and", "Halfway through the second act", "The ending was"]
 
@@ -208,3 +211,39 @@ def test_rollout_decodes_on_decode_threads_and_scores_on_all_threads(monkeypatch
 def test_bad_decode_threads_fail_in_the_constructor():
     with pytest.raises(ValueError, match="decode_threads must be 'auto' or a positive int"):
         agents.make_agent("grpo", make_env(), group_size=2, policy_kwargs={"decode_threads": 0})
+
+
+@pytest.mark.skipif(
+    not packed_bf16_available("cpu"),
+    reason="this CPU has no native bf16 or torch no oneDNN weight packing: its bf16 rollouts use plain autocast",
+)
+def test_bf16_decode_on_packed_weights_equals_autocast_and_leaves_the_layers_as_they_were():
+    """The rollout's decode forwards on bf16 weights packed once give autocast's logits through oneDNN's packed
+    kernel; on exit every linear layer computes as before (no instance ``forward`` left behind)."""
+    agent = agents.make_agent("grpo", make_env(), seed=0, group_size=2, policy_kwargs={"precision": "bf16"})
+    policy = agent.policy
+    ids = torch.randint(10, 1000, (4, 6), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones_like(ids)
+    mask[0, :2] = 0  # a left-padded row
+
+    def decode(packed: bool) -> tuple[list[torch.Tensor], int]:
+        weights = policy.decode_weights(4) if packed else contextlib.nullcontext()
+        with torch.no_grad(), policy.autocast(), weights, torch.profiler.profile() as prof:
+            cache = policy.rollout_cache()
+            out = [cache.prefill(ids, mask)[0]]
+            out += [cache.extend(ids[:, t])[0] for t in range(3)]
+        return out, sum(e.name == "mkldnn::_linear_pointwise" for e in prof.events())
+
+    (plain, plain_calls), (packed, packed_calls) = decode(False), decode(True)
+    for a, b in zip(plain, packed):  # (4, V) tempered logits at each step
+        assert torch.allclose(a, b, atol=2e-2, rtol=0), float((a - b).abs().max())
+    n_linear = sum(type(m) is torch.nn.Linear for m in policy.lm.modules())
+    assert plain_calls == 0 and packed_calls == 4 * n_linear  # every linear layer at every step, packed
+    assert not any("forward" in vars(m) for m in policy.lm.modules())
+
+
+def test_fp32_and_lora_policies_decode_on_their_own_weights():
+    fp32 = agents.make_agent("grpo", make_env(), seed=0, group_size=2)
+    lora = agents.make_agent("grpo", make_env(), seed=0, group_size=2, policy_kwargs={"precision": "bf16", "lora_r": 4})
+    for agent in (fp32, lora):
+        assert isinstance(agent.policy.decode_weights(4), contextlib.nullcontext)
