@@ -5,9 +5,9 @@ per token, each one an OpenMP parallel region. With ``OMP_WAIT_POLICY=PASSIVE`` 
 :mod:`textrlhf.cpu`, so that training does not collapse on a shared machine) the pool's idle threads
 sleep at once, and every region wakes them through the kernel. In bf16 on a CPU that multiplies bf16
 natively the kernels are so short that the wake-ups dominate: on the 2-core Xeon with AMX a bf16 rollout
-of 8 rows spent 2.5 s generating on two threads and 2.2 s on one (32 rows: 4.0 and 3.6 s); in fp32 the
-larger kernels need both cores (8 rows: 2.9 s on two, 3.4 s on one), and with OpenMP's spinning
-threads two threads win in bf16 too (docs/results/2026-12-02-decode-threads.md). So ``"auto"`` gives a
+of 8 episodes took 0.91x the seconds with its decode on one thread (32 episodes: 0.94x); in fp32 the
+larger kernels need both cores (one thread: 1.20x), and with OpenMP's spinning threads two threads won
+in bf16 too (docs/results/2026-12-02-decode-threads.md). So ``"auto"`` gives a
 bf16 decode on a CPU with passive OpenMP threads half of torch's intra-op threads (one on 2 cores; only
 that case is measured), and leaves every other decode alone. Only the decode steps change their thread
 count; the env's reward, the reference and the update keep all threads.
