@@ -58,7 +58,7 @@ def test_tiny_benchmark_reports_the_other_methods(tmp_path, capsys):
     data = _run_tiny(
         tmp_path,
         *("--batch-sizes", "2", "--group-size", "2", "--max-new-tokens", "4", "--iterations", "1", "--runs", "1"),
-        *("--methods", "generic,rlhf_ppo,grpo,limits,naive"),
+        *("--methods", "generic,rlhf_ppo,grpo,limits,naive", "--warmup", "1"),
     )
     res = data["results"]["2"]
     assert set(res) == {"generic", "rlhf_ppo", "grpo", "limits", "naive"}
@@ -89,7 +89,7 @@ def test_bf16_runs_every_trainer_and_limit_in_bf16(tmp_path, capsys):
     data = _run_tiny(
         tmp_path,
         *("--batch-sizes", "4", "--group-size", "2", "--max-new-tokens", "4", "--iterations", "1", "--runs", "1"),
-        *("--methods", "limits,rlhf_ppo,grpo,trl_grpo", "--precision", "bf16"),
+        *("--methods", "limits,rlhf_ppo,grpo,trl_grpo", "--precision", "bf16", "--warmup", "1"),
     )
     res = data["results"]["4"]
     methods = ("limits", "rlhf_ppo", "grpo", "trl_grpo")
