@@ -379,8 +379,9 @@ class LMActorCriticPolicy(_LMPolicyMixin, ActorCriticPolicy):
             re-score the rollout teacher-forced, or with one epoch of one minibatch and no critic take
             the update's own forward as the re-scoring; SB3's rollouts run whole windows, no KV cache), so
             the first ratio stays 1 (docs/scaling.md).
-        decode_threads: intra-op threads of the rollout's token-by-token decode (the env's reward, the
-            reference and the update keep torch's count): a positive int, or ``"auto"`` (default: half of
+        decode_threads: intra-op threads of the token-by-token decode of the fast agents' lock-step rollouts
+            (:func:`agents.rollout.collect_round`; the env's reward, the reference, the update and SB3's own
+            rollouts keep torch's count): a positive int, or ``"auto"`` (default: half of
             torch's threads for a bf16 decode on a CPU whose OpenMP threads wait passively, as the scripts
             set them; otherwise unchanged). :mod:`textrlhf.threads` says why and what was measured.
         allowed_tokens: restrict the distribution to these token ids (probability 0 elsewhere, also
