@@ -70,32 +70,24 @@ def parse_setting(setting: str, threads: int) -> tuple[int | str, bool]:
 
 
 def build_agent(cfg: Config):
-    """The benchmark's ``grpo`` agent and env at ``cfg.batch_size`` (``scripts.bench_setup``)."""
-    import agents
-    from scripts.bench_setup import SequenceClassifierReward, build_score_model, make_env
+    """The benchmark's ``grpo`` agent at ``cfg.batch_size`` (:func:`scripts.bench_methods.build_fast_agent`)."""
+    from scripts.bench_methods import build_fast_agent
     from scripts.benchmark import Config as BenchConfig
     from scripts.benchmark import encode_prompts, window_texts
     from textenv import load_prompts, load_tokenizer
 
-    bench = BenchConfig(model=cfg.model, precision=cfg.precision, max_new_tokens=cfg.max_new_tokens)
+    bench = BenchConfig(
+        model=cfg.model,
+        precision=cfg.precision,
+        max_new_tokens=cfg.max_new_tokens,
+        group_size=cfg.group_size,
+        batch_sizes=[cfg.batch_size],
+        methods=["grpo"],
+    )
     tok = load_tokenizer(cfg.model)
     ids = encode_prompts(tok, load_prompts("bundled:reviews", split="train"), bench.max_prompt_tokens)
-    model = build_score_model(cfg.model, cfg.seed, "cpu")
-    reward = SequenceClassifierReward(model, tok, bench.max_prompt_tokens, cfg.max_new_tokens)
-    env = make_env(bench, cfg.batch_size, cfg.seed, window_texts(tok, ids), reward)
-    return agents.make_agent(
-        "grpo",
-        env,
-        temperature=bench.temperature,
-        n_epochs=1,
-        batch_size=None,
-        learning_rate=bench.learning_rate,
-        kl_coef=bench.kl_coef,
-        adaptive_kl=False,
-        seed=cfg.seed,
-        group_size=cfg.group_size,
-        policy_kwargs={"precision": cfg.precision},
-    )
+    agent, _ = build_fast_agent(bench, cfg.batch_size, cfg.seed, window_texts(tok, ids), "cpu", tok, "grpo")
+    return agent
 
 
 def main(argv=None) -> dict:

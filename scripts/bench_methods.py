@@ -192,12 +192,22 @@ def run_naive(cfg: Config, n: int, **kwargs):
 def run_agent(cfg: Config, n: int, seed: int, prompts: list[str], dev: str, tokenizer, algo: str = "rlhf_ppo", **_):
     """A fast agent (``rlhf_ppo``, ``grpo`` or ``rloo``) on ``n`` envs (arguments as :func:`run_generic`'s).
 
-    ``grpo`` and ``rloo`` answer each prompt ``cfg.group_size`` times (``n / group_size`` prompts);
-    ``rlhf_ppo`` answers ``n`` prompts. Every agent does one optimizer step per batch (one minibatch,
-    ``cfg.epochs`` epochs) at the fixed KL coefficient.
-
     Returns:
         One run's summary; tokens are counted from the rollout batch's mask (EOS ends episodes early).
+    """
+    agent, env = build_fast_agent(cfg, n, seed, prompts, dev, tokenizer, algo)
+    out = _drive(agent, cfg, dev, True, lambda a: int(a._batch.mask.sum()), algo)
+    out["precision"] = agent.policy.precision  # what the agent ran in, for the report
+    env.close()
+    return out
+
+
+def build_fast_agent(cfg: Config, n: int, seed: int, prompts: list[str], dev: str, tokenizer, algo: str):
+    """The benchmark's fast agent ``algo`` and its env of ``n`` rows: ``(agent, env)``.
+
+    ``grpo`` and ``rloo`` answer each prompt ``cfg.group_size`` times (``n / group_size`` prompts);
+    ``rlhf_ppo`` answers ``n`` prompts. Every agent does one optimizer step per batch (one minibatch,
+    ``cfg.epochs`` epochs) at the fixed KL coefficient. Also used by ``scripts/bench_decode_threads.py``.
     """
     import agents
 
@@ -220,10 +230,7 @@ def run_agent(cfg: Config, n: int, seed: int, prompts: list[str], dev: str, toke
         policy_kwargs={"precision": cfg.precision},
         **group,
     )
-    out = _drive(agent, cfg, dev, True, lambda a: int(a._batch.mask.sum()), algo)
-    out["precision"] = agent.policy.precision  # what the agent ran in, for the report
-    env.close()
-    return out
+    return agent, env
 
 
 def run_rlhf_ppo(cfg: Config, n: int, **kwargs) -> dict:
