@@ -234,3 +234,22 @@ def test_value_head_false_builds_no_critic_and_ppo_still_runs(tmp_path):
     policy.set_training_mode(True)  # what TRPO's critic fit does: predict_values with gradients
     with pytest.raises(NoValueHeadError, match="value_head"):
         policy.predict_values(obs)
+
+
+def test_reference_logprobs_are_the_same_in_any_ref_batch_size_and_bad_sizes_fail():
+    from agents.rollout import collect_round
+
+    env = agents.make_vec_text_env(5, seed=0, **small_env_kwargs(max_new_tokens=4))
+    agent = agents.make_agent("rlhf_ppo", env, seed=0)
+    policy = agent.policy
+    assert policy.ref_batch_size == 32  # the default: a rollout of up to 32 rows in one forward
+    batch, _ = collect_round(policy, env)
+    args = (batch.input_ids, batch.attention_mask, batch.response_mask)
+    whole = policy.reference_logprobs(*args)  # (5, L): one forward of the 5 rows
+    assert whole[batch.response_mask].lt(0).all() and whole[~batch.response_mask].eq(0).all()
+    for rows in (1, 2, 4):  # chunks of 1, 2 and 4 rows (the last one shorter)
+        policy.ref_batch_size = rows
+        torch.testing.assert_close(policy.reference_logprobs(*args), whole, atol=1e-5, rtol=0)
+    for bad in (0, -1, True, 2.5, "8"):
+        with pytest.raises(ValueError, match="ref_batch_size must be a positive int"):
+            agents.make_agent("rlhf_ppo", env, seed=0, policy_kwargs={"ref_batch_size": bad})
