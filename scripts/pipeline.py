@@ -23,11 +23,13 @@ later stage (their ``DONE.json`` and RL's checkpoint are removed, and the pipeli
 re-running ``--stages sft`` with new settings never leaves an old RL policy marked as done. Before
 any stage runs, the inputs that planned stages read from unplanned ones are checked (finished,
 present, weights complete), and options are validated (``scripts/stages/config_sections.py``). A missing or
-damaged file stops the pipeline with one line naming the file and the fix, exit status 2.
+damaged file stops the pipeline with one line naming the file and the fix, exit status 2; a full disk with
+one line naming what was not written, exit status 1 (``--resume`` continues once there is room).
 """
 
 from __future__ import annotations
 
+import errno
 import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # default models ship offline; never hit the hub by accident
@@ -54,6 +56,7 @@ from scripts.run_dir import (
 )
 from scripts.stages.config import TINY_PRESET, PipelineConfig, build_config, load_yaml
 from scripts.stages.config_cli import build_parser, cli_layer
+from textrlhf.atomic import FolderWriteError
 from textrlhf.cpu import release_free_memory
 
 STAGE_ALIASES = {"reward_model": "reward-model", "rm": "reward-model", "eval": "evaluate"}
@@ -251,7 +254,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m scripts.pipeline`` and the ``textrlhf`` console script.
 
     Returns:
-        0 on success, 2 when the run folder is missing or damaged (the message names the file and the fix).
+        0 on success, 2 when the run folder is missing or damaged (the message names the file and the fix),
+        1 when the disk is full (the message says what was not written; nothing finished is lost).
     """
     cfg = resolve_config(argv)
     if cfg.run.seeds:
@@ -263,6 +267,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RunDirError as exc:  # one clear line, no traceback: the fix is in the message
         print(f"textrlhf: error: {exc}", file=sys.stderr, flush=True)
         return 2
+    except OSError as exc:  # a full disk; every file is written atomically (docs/design.md section 6): nothing lost
+        if not isinstance(exc, FolderWriteError) and exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        print(
+            f"textrlhf: error: {exc}. Free some space and rerun the same command with --resume: finished stages "
+            "and the RL stage's last checkpoint are kept",
+            file=sys.stderr,
+            flush=True,
+        )
+        return 1
 
 
 def _run(cfg: PipelineConfig) -> int:

@@ -25,6 +25,35 @@ from pathlib import Path
 
 _UMASK_LOCK = threading.Lock()
 
+LOW_DISK_BYTES = 256 * 2**20
+"""Free space under which a failed write is reported as a :class:`FolderWriteError` whatever its type: writers
+such as ``torch.save`` report a full disk as a ``RuntimeError`` ("unexpected pos ... vs ...")."""
+
+
+class FolderWriteError(OSError):
+    """Writing a folder failed, most often on a full disk; its previous contents (if any) are untouched.
+
+    Raised by :func:`atomic_dir` from the writer's own error (kept as ``__cause__``), with the file system's
+    free space in the message.
+    """
+
+
+def _free_bytes(folder: Path) -> int:
+    return shutil.disk_usage(folder).free
+
+
+def _write_error(path: Path, exc: Exception) -> FolderWriteError | None:
+    """The :class:`FolderWriteError` for ``exc`` raised while writing ``path``, or None for another failure."""
+    try:
+        free = _free_bytes(path.parent)
+    except OSError:
+        free = None
+    if not isinstance(exc, OSError) and (free is None or free >= LOW_DISK_BYTES):
+        return None  # not a write failure as far as we can tell: the writer's error stays as it was
+    space = "free space unknown" if free is None else f"{free / 2**20:.0f} MiB free on its file system"
+    kept = f"the previous {path.name} is untouched" if path.exists() else f"no {path.name} was written"
+    return FolderWriteError(f"could not write {path} ({type(exc).__name__}: {exc}; {space}): {kept}")
+
 
 def current_umask() -> int:
     """The process umask, read without changing it where the OS allows.
@@ -76,7 +105,9 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
             tokenizer.save_pretrained(tmp)
 
     An existing folder is replaced only after the new one is complete; on an exception the
-    temporary folder is deleted and the old one (if any) is left untouched. The new folder and its
+    temporary folder is deleted and the old one (if any) is left untouched. A failure that is an
+    ``OSError``, or any failure while the file system has under ``LOW_DISK_BYTES`` free, is raised as a
+    :class:`FolderWriteError` that says so (the writer's error is its ``__cause__``). The new folder and its
     contents get the umask's ordinary permissions (:func:`apply_default_permissions`), not the
     temporary folder's 0700.
     """
@@ -84,7 +115,13 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     try:
-        yield tmp
+        try:
+            yield tmp
+        except Exception as exc:
+            error = _write_error(path, exc)
+            if error is None:
+                raise
+            raise error from exc
         apply_default_permissions(tmp)  # before the rename: the folder appears with its final modes
         old = None
         if path.exists():

@@ -255,7 +255,8 @@ def test_bad_stage_and_build_config_checks(capsys):
         build_config({"evaluate": {"n": 1}})
 
 
-def test_atomic_dir_keeps_old_folder_on_error(tmp_path):
+def test_atomic_dir_keeps_old_folder_on_error(monkeypatch, tmp_path):
+    monkeypatch.setattr("textrlhf.atomic._free_bytes", lambda folder: 10 * 2**30)  # not a full disk
     target = tmp_path / "model"
     with atomic_dir(target) as tmp:
         (tmp / "a.txt").write_text("old")
@@ -267,6 +268,52 @@ def test_atomic_dir_keeps_old_folder_on_error(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["model"]  # no temporary leftovers
     atomic_write_text(tmp_path / "f.txt", "x")
     assert (tmp_path / "f.txt").read_text() == "x" and len(list(tmp_path.iterdir())) == 2
+
+
+def test_a_full_disk_is_a_folder_write_error_that_keeps_the_old_folder(monkeypatch, tmp_path):
+    """torch.save reports a full disk as a RuntimeError: below LOW_DISK_BYTES free any failure is a write error."""
+    import errno
+
+    from textrlhf.atomic import LOW_DISK_BYTES, FolderWriteError
+
+    target = tmp_path / "checkpoint"
+    with atomic_dir(target) as tmp:
+        (tmp / "a.txt").write_text("old")
+    free = {"bytes": 3 * 2**20}
+    monkeypatch.setattr("textrlhf.atomic._free_bytes", lambda folder: free["bytes"])
+    with pytest.raises(
+        FolderWriteError,
+        match=r"could not write .*checkpoint \(RuntimeError: unexpected pos.*3 MiB free.*"
+        r"the previous checkpoint is untouched",
+    ) as info:
+        with atomic_dir(target) as tmp:
+            (tmp / "a.txt").write_text("new")
+            raise RuntimeError("unexpected pos 807199936 vs 807199828")
+    assert isinstance(info.value.__cause__, RuntimeError)
+    with pytest.raises(FolderWriteError, match="no fresh was written"):  # an OSError is one whatever the space
+        free["bytes"] = 10 * LOW_DISK_BYTES
+        with atomic_dir(tmp_path / "fresh"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+    with pytest.raises(KeyError):  # another failure with room on the disk stays what it was
+        with atomic_dir(target):
+            raise KeyError("a bug, not the disk")
+    assert (target / "a.txt").read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint"]  # no temporary leftovers
+
+
+def test_the_pipeline_reports_a_full_disk_in_one_line(monkeypatch, capsys):
+    import errno
+
+    import scripts.pipeline as pipeline
+
+    def full_disk(cfg):
+        raise OSError(errno.ENOSPC, "No space left on device", "runs/x/preferences/pairs.jsonl")
+
+    monkeypatch.setattr(pipeline, "_run", full_disk)
+    assert pipeline.main(["--tiny", "--run-dir", "runs/never-written"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("textrlhf: error: [Errno 28] No space left on device") and "--resume" in err
+    assert err.count("\n") == 1
 
 
 # ----------------------------------------------------------------------------- stage pieces
