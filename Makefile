@@ -36,9 +36,9 @@ demo: setup
 
 # Lint and docs first: both take seconds, the suite minutes. The suite runs in TEST_WORKERS pytest-xdist
 # processes, a whole test file per worker (--dist loadfile: a file's module fixtures, such as the grader's
-# graded solutions or the cached PPO run the MaskablePPO test compares with, are built once). Two workers on
-# 2 cores: 7.1 against 10.7 minutes in one process, because many tests wait on child processes (torchrun,
-# the grader, the pipeline) or run tiny models that one core already serves (docs/development.md, "Tests").
+# graded solutions or the cached PPO run the MaskablePPO test compares with, are built once). Each worker runs
+# torch on its share of the cores (tests/conftest.py): two workers of one thread on 2 cores, 3.7 minutes, where
+# two workers of two threads oversubscribed the cores and took 9 (docs/development.md, "Tests").
 # The 15 slowest tests are listed at the end: the suite must stay under 10 minutes on 2 CPU cores (CI's
 # budget), and that list is where to trim. `make test TEST_WORKERS=0` runs it in one process.
 TEST_WORKERS ?= 2

@@ -10,7 +10,19 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import pytest
 import torch
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+def _threads_per_worker() -> int:
+    """torch threads of one test process: the cores shared out among pytest-xdist's workers, at most 2.
+
+    ``make test`` runs 2 workers on 2 cores; at 2 threads each, the 4 threads oversubscribe the cores, and
+    OpenMP threads that spin while they wait take the cores from each other: the TRPO update test on the tiny
+    model took 50 s in the suite against 1.4 s alone (docs/development.md, "Tests")."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    return max(1, min(2, cores // workers))
+
+
+torch.set_num_threads(_threads_per_worker())
 
 PROMPTS = [
     "The film opens with a long shot of",

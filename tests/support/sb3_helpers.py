@@ -9,16 +9,12 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import numpy as np
 import pytest
-import torch
 
 import textenv  # noqa: F401  (registers TextRLHF-v0)
 
 WORDS = [" yes", " no", " cat", " dog"]
 TARGET = " yes"
 PROMPTS = ["The movie was", "I think that", "Tell me about the weather", "A short story:", "Hello"]
-
-
-torch.set_num_threads(2)
 
 
 @pytest.fixture(scope="session")
