@@ -44,6 +44,8 @@ def _free_bytes(folder: Path) -> int:
 
 def _write_error(path: Path, exc: Exception) -> FolderWriteError | None:
     """The :class:`FolderWriteError` for ``exc`` raised while writing ``path``, or None for another failure."""
+    if isinstance(exc, FolderWriteError):
+        return None  # from an inner atomic_dir: already says which folder
     try:
         free = _free_bytes(path.parent)
     except OSError:
