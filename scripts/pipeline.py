@@ -29,7 +29,6 @@ one line naming what was not written, exit status 1 (``--resume`` continues once
 
 from __future__ import annotations
 
-import errno
 import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # default models ship offline; never hit the hub by accident
@@ -56,7 +55,7 @@ from scripts.run_dir import (
 )
 from scripts.stages.config import TINY_PRESET, PipelineConfig, build_config, load_yaml
 from scripts.stages.config_cli import build_parser, cli_layer
-from textrlhf.atomic import FolderWriteError
+from textrlhf.atomic import FULL_DISK_ERRNOS, FolderWriteError
 from textrlhf.cpu import release_free_memory
 
 STAGE_ALIASES = {"reward_model": "reward-model", "rm": "reward-model", "eval": "evaluate"}
@@ -268,7 +267,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"textrlhf: error: {exc}", file=sys.stderr, flush=True)
         return 2
     except OSError as exc:  # a full disk; every file is written atomically (docs/design.md section 6): nothing lost
-        if not isinstance(exc, FolderWriteError) and exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+        if not isinstance(exc, FolderWriteError) and exc.errno not in FULL_DISK_ERRNOS:
             raise
         print(
             f"textrlhf: error: {exc}. Free some space and rerun the same command with --resume: finished stages "

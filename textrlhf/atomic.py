@@ -14,6 +14,7 @@ which would leave an exported model readable by its owner alone.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import shutil
@@ -24,6 +25,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 _UMASK_LOCK = threading.Lock()
+
+FULL_DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+"""``OSError.errno`` values of a full file system or an exhausted quota."""
 
 LOW_DISK_BYTES = 256 * 2**20
 """Free space under which a failed write is reported as a :class:`FolderWriteError` whatever its type: writers
@@ -50,8 +54,9 @@ def _write_error(path: Path, exc: Exception) -> FolderWriteError | None:
         free = _free_bytes(path.parent)
     except OSError:
         free = None
-    if not isinstance(exc, OSError) and (free is None or free >= LOW_DISK_BYTES):
-        return None  # not a write failure as far as we can tell: the writer's error stays as it was
+    full = isinstance(exc, OSError) and exc.errno in FULL_DISK_ERRNOS
+    if not full and (free is None or free >= LOW_DISK_BYTES):
+        return None  # not a full disk as far as we can tell (a missing source file stays a FileNotFoundError)
     space = "free space unknown" if free is None else f"{free / 2**20:.0f} MiB free on its file system"
     kept = f"the previous {path.name} is untouched" if path.exists() else f"no {path.name} was written"
     return FolderWriteError(f"could not write {path} ({type(exc).__name__}: {exc}; {space}): {kept}")
@@ -107,9 +112,10 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
             tokenizer.save_pretrained(tmp)
 
     An existing folder is replaced only after the new one is complete; on an exception the
-    temporary folder is deleted and the old one (if any) is left untouched. A failure that is an
-    ``OSError``, or any failure while the file system has under ``LOW_DISK_BYTES`` free, is raised as a
-    :class:`FolderWriteError` that says so (the writer's error is its ``__cause__``). The new folder and its
+    temporary folder is deleted and the old one (if any) is left untouched. A full disk (an ``OSError``
+    with an errno of ``FULL_DISK_ERRNOS``, or any failure while the file system has under
+    ``LOW_DISK_BYTES`` free) is raised as a :class:`FolderWriteError` that says so (the writer's error is
+    its ``__cause__``). The new folder and its
     contents get the umask's ordinary permissions (:func:`apply_default_permissions`), not the
     temporary folder's 0700.
     """

@@ -290,10 +290,13 @@ def test_a_full_disk_is_a_folder_write_error_that_keeps_the_old_folder(monkeypat
             (tmp / "a.txt").write_text("new")
             raise RuntimeError("unexpected pos 807199936 vs 807199828")
     assert isinstance(info.value.__cause__, RuntimeError)
-    with pytest.raises(FolderWriteError, match="no fresh was written"):  # an OSError is one whatever the space
+    with pytest.raises(FolderWriteError, match="no fresh was written"):  # ENOSPC is one whatever the space
         free["bytes"] = 10 * LOW_DISK_BYTES
         with atomic_dir(tmp_path / "fresh"):
             raise OSError(errno.ENOSPC, "No space left on device")
+    with pytest.raises(FileNotFoundError):  # not a full disk: stays what it was
+        with atomic_dir(target):
+            raise FileNotFoundError(errno.ENOENT, "a missing source file")
     with pytest.raises(KeyError):  # another failure with room on the disk stays what it was
         with atomic_dir(target):
             raise KeyError("a bug, not the disk")
